@@ -1,0 +1,70 @@
+"""Settings for ad-scheduler, read from the environment (pydantic-settings).
+
+Priority, as pydantic-settings applies it: 1. environment variables, 2. a `.env` file in the
+working directory, 3. the defaults below. The defaults are the *embedded* configuration: a
+SQLite file in the project's data folder, a local folder for storage, the offline renderer.
+Secrets never live here: API keys and webhook URLs are Prefect blocks (see `blocks/`).
+"""
+
+from __future__ import annotations
+
+from functools import lru_cache
+from pathlib import Path
+
+from pydantic import Field
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+#: The repository root (or the install prefix's parent when installed without the repo).
+PROJECT_ROOT = Path(__file__).resolve().parent.parent
+
+
+class Settings(BaseSettings):
+    """Runtime settings.
+
+    Attributes:
+        data_dir: Folder for the embedded SQLite database and the local storage.
+        database_url: A SQLAlchemy URL (`postgresql+asyncpg://…`, `sqlite+aiosqlite:///…`) or the
+            name of a saved prefect-sqlalchemy `AsyncSqlAlchemyConnector` block. Empty means the
+            embedded SQLite file `<data_dir>/ad-scheduler.db`.
+        tenant_id: The tenant the CLI acts for when none is given.
+    """
+
+    model_config = SettingsConfigDict(env_file=".env", extra="ignore")
+
+    data_dir: Path = Field(
+        default=PROJECT_ROOT / "data",
+        validation_alias="AD_SCHEDULER_DATA_DIR",
+        description="Folder for the embedded database and local storage.",
+    )
+    database_url: str = Field(
+        default="",
+        validation_alias="DATABASE_URL",
+        description="SQLAlchemy URL, or the name of an AsyncSqlAlchemyConnector block.",
+    )
+    tenant_id: str = Field(
+        default="00000000-0000-0000-0000-000000000001",
+        validation_alias="AD_SCHEDULER_TENANT_ID",
+        description="Default tenant for the CLI.",
+    )
+
+    storage_block: str = Field(
+        default="",
+        validation_alias="AD_SCHEDULER_STORAGE_BLOCK",
+        description="Name of a saved AdStorage block; empty means a local folder.",
+    )
+    prefect_ui_url: str = Field(
+        default="",
+        validation_alias="AD_SCHEDULER_PREFECT_UI_URL",
+        description="Base URL of the Prefect UI, for links in exports (optional).",
+    )
+
+    @property
+    def embedded_database_path(self) -> Path:
+        """Path of the embedded SQLite database file."""
+        return self.data_dir / "ad-scheduler.db"
+
+
+@lru_cache(maxsize=1)
+def get_settings() -> Settings:
+    """Return the process-wide settings (tests call `get_settings.cache_clear()`)."""
+    return Settings()
