@@ -27,11 +27,6 @@ PG_HINT = (
 )
 
 
-@pytest.fixture(scope="session")
-def event_loop_policy() -> asyncio.AbstractEventLoopPolicy:
-    return asyncio.DefaultEventLoopPolicy()
-
-
 @pytest_asyncio.fixture(scope="session")
 async def postgres_available() -> bool:
     """Whether PostgreSQL answers; with CI=true a missing server fails the run."""
@@ -70,8 +65,8 @@ async def sqlite_database_url(tmp_path_factory: pytest.TempPathFactory) -> Async
     yield url
 
 
-@pytest_asyncio.fixture(params=["sqlite", "postgres"])
-async def db_url(request: pytest.FixtureRequest) -> str:
+@pytest.fixture(params=["sqlite", "postgres"])
+def db_url(request: pytest.FixtureRequest) -> str:
     """The URL of a migrated database, once per backend."""
     name = "sqlite_database_url" if request.param == "sqlite" else "pg_database_url"
     return str(request.getfixturevalue(name))
