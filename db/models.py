@@ -178,6 +178,8 @@ class ScheduledJob(Base):
     consecutive_failures: Mapped[int] = mapped_column(default=0, server_default="0")
     max_consecutive_failures: Mapped[int] = mapped_column(default=3, server_default="3")
     last_run_at: Mapped[datetime | None]
+    #: When the job was last resumed: failures before it no longer count toward a pause.
+    resumed_at: Mapped[datetime | None]
     deleted_at: Mapped[datetime | None]
 
     product: Mapped[Product] = relationship(lazy="raise")

@@ -140,6 +140,7 @@ def upgrade() -> None:
         sa.Column("consecutive_failures", sa.Integer(), server_default="0", nullable=False),
         sa.Column("max_consecutive_failures", sa.Integer(), server_default="3", nullable=False),
         sa.Column("last_run_at", TZ, nullable=True),
+        sa.Column("resumed_at", TZ, nullable=True),
         sa.Column("deleted_at", TZ, nullable=True),
         sa.CheckConstraint(
             "exhausted_policy IN ('recycle', 'skip', 'fail')",

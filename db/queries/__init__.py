@@ -1,0 +1,1 @@
+"""Queries that carry real semantics (claims, the run mirror, deliveries)."""

@@ -1,0 +1,261 @@
+"""The run mirror (`scheduled_job_runs`) and the job counters derived from it.
+
+State hooks and the reconciler both report what they know about a flow run as a `JobRunEvent`;
+`upsert_job_run` folds it into the run's row, keyed by `flow_run_id`:
+
+- idempotent: the same event twice leaves one row with the same content;
+- monotonic: statuses only move forward (pending → running → a terminal status); a late
+  `running` never overwrites `completed`/`failed`, and a terminal row only has its gaps filled.
+
+Job counters (`runs_completed`, `consecutive_failures`, `last_run_at`, `next_run_at`, and the
+automatic `completed`/`paused` transitions) are never incremented in place: `derive_job_state`
+recomputes them from the history, so replaying events or running the reconciler twice changes
+nothing.
+"""
+
+from __future__ import annotations
+
+import uuid
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from typing import Literal
+
+import sqlalchemy as sa
+from prefect.server.schemas.schedules import CronSchedule
+from pydantic import BaseModel, ConfigDict, Field
+from sqlalchemy.dialects import postgresql, sqlite
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from db.errors import NotFoundError
+from db.models import TERMINAL_RUN_STATUSES, ScheduledJob, ScheduledJobRun
+from db.types import utcnow
+
+RunStatus = Literal["pending", "running", "completed", "failed", "skipped", "cancelled"]
+
+_RANK = {"pending": 0, "running": 1}
+TERMINAL_RANK = 2
+
+#: The run fields an event may carry (everything but the key and the status).
+_EVENT_FIELDS = (
+    "scheduled_job_id",
+    "tenant_id",
+    "flow_run_name",
+    "scheduled_for",
+    "trigger",
+    "started_at",
+    "completed_at",
+    "error_message",
+    "ad_run_ids",
+    "templates_used",
+    "logs",
+    "prefect_state",
+    "skip_reason",
+)
+
+
+def status_rank(status: str | None) -> int:
+    """Order of statuses: pending < running < any terminal status."""
+    return _RANK.get(status or "pending", TERMINAL_RANK)
+
+
+class JobRunEvent(BaseModel):
+    """What a hook or the reconciler learned about one flow run of a job."""
+
+    model_config = ConfigDict(frozen=True)
+
+    flow_run_id: uuid.UUID
+    scheduled_job_id: uuid.UUID
+    status: RunStatus
+    tenant_id: uuid.UUID | None = None
+    flow_run_name: str | None = None
+    scheduled_for: datetime | None = None
+    trigger: Literal["schedule", "manual"] | None = None
+    started_at: datetime | None = None
+    completed_at: datetime | None = None
+    error_message: str | None = Field(default=None, max_length=10_000)
+    ad_run_ids: list[uuid.UUID] | None = None
+    templates_used: list[str] | None = None
+    logs: str | None = None
+    prefect_state: str | None = None
+    skip_reason: str | None = None
+
+
+async def upsert_job_run(session: AsyncSession, event: JobRunEvent) -> ScheduledJobRun:
+    """Fold `event` into the row of its flow run (created on first sight); returns the row."""
+    values = {f: getattr(event, f) for f in _EVENT_FIELDS if getattr(event, f) is not None}
+    values.setdefault("trigger", "schedule")
+    insert = (
+        postgresql.insert if session.get_bind().dialect.name == "postgresql" else sqlite.insert
+    )
+    now = utcnow()
+    inserted = await session.scalar(
+        insert(ScheduledJobRun)
+        .values(
+            id=uuid.uuid4(),
+            flow_run_id=event.flow_run_id,
+            status=event.status,
+            created_at=now,
+            updated_at=now,
+            **values,
+        )
+        .on_conflict_do_nothing(index_elements=["flow_run_id"])
+        .returning(ScheduledJobRun.id)
+    )
+    query = sa.select(ScheduledJobRun).where(ScheduledJobRun.flow_run_id == event.flow_run_id)
+    if inserted is not None:
+        row = (await session.scalars(query)).one()
+        return row
+    row = (await session.scalars(query.with_for_update())).one()
+    new_rank, old_rank = status_rank(event.status), status_rank(row.status)
+    advances = new_rank > old_rank or (new_rank == old_rank and new_rank < TERMINAL_RANK)
+    if advances:
+        row.status = event.status
+        for name, value in values.items():
+            if name != "trigger" or row.trigger is None:
+                setattr(row, name, value)
+    else:
+        for name, value in values.items():
+            if getattr(row, name) is None:
+                setattr(row, name, value)
+    await session.flush()
+    return row
+
+
+async def claim_schedule_slot(session: AsyncSession, run: ScheduledJobRun) -> bool:
+    """Make `run` the owner of its job's schedule slot; False if another run already owns it.
+
+    The slot is "<job id>:<scheduled time>", unique in the table, so of two runs created for the
+    same scheduled time (a redeploy, a duplicated trigger) exactly one proceeds.
+    """
+    if run.scheduled_for is None:
+        return True
+    key = f"{run.scheduled_job_id}:{run.scheduled_for.isoformat()}"
+    if run.slot_key == key:
+        return True
+    try:
+        async with session.begin_nested():
+            await session.execute(
+                sa.update(ScheduledJobRun).where(ScheduledJobRun.id == run.id).values(slot_key=key)
+            )
+    except sa.exc.IntegrityError:
+        return False
+    run.slot_key = key
+    return True
+
+
+@dataclass(frozen=True)
+class JobState:
+    """Counters and status derived from a job's run history.
+
+    Attributes:
+        status_changed_to: "completed" or "paused" when this derivation changed the status.
+        deactivate_schedule: True when the Prefect schedule must be switched off.
+    """
+
+    runs_completed: int
+    consecutive_failures: int
+    last_run_at: datetime | None
+    next_run_at: datetime | None
+    status: str
+    status_changed_to: str | None
+    deactivate_schedule: bool
+
+
+async def next_fire_time(cron: str, timezone: str, after: datetime) -> datetime | None:
+    """The next time `cron` fires in `timezone` strictly after `after` (Prefect's own maths)."""
+    dates = await CronSchedule(cron=cron, timezone=timezone).get_dates(
+        n=1, start=after + (datetime.resolution * 1000)
+    )
+    # Prefect hands back pendulum datetimes; the rest of the code speaks stdlib datetimes.
+    return datetime.fromtimestamp(dates[0].timestamp(), tz=UTC) if dates else None
+
+
+async def derive_job_state(
+    session: AsyncSession, job_id: uuid.UUID, *, now: datetime | None = None
+) -> JobState:
+    """Recompute a job's counters and automatic status from its history, and store them.
+
+    - `runs_completed`: completed *scheduled* runs (manual runs are recorded, not counted);
+    - `consecutive_failures`: failed scheduled runs since the last completed one (or since the
+      job was last resumed), skipped and cancelled runs neither count nor break the streak;
+    - at `max_runs`, or after a one-time job's run, the job becomes `completed`;
+    - at `max_consecutive_failures` an active job pauses itself with a note saying why.
+    """
+    now = now or utcnow()
+    job = await session.get(ScheduledJob, job_id, with_for_update=True)
+    if job is None:
+        raise NotFoundError("scheduled job", job_id)
+    runs = ScheduledJobRun
+    completed = await session.scalar(
+        sa.select(sa.func.count()).where(
+            runs.scheduled_job_id == job_id, runs.trigger == "schedule", runs.status == "completed"
+        )
+    )
+    last_run_at = await session.scalar(
+        sa.select(sa.func.max(runs.started_at)).where(runs.scheduled_job_id == job_id)
+    )
+    order_key = sa.func.coalesce(runs.scheduled_for, runs.started_at, runs.created_at)
+    recent = (
+        await session.execute(
+            sa.select(runs.status, runs.error_message, order_key.label("at"))
+            .where(
+                runs.scheduled_job_id == job_id,
+                runs.trigger == "schedule",
+                runs.status.in_(("completed", "failed")),
+            )
+            .order_by(order_key.desc())
+            .limit(max(job.max_consecutive_failures, 1) + 1)
+        )
+    ).all()
+    streak, last_error = 0, None
+    for row in recent:
+        if row.status != "failed" or (job.resumed_at and row.at and row.at <= job.resumed_at):
+            break
+        streak += 1
+        last_error = last_error or row.error_message
+    any_scheduled_ended = await session.scalar(
+        sa.select(sa.func.count()).where(
+            runs.scheduled_job_id == job_id,
+            runs.trigger == "schedule",
+            runs.status.in_(TERMINAL_RUN_STATUSES),
+        )
+    )
+
+    changed_to: str | None = None
+    status = job.status or "active"
+    if status != "completed":
+        if job.max_runs is not None and (completed or 0) >= job.max_runs:
+            changed_to = "completed"
+        elif job.schedule_type == "one_time" and any_scheduled_ended:
+            changed_to = "completed"
+        elif status == "active" and streak >= job.max_consecutive_failures:
+            changed_to = "paused"
+            reason = f" (last error: {last_error[:300]})" if last_error else ""
+            job.pause_note = (
+                f"Paused automatically after {streak} consecutive failed runs{reason}. "
+                "Fix the cause, then resume the job."
+            )
+    if changed_to:
+        status = job.status = changed_to
+
+    next_run_at: datetime | None = None
+    if status == "active" and job.deleted_at is None:
+        if job.schedule_type == "recurring" and job.cron_expression:
+            next_run_at = await next_fire_time(job.cron_expression, job.timezone, now)
+        elif job.schedule_type == "one_time" and not any_scheduled_ended:
+            next_run_at = job.scheduled_at
+
+    job.runs_completed = completed or 0
+    job.consecutive_failures = streak
+    job.last_run_at = last_run_at
+    job.next_run_at = next_run_at
+    await session.flush()
+    return JobState(
+        runs_completed=job.runs_completed,
+        consecutive_failures=streak,
+        last_run_at=last_run_at,
+        next_run_at=next_run_at,
+        status=status,
+        status_changed_to=changed_to,
+        deactivate_schedule=status in ("completed", "paused") and changed_to is not None,
+    )

@@ -1,0 +1,130 @@
+"""Template claims on both databases: unused selection, exhaustion policies, atomicity."""
+
+from __future__ import annotations
+
+import asyncio
+import uuid
+
+import pytest
+import sqlalchemy as sa
+
+from db.errors import NotFoundError, TemplatesExhaustedError
+from db.models import ProductTemplateUsage
+from db.queries.templates import (
+    claim_specific_templates,
+    claim_unused_templates,
+    confirm_template_use,
+    release_claims,
+)
+from db.session import session_scope
+from tests.support.factories import make_ad_run, make_product, make_templates
+
+
+async def _setup(db_url: str, tenant_id: uuid.UUID, templates: int):
+    async with session_scope(db_url) as s:
+        product = await make_product(s, tenant_id)
+        await make_templates(s, tenant_id, templates)
+    return product
+
+
+async def _claim(db_url, tenant_id, product, count, policy="recycle", run=None):
+    run = run or uuid.uuid4()
+    async with session_scope(db_url) as s:
+        result = await claim_unused_templates(
+            s, tenant_id=tenant_id, product_id=product.id, flow_run_id=run, count=count,
+            when_exhausted=policy,
+        )
+    return run, result
+
+
+async def _confirm(db_url, tenant_id, product, run, names):
+    async with session_scope(db_url) as s:
+        for name in names:
+            ad_run = await make_ad_run(s, tenant_id, product, name)
+            await confirm_template_use(s, tenant_id=tenant_id, product_id=product.id,
+                                       template=name, ad_run_id=ad_run.id, flow_run_id=run)
+
+
+async def test_claim_takes_unused_templates_then_rotates(db_url, tenant_id) -> None:
+    product = await _setup(db_url, tenant_id, 5)
+    run, first = await _claim(db_url, tenant_id, product, 3)
+    assert first.templates == ["tpl-0000.png", "tpl-0001.png", "tpl-0002.png"]
+    assert first.recycled == []
+    await _confirm(db_url, tenant_id, product, run, first.templates)
+    _, second = await _claim(db_url, tenant_id, product, 3, policy="skip")
+    assert second.templates == ["tpl-0003.png", "tpl-0004.png"]
+
+
+async def test_concurrent_claims_never_share_a_template(db_url, tenant_id) -> None:
+    product = await _setup(db_url, tenant_id, 12)
+    results = await asyncio.gather(*[_claim(db_url, tenant_id, product, 3) for _ in range(4)])
+    taken = [t for _, r in results for t in r.templates]
+    assert len(taken) == 12 and len(set(taken)) == 12
+
+
+async def test_exhausted_policies(db_url, tenant_id) -> None:
+    product = await _setup(db_url, tenant_id, 3)
+    run, first = await _claim(db_url, tenant_id, product, 3)
+    await _confirm(db_url, tenant_id, product, run, first.templates)
+
+    _, skipped = await _claim(db_url, tenant_id, product, 2, policy="skip")
+    assert skipped.templates == []
+    with pytest.raises(TemplatesExhaustedError, match="policy is 'fail'"):
+        await _claim(db_url, tenant_id, product, 2, policy="fail")
+
+    # Recycle: least recently used first; a recycled claim is exclusive too.
+    run2, recycled = await _claim(db_url, tenant_id, product, 2, policy="recycle")
+    assert recycled.recycled == recycled.templates and len(recycled.templates) == 2
+    _, other = await _claim(db_url, tenant_id, product, 3, policy="recycle")
+    assert set(other.templates).isdisjoint(recycled.templates)
+    assert len(other.templates) == 1
+
+
+async def test_release_returns_fresh_templates_to_unused(db_url, tenant_id) -> None:
+    product = await _setup(db_url, tenant_id, 3)
+    run, claim = await _claim(db_url, tenant_id, product, 3)
+    await _confirm(db_url, tenant_id, product, run, claim.templates[:1])
+    async with session_scope(db_url) as s:
+        released = await release_claims(s, flow_run_id=run)
+    assert released == claim.templates[1:]
+    async with session_scope(db_url) as s:
+        rows = (await s.execute(
+            sa.select(ProductTemplateUsage.template_storage_name, ProductTemplateUsage.use_count,
+                      ProductTemplateUsage.claimed_by_flow_run_id)
+            .where(ProductTemplateUsage.product_id == product.id)
+        )).all()
+    assert [tuple(r) for r in rows] == [(claim.templates[0], 1, None)]
+    _, again = await _claim(db_url, tenant_id, product, 2, policy="skip")
+    assert again.templates == claim.templates[1:]
+
+
+async def test_confirm_is_idempotent_per_ad_run(db_url, tenant_id) -> None:
+    product = await _setup(db_url, tenant_id, 1)
+    async with session_scope(db_url) as s:
+        ad_run = await make_ad_run(s, tenant_id, product, "tpl-0000.png")
+        for _ in range(2):
+            await confirm_template_use(s, tenant_id=tenant_id, product_id=product.id,
+                                       template="tpl-0000.png", ad_run_id=ad_run.id)
+        count = await s.scalar(sa.select(ProductTemplateUsage.use_count).where(
+            ProductTemplateUsage.product_id == product.id))
+    assert count == 1
+
+
+async def test_bad_input_raises_clear_errors(db_url, tenant_id) -> None:
+    product = await _setup(db_url, tenant_id, 2)
+    with pytest.raises(NotFoundError, match="product"):
+        await _claim(db_url, uuid.uuid4(), product, 1)  # another tenant's product
+    with pytest.raises(ValueError, match="at least 1"):
+        await _claim(db_url, tenant_id, product, 0)
+    async with session_scope(db_url) as s:
+        with pytest.raises(NotFoundError, match="nope.png"):
+            await claim_specific_templates(s, tenant_id=tenant_id, product_id=product.id,
+                                           names=["tpl-0000.png", "nope.png"])
+    # A template of another tenant is "not found" as well.
+    other = uuid.uuid4()
+    async with session_scope(db_url) as s:
+        await make_templates(s, other, 1, prefix="theirs")
+    async with session_scope(db_url) as s:
+        with pytest.raises(NotFoundError, match="theirs-0000.png"):
+            await claim_specific_templates(s, tenant_id=tenant_id, product_id=product.id,
+                                           names=["theirs-0000.png"])
