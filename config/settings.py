@@ -58,6 +58,13 @@ class Settings(BaseSettings):
         description="Base URL of the Prefect UI, for links in exports (optional).",
     )
 
+    run_heartbeat_seconds: float = Field(
+        default=30.0,
+        gt=0,
+        validation_alias="AD_SCHEDULER_RUN_HEARTBEAT_SECONDS",
+        description="How often a running job touches its run row (the reconciler's liveness).",
+    )
+
     @property
     def embedded_database_path(self) -> Path:
         """Path of the embedded SQLite database file."""

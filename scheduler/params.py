@@ -17,7 +17,8 @@ Destination = Literal["none", "email", "slack", "both"]
 
 MAX_VARIATIONS = 10
 MAX_RECIPIENTS = 50
-BLOCK_NAME_PATTERN = r"^[a-z0-9][a-z0-9-]{0,62}$"
+#: A saved block's name, optionally prefixed by its block-type slug ("gemini-image/prod").
+BLOCK_NAME_PATTERN = r"^([a-z0-9][a-z0-9-]{0,62}/)?[a-z0-9][a-z0-9-]{0,62}$"
 
 
 class AdParameters(BaseModel):
@@ -104,3 +105,6 @@ class JobParameters(BaseModel):
 
     ad: AdParameters = Field(default_factory=AdParameters)
     export: ExportSettings = Field(default_factory=ExportSettings)
+    template_concurrency: int = Field(
+        default=4, ge=1, le=32, description="Templates generated at once within one run."
+    )

@@ -1,0 +1,87 @@
+"""`create_ads`: the manual ad-creation flow (the seed's Ad Creator), on the same tasks.
+
+A person picks a product, templates (or "unused" with a count) and the ad parameters; the run
+claims, generates, records template usage and exports exactly as a scheduled run does.
+"""
+
+from __future__ import annotations
+
+import uuid
+from typing import Literal
+
+from prefect import flow
+from prefect.context import get_run_context
+from prefect.states import Failed, State
+from pydantic import BaseModel
+
+from db.queries.templates import claim_specific_templates, claim_unused_templates
+from db.session import session_scope
+from flows.artifacts import publish_run_artifact
+from flows.pipeline import RunPlan, make_ads
+from scheduler.params import AdParameters, ExportSettings
+
+
+class CreateAdsResult(BaseModel):
+    """What a manual run made."""
+
+    ad_run_ids: list[uuid.UUID]
+    templates: list[str]
+    ads: int
+
+
+@flow(name="create-ads", log_prints=False)
+async def create_ads(
+    tenant_id: uuid.UUID,
+    product_id: uuid.UUID,
+    templates: list[str] | None = None,
+    unused_count: int | None = None,
+    when_exhausted: Literal["recycle", "skip", "fail"] = "recycle",
+    ad: AdParameters | None = None,
+    export: ExportSettings | None = None,
+    concurrency: int = 4,
+) -> CreateAdsResult | State:
+    """Make ads for a product now.
+
+    Args:
+        tenant_id: The tenant the product belongs to.
+        product_id: The product.
+        templates: Template storage names to use (or leave empty and give `unused_count`).
+        unused_count: Claim this many templates the product has not used yet.
+        when_exhausted: With `unused_count`: recycle / skip / fail when none are left.
+        ad: Ad parameters (variations, content source, colour mode, image mode).
+        export: Where the ads go (default: nowhere).
+        concurrency: Templates generated at once.
+    """
+    flow_run = get_run_context().flow_run  # type: ignore[union-attr]
+    assert flow_run is not None
+    if not templates and not unused_count:
+        return Failed(message="give either templates (storage names) or unused_count (1-100)")
+    if unused_count is not None and not 1 <= unused_count <= 100:
+        return Failed(message=f"unused_count must be between 1 and 100, got {unused_count}")
+    if not 1 <= concurrency <= 32:
+        return Failed(message=f"concurrency must be between 1 and 32, got {concurrency}")
+    async with session_scope() as session:
+        if templates:
+            chosen = await claim_specific_templates(
+                session, tenant_id=tenant_id, product_id=product_id, names=templates
+            )
+        else:
+            claim = await claim_unused_templates(
+                session, tenant_id=tenant_id, product_id=product_id, flow_run_id=flow_run.id,
+                count=unused_count or 1, when_exhausted=when_exhausted,
+            )
+            chosen = claim.templates
+    if not chosen:
+        return Failed(message="no unused template is left for this product")
+    plan = RunPlan(
+        tenant_id=tenant_id, product_id=product_id, flow_run_id=flow_run.id, templates=chosen,
+        ad=ad or AdParameters(), export=export or ExportSettings(), concurrency=concurrency,
+    )
+    result = await make_ads(plan)
+    await publish_run_artifact("manual ad creation", result)
+    if result.failed:
+        return Failed(message=result.failure_message())
+    return CreateAdsResult(
+        ad_run_ids=result.ad_run_ids, templates=chosen,
+        ads=sum(len(o.ads) for o in result.outcomes),
+    )

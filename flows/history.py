@@ -1,0 +1,167 @@
+"""The run mirror: Prefect flow-run states → `scheduled_job_runs`, and job status → Prefect.
+
+State hooks give freshness; the reconciler (flows/reconcile.py) gives completeness — hooks are
+client-side and do not run when a worker dies with its flow, for runs a deployment concurrency
+limit cancels, or for zombies the server marks crashed (notes/PREFECT.md §3). Both report through
+`mirror_flow_run`, which is idempotent and monotonic, then re-derive the job's counters.
+"""
+
+from __future__ import annotations
+
+import logging
+import uuid
+from datetime import UTC, datetime
+from typing import Any
+
+from prefect.client.orchestration import get_client
+from prefect.client.schemas.objects import FlowRun, State, StateType
+
+from db.queries.job_runs import JobRunEvent, RunStatus, derive_job_state, upsert_job_run
+from db.session import session_scope
+
+logger = logging.getLogger("ad_scheduler.history")
+
+#: Tags that mark a run as fired by the job's schedule rather than by a person.
+SCHEDULE_TAGS = {"auto-scheduled", "one-time"}
+SKIPPED_STATE_NAME = "Skipped"
+OVERLAP_MESSAGE = "concurrency limit"
+
+
+def run_trigger(flow_run: FlowRun) -> str:
+    """"schedule" for runs the schedule (or a one-time job) created, else "manual"."""
+    if flow_run.auto_scheduled or SCHEDULE_TAGS & set(flow_run.tags or ()):
+        return "schedule"
+    return "manual"
+
+
+def scheduled_time(flow_run: FlowRun) -> datetime | None:
+    """The time the run was scheduled for (what misfire and duplicate-slot checks compare)."""
+    when = flow_run.expected_start_time or (
+        flow_run.state.state_details.scheduled_time if flow_run.state else None
+    )
+    return datetime.fromtimestamp(when.timestamp(), tz=UTC) if when else None
+
+
+def _aware(value: datetime | None) -> datetime | None:
+    return datetime.fromtimestamp(value.timestamp(), tz=UTC) if value else None
+
+
+def status_for(state: State) -> tuple[RunStatus, str | None]:
+    """The mirror status (and skip reason) for a Prefect state."""
+    kind = state.type
+    if kind == StateType.COMPLETED:
+        if state.name == SKIPPED_STATE_NAME:
+            return "skipped", None
+        return "completed", None
+    if kind in (StateType.FAILED, StateType.CRASHED):
+        return "failed", None
+    if kind == StateType.CANCELLED:
+        if OVERLAP_MESSAGE in (state.message or "").lower():
+            return "skipped", "overlap"
+        return "cancelled", None
+    if kind in (StateType.RUNNING, StateType.CANCELLING):
+        return "running", None
+    return "pending", None
+
+
+def event_for(flow_run: FlowRun, state: State | None = None) -> JobRunEvent | None:
+    """The mirror event for a flow run of `run-scheduled-job` (None for other flows)."""
+    raw_job = (flow_run.parameters or {}).get("job_id")
+    if raw_job is None:
+        return None
+    state = state or flow_run.state
+    if state is None:
+        return None
+    status, skip_reason = status_for(state)
+    terminal = status not in ("pending", "running")
+    message = state.message if status in ("failed", "cancelled") else None
+    if state.type == StateType.CRASHED and message:
+        message = f"Crashed: {message}"
+    return JobRunEvent(
+        flow_run_id=flow_run.id,
+        scheduled_job_id=uuid.UUID(str(raw_job)),
+        status=status,
+        flow_run_name=flow_run.name,
+        scheduled_for=scheduled_time(flow_run),
+        trigger=run_trigger(flow_run),  # type: ignore[arg-type]
+        started_at=_aware(flow_run.start_time),
+        completed_at=(_aware(flow_run.end_time) or _aware(state.timestamp)) if terminal else None,
+        error_message=message[:10_000] if message else None,
+        prefect_state=state.name,
+        skip_reason=skip_reason,
+    )
+
+
+async def mirror_flow_run(flow_run: FlowRun, state: State | None = None) -> bool:
+    """Upsert the run's row and re-derive its job; apply status changes to Prefect.
+
+    Returns True when the job's status changed (completed or paused) as a result.
+    """
+    event = event_for(flow_run, state)
+    if event is None:
+        return False
+    async with session_scope() as session:
+        row = await upsert_job_run(session, event)
+        if row.tenant_id is None:
+            from db.models import ScheduledJob
+
+            job = await session.get(ScheduledJob, event.scheduled_job_id)
+            row.tenant_id = job.tenant_id if job else None
+        derived = await derive_job_state(session, event.scheduled_job_id)
+    if derived.status_changed_to:
+        await apply_job_status(event.scheduled_job_id)
+        return True
+    return False
+
+
+async def apply_job_status(job_id: uuid.UUID) -> None:
+    """Make the job's Prefect deployment match its status (idempotent).
+
+    `completed`: every schedule inactive (future runs are deleted by Prefect). `paused`: the
+    deployment is paused (its schedules stay as they are, so resume restores them exactly).
+    """
+    from db.models import ScheduledJob
+
+    async with session_scope() as session:
+        job = await session.get(ScheduledJob, job_id)
+    if job is None or job.prefect_deployment_id is None:
+        return
+    async with get_client() as client:
+        if job.status == "completed":
+            for schedule in await client.read_deployment_schedules(job.prefect_deployment_id):
+                if schedule.active:
+                    await client.update_deployment_schedule(
+                        job.prefect_deployment_id, schedule.id, active=False
+                    )
+        elif job.status == "paused":
+            deployment = await client.read_deployment(job.prefect_deployment_id)
+            if not deployment.paused:
+                await client.pause_deployment(job.prefect_deployment_id)
+
+
+async def _hook(flow: Any, flow_run: FlowRun, state: State) -> None:
+    # A hook that cannot reach the database must not break the run: log and let the
+    # reconciler heal the row later. Only the error's type is logged — messages from drivers
+    # can carry connection details.
+    try:
+        await mirror_flow_run(flow_run, state)
+    except Exception as exc:
+        logger.error(
+            "run mirror: could not record state %s of flow run %s (%s); the reconciler will",
+            state.name, flow_run.id, type(exc).__name__,
+        )
+
+
+# Prefect calls worker-side hooks with keyword arguments: the names must be exactly these.
+async def on_state_change(flow: Any, flow_run: FlowRun, state: State) -> None:
+    """State hook for every state of `run-scheduled-job`: mirror it."""
+    await _hook(flow, flow_run, state)
+
+
+MIRROR_HOOKS: dict[str, list[Any]] = {
+    "on_running": [on_state_change],
+    "on_completion": [on_state_change],
+    "on_failure": [on_state_change],
+    "on_crashed": [on_state_change],
+    "on_cancellation": [on_state_change],
+}

@@ -1,0 +1,331 @@
+"""The tasks both ad flows share: generate one ad run per template, record usage, export.
+
+`make_ads` is the common core of `run_scheduled_job` and `create_ads`. Templates run
+concurrently with an explicit bound (`template_concurrency`); every provider call also holds a slot
+of the generator's provider limit, shared by every run on every worker (see `flows/limits.py`).
+A template whose generation fails is released (it stays unused); the others finish, and their ads
+and usage are recorded whatever happens to the export afterwards.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import uuid
+from typing import Any
+
+import sqlalchemy as sa
+from prefect import get_run_logger, task
+from prefect.artifacts import acreate_progress_artifact, aupdate_progress_artifact
+from prefect.blocks.core import Block
+from prefect.cache_policies import NO_CACHE
+from prefect.client.orchestration import get_client
+from pydantic import BaseModel, ConfigDict, Field
+
+from blocks.generators.base import AdGenerator, AdRequest, GenerationError, ProductBrief
+from blocks.generators.local import LocalAdRenderer
+from blocks.storage import AdStorage
+from db.models import AdRun, AdTemplate, Brand, GeneratedAd, Product
+from db.queries.templates import confirm_template_use, release_claims
+from db.session import session_scope
+from db.types import utcnow
+from flows.limits import ensure_provider_limit, provider_slot
+from scheduler.params import AdParameters, ExportSettings
+
+#: Generator block types a bare block name is looked up in, in this order.
+GENERATOR_BLOCK_SLUGS = (
+    "ad-scheduler-local-renderer",
+    "ad-scheduler-gemini-image",
+    "ad-scheduler-http-ad-service",
+)
+
+
+class AdSummary(BaseModel):
+    """One stored ad, as flows report it."""
+
+    storage_path: str
+    headline: str
+    url: str | None = None
+
+
+class AdRunOutcome(BaseModel):
+    """What happened to one template in one run."""
+
+    ad_run_id: uuid.UUID
+    template: str
+    ok: bool
+    ads: list[AdSummary] = Field(default_factory=list)
+    error: str | None = None
+
+
+class RunPlan(BaseModel):
+    """Everything a run's ad generation needs, resolved up front."""
+
+    model_config = ConfigDict(arbitrary_types_allowed=True)
+
+    tenant_id: uuid.UUID
+    product_id: uuid.UUID
+    flow_run_id: uuid.UUID
+    templates: list[str]
+    ad: AdParameters
+    export: ExportSettings = Field(default_factory=ExportSettings)
+    job_id: uuid.UUID | None = None
+    job_run_id: uuid.UUID | None = None
+    concurrency: int = Field(default=4, ge=1)
+
+
+class PipelineResult(BaseModel):
+    """The outcome of `make_ads`."""
+
+    outcomes: list[AdRunOutcome]
+
+    @property
+    def failed(self) -> list[AdRunOutcome]:
+        """Ad runs that did not produce their ads."""
+        return [o for o in self.outcomes if not o.ok]
+
+    @property
+    def ad_run_ids(self) -> list[uuid.UUID]:
+        """Every ad run of this run."""
+        return [o.ad_run_id for o in self.outcomes]
+
+    def failure_message(self) -> str:
+        """A sentence naming the failed templates and why."""
+        parts = [f"{o.template} ({o.error})" for o in self.failed]
+        return f"{len(self.failed)} of {len(self.outcomes)} templates failed: " + "; ".join(parts)
+
+
+async def load_generator(block_name: str | None) -> AdGenerator:
+    """The named generator block ("slug/name" or a bare name), or the offline renderer."""
+    if not block_name:
+        return LocalAdRenderer()
+    candidates = [block_name] if "/" in block_name else [
+        f"{slug}/{block_name}" for slug in GENERATOR_BLOCK_SLUGS
+    ]
+    for ref in candidates:
+        try:
+            block = await Block.aload(ref)
+        except ValueError:
+            continue
+        if not isinstance(block, AdGenerator):
+            raise TypeError(f"block {ref!r} is not an ad generator")
+        return block
+    raise ValueError(f"no generator block named {block_name!r} is saved on the Prefect server")
+
+
+async def load_brief(tenant_id: uuid.UUID, product_id: uuid.UUID) -> tuple[ProductBrief, Product]:
+    """The product brief generators see, and the product row."""
+    async with session_scope() as session:
+        product = await session.scalar(
+            sa.select(Product).where(Product.id == product_id, Product.tenant_id == tenant_id)
+        )
+        if product is None:
+            raise ValueError(f"product {product_id} not found")
+        brand = await session.get(Brand, product.brand_id)
+    brief = ProductBrief(
+        name=product.name,
+        description=product.description,
+        brand_name=brand.name if brand else "",
+        key_benefits=tuple(product.key_benefits),
+        brand_colors=tuple(product.brand_colors or (brand.colors if brand else [])),
+        hooks=tuple(product.hooks),
+    )
+    return brief, product
+
+
+def _product_image_path(ad: AdParameters, image_paths: list[str], index: int) -> str | None:
+    """The image mode: `specific` always uses the given image, `auto` rotates the product's."""
+    if ad.image_mode == "specific":
+        return ad.product_image
+    return image_paths[index % len(image_paths)] if image_paths else None
+
+
+@task(name="generate-ad-run", cache_policy=NO_CACHE, task_run_name="generate {template}")
+async def generate_ad_run(
+    plan: RunPlan,
+    template: str,
+    brief: ProductBrief,
+    image_paths: list[str],
+    generator: AdGenerator,
+    storage: AdStorage,
+) -> AdRunOutcome:
+    """Generate one ad run: N variations of one template, stored and recorded.
+
+    Never raises for a generation failure: the ad run is marked failed with its reason.
+    """
+    logger = get_run_logger()
+    async with session_scope() as session:
+        row = await session.scalar(
+            sa.select(AdTemplate).where(
+                AdTemplate.tenant_id == plan.tenant_id, AdTemplate.storage_name == template
+            )
+        )
+        size = (row.width, row.height) if row else (1080, 1080)
+        copy = row.name if row else ""
+        ad_run = AdRun(
+            tenant_id=plan.tenant_id,
+            product_id=plan.product_id,
+            template_storage_name=template,
+            scheduled_job_id=plan.job_id,
+            scheduled_job_run_id=plan.job_run_id,
+            flow_run_id=plan.flow_run_id,
+            status="running",
+            parameters=plan.ad.model_dump(mode="json"),
+            started_at=utcnow(),
+        )
+        session.add(ad_run)
+    ads: list[AdSummary] = []
+    try:
+        template_image = await storage.read(storage.template_path(template))
+        product_images: dict[str, bytes] = {}
+        for index in range(plan.ad.variations):
+            path = _product_image_path(plan.ad, image_paths, index)
+            if path and path not in product_images:
+                product_images[path] = await storage.read(path)
+            request = AdRequest(
+                product=brief,
+                template_name=template,
+                template_image=template_image,
+                template_copy=copy,
+                product_image=product_images.get(path) if path else None,
+                variation_index=index,
+                parameters=plan.ad,
+                width=size[0],
+                height=size[1],
+            )
+            async with provider_slot(generator):
+                image = await generator.generate(request)
+            path_written = storage.ad_path(plan.tenant_id, ad_run.id, index, image.extension)
+            await storage.write(path_written, image.data)
+            async with session_scope() as session:
+                session.add(
+                    GeneratedAd(
+                        tenant_id=plan.tenant_id,
+                        ad_run_id=ad_run.id,
+                        variation_index=index,
+                        storage_path=path_written,
+                        headline=image.headline,
+                        width=image.width,
+                        height=image.height,
+                        size_bytes=len(image.data),
+                        content_type=image.content_type,
+                    )
+                )
+            ads.append(
+                AdSummary(
+                    storage_path=path_written,
+                    headline=image.headline,
+                    url=storage.public_url(path_written),
+                )
+            )
+    except (GenerationError, FileNotFoundError, OSError, ValueError) as exc:
+        error = str(exc) or type(exc).__name__
+        logger.warning("template %s failed: %s", template, error)
+        await _finish_ad_run(ad_run.id, "failed", error)
+        return AdRunOutcome(ad_run_id=ad_run.id, template=template, ok=False, ads=ads, error=error)
+    await _finish_ad_run(ad_run.id, "completed", None)
+    logger.info("template %s: %d ads", template, len(ads))
+    return AdRunOutcome(ad_run_id=ad_run.id, template=template, ok=True, ads=ads)
+
+
+async def _finish_ad_run(ad_run_id: uuid.UUID, status: str, error: str | None) -> None:
+    async with session_scope() as session:
+        await session.execute(
+            sa.update(AdRun)
+            .where(AdRun.id == ad_run_id)
+            .values(status=status, error_message=error, completed_at=utcnow())
+        )
+
+
+@task(name="record-template-usage", cache_policy=NO_CACHE)
+async def record_usage(plan: RunPlan, outcomes: list[AdRunOutcome]) -> None:
+    """Confirm the templates that produced ads; release the claims of the ones that failed."""
+    async with session_scope() as session:
+        for outcome in outcomes:
+            if outcome.ok:
+                await confirm_template_use(
+                    session,
+                    tenant_id=plan.tenant_id,
+                    product_id=plan.product_id,
+                    template=outcome.template,
+                    ad_run_id=outcome.ad_run_id,
+                    flow_run_id=plan.flow_run_id,
+                )
+        failed = [o.template for o in outcomes if not o.ok]
+        if failed:
+            await release_claims(session, flow_run_id=plan.flow_run_id, templates=failed)
+
+
+async def export_outcomes(plan: RunPlan, outcomes: list[AdRunOutcome]) -> list[Any]:
+    """Hand finished ad runs to the export step; never raises (ads are already stored)."""
+    if plan.export.destination == "none":
+        return []
+    logger = get_run_logger()
+    try:
+        from flows.export import ensure_export_limits, export_ad_run, export_job_run_digest
+    except ImportError:  # pragma: no cover - exports ship with their own module
+        logger.error("exports are configured but flows.export is not installed")
+        return []
+    results: list[Any] = []
+    try:
+        await ensure_export_limits(plan.export)
+        done = [o for o in outcomes if o.ok]
+        per_run = await asyncio.gather(*[export_ad_run(o.ad_run_id, plan.export) for o in done])
+        results.extend(r for batch in per_run for r in batch)
+        if plan.export.wants_email and plan.export.email_mode == "digest" and plan.job_run_id:
+            results.extend(await export_job_run_digest(plan.job_run_id, plan.export))
+    except Exception as exc:  # an export problem must never lose the run's ads
+        logger.error("export step failed: %s", type(exc).__name__)
+    return results
+
+
+async def make_ads(plan: RunPlan) -> PipelineResult:
+    """Generate, record and export the ads of one run (the core both flows share)."""
+    logger = get_run_logger()
+    generator = await load_generator(plan.ad.generator_block)
+    await ensure_provider_limit(generator)
+    from blocks.storage import load_storage
+
+    storage = await load_storage()
+    brief, product = await load_brief(plan.tenant_id, plan.product_id)
+    total = len(plan.templates)
+    progress_id = await acreate_progress_artifact(
+        progress=0.0, description=f"Ad runs finished, of {total} templates"
+    )
+    finished = 0
+    bound = asyncio.Semaphore(plan.concurrency)
+
+    async def one(template: str) -> AdRunOutcome:
+        nonlocal finished
+        async with bound:
+            outcome = await generate_ad_run(
+                plan, template, brief, list(product.image_paths), generator, storage
+            )
+        finished += 1
+        await aupdate_progress_artifact(progress_id, progress=100.0 * finished / total)
+        return outcome
+
+    logger.info(
+        "generating %d templates, %d variations each, %d at a time",
+        total, plan.ad.variations, plan.concurrency,
+    )
+    try:
+        outcomes = list(await asyncio.gather(*[one(t) for t in plan.templates]))
+    except BaseException:
+        # Anything unexpected (cancellation, a bug): do not keep templates claimed.
+        async with session_scope() as session:
+            await release_claims(session, flow_run_id=plan.flow_run_id)
+        raise
+    await record_usage(plan, outcomes)
+    await export_outcomes(plan, outcomes)
+    return PipelineResult(outcomes=outcomes)
+
+
+async def rename_flow_run(flow_run_id: uuid.UUID, name: str, tags: list[str]) -> None:
+    """Give the flow run a name and tags a person can read in the UI (best effort)."""
+    try:
+        async with get_client() as client:
+            current = await client.read_flow_run(flow_run_id)
+            merged = sorted(set(current.tags) | set(tags))
+            await client.update_flow_run(flow_run_id, name=name, tags=merged)
+    except Exception as exc:  # cosmetic: never fail a run over its name
+        get_run_logger().warning("could not rename flow run: %s", type(exc).__name__)

@@ -1,0 +1,237 @@
+"""`run_scheduled_job`: the flow every job's deployment points at.
+
+One run: load the job → skip a misfire or a duplicate slot (recorded, not run stale) → claim
+templates for the job's template mode → one ad run per template, concurrently and under the
+provider limit → record usage → export → finish Completed, or Failed naming the failed templates
+(the successful ads stay and count). Its state hooks mirror every state into
+`scheduled_job_runs`; counters and `next_run_at` are derived from that history.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import uuid
+from datetime import UTC, timedelta
+
+import sqlalchemy as sa
+from prefect import flow, get_run_logger
+from prefect.context import get_run_context
+from prefect.states import Completed, Failed, State
+from pydantic import BaseModel
+
+from config import get_settings
+from db.errors import NotFoundError, TemplatesExhaustedError
+from db.models import ScheduledJob, ScheduledJobRun
+from db.queries.job_runs import JobRunEvent, claim_schedule_slot, upsert_job_run
+from db.queries.templates import claim_specific_templates, claim_unused_templates
+from db.session import session_scope
+from db.types import utcnow
+from flows.artifacts import publish_run_artifact
+from flows.history import MIRROR_HOOKS, SKIPPED_STATE_NAME, run_trigger, scheduled_time
+from flows.pipeline import RunPlan, make_ads, rename_flow_run
+from scheduler.params import JobParameters
+
+
+class JobRunSummary(BaseModel):
+    """What one run of a job did (the flow's return value)."""
+
+    job_id: uuid.UUID
+    templates: list[str]
+    ad_run_ids: list[uuid.UUID]
+    ads: int
+    failed_templates: list[str]
+
+
+async def _record(event: JobRunEvent) -> uuid.UUID:
+    async with session_scope() as session:
+        row = await upsert_job_run(session, event)
+        return row.id
+
+
+async def _skip(
+    job: ScheduledJob, flow_run_id: uuid.UUID, reason: str, message: str
+) -> State:
+    get_run_logger().warning("skipping run: %s", message)
+    await _record(
+        JobRunEvent(
+            flow_run_id=flow_run_id,
+            scheduled_job_id=job.id,
+            tenant_id=job.tenant_id,
+            status="skipped",
+            skip_reason=reason,
+            completed_at=utcnow(),
+            logs=message,
+            prefect_state=SKIPPED_STATE_NAME,
+        )
+    )
+    return Completed(name=SKIPPED_STATE_NAME, message=message)
+
+
+@flow(name="run-scheduled-job", log_prints=False, **MIRROR_HOOKS)  # type: ignore[arg-type]
+async def run_scheduled_job(job_id: uuid.UUID) -> JobRunSummary | State:
+    """Run one scheduled ad job.
+
+    Args:
+        job_id: The `scheduled_jobs` row this deployment belongs to.
+
+    Returns:
+        A summary of the ads made, or a Skipped/Failed state saying why.
+    """
+    logger = get_run_logger()
+    flow_run = get_run_context().flow_run  # type: ignore[union-attr]
+    assert flow_run is not None
+    trigger = run_trigger(flow_run)
+    slot_time = scheduled_time(flow_run)
+
+    async with session_scope() as session:
+        job = await session.get(ScheduledJob, job_id)
+    if job is None or job.deleted_at is not None:
+        raise NotFoundError("scheduled job", job_id)
+    params = JobParameters.model_validate(job.parameters)
+    when = (slot_time or utcnow()).astimezone(_zone(job.timezone))
+    await rename_flow_run(
+        flow_run.id,
+        f"{job.name} · {when:%Y-%m-%d %H:%M %Z}",
+        [f"job:{job.name}", f"product:{job.product_id}", f"brand:{job.brand_id}"],
+    )
+
+    # The row exists from the start, with what the hooks cannot know.
+    async with session_scope() as session:
+        row = await upsert_job_run(
+            session,
+            JobRunEvent(
+                flow_run_id=flow_run.id,
+                scheduled_job_id=job.id,
+                tenant_id=job.tenant_id,
+                status="running",
+                trigger=trigger,  # type: ignore[arg-type]
+                scheduled_for=slot_time,
+                started_at=utcnow(),
+                flow_run_name=flow_run.name,
+            ),
+        )
+        job_run_id = row.id
+        owns_slot = trigger != "schedule" or await claim_schedule_slot(session, row)
+
+    if trigger == "schedule":
+        if not owns_slot:
+            return await _skip(
+                job, flow_run.id, "duplicate_slot",
+                f"another run already handled the slot scheduled for {slot_time:%Y-%m-%d %H:%M %Z}",
+            )
+        lateness = utcnow() - (slot_time or utcnow())
+        if lateness > timedelta(seconds=job.misfire_grace_seconds):
+            return await _skip(
+                job, flow_run.id, "misfire",
+                f"started {_human(lateness)} after its scheduled time, beyond the job's grace "
+                f"period of {_human(timedelta(seconds=job.misfire_grace_seconds))}: missed",
+            )
+    if job.status != "active" and trigger == "schedule":
+        return await _skip(job, flow_run.id, "inactive", f"the job is {job.status}")
+
+    try:
+        async with session_scope() as session:
+            if job.template_mode == "unused":
+                claim = await claim_unused_templates(
+                    session,
+                    tenant_id=job.tenant_id,  # type: ignore[arg-type]
+                    product_id=job.product_id,
+                    flow_run_id=flow_run.id,
+                    count=job.template_count or 1,
+                    when_exhausted=job.exhausted_policy,  # type: ignore[arg-type]
+                )
+                templates = claim.templates
+            else:
+                templates = await claim_specific_templates(
+                    session,
+                    tenant_id=job.tenant_id,  # type: ignore[arg-type]
+                    product_id=job.product_id,
+                    names=job.template_ids or [],
+                )
+    except TemplatesExhaustedError as exc:
+        return Failed(message=str(exc))
+    if not templates:
+        return await _skip(
+            job, flow_run.id, "no_templates",
+            "no unused template is left for this product and the job's policy is 'skip'",
+        )
+    logger.info("templates for this run: %s", ", ".join(templates))
+
+    plan = RunPlan(
+        tenant_id=job.tenant_id,  # type: ignore[arg-type]
+        product_id=job.product_id,
+        flow_run_id=flow_run.id,
+        templates=templates,
+        ad=params.ad,
+        export=params.export,
+        job_id=job.id,
+        job_run_id=job_run_id,
+        concurrency=params.template_concurrency,
+    )
+    beat = asyncio.create_task(_heartbeat(job_run_id))
+    try:
+        result = await make_ads(plan)
+    finally:
+        beat.cancel()
+    ads = sum(len(o.ads) for o in result.outcomes)
+    summary_line = f"{ads} ads from {len(templates) - len(result.failed)}/{len(templates)} templates"
+    await _record(
+        JobRunEvent(
+            flow_run_id=flow_run.id,
+            scheduled_job_id=job.id,
+            status="running",
+            ad_run_ids=result.ad_run_ids,
+            templates_used=[o.template for o in result.outcomes if o.ok],
+            logs=summary_line if not result.failed else f"{summary_line}; {result.failure_message()}",
+        )
+    )
+    await publish_run_artifact(job.name, result)
+    if result.failed:
+        return Failed(message=result.failure_message())
+    return JobRunSummary(
+        job_id=job.id,
+        templates=templates,
+        ad_run_ids=result.ad_run_ids,
+        ads=ads,
+        failed_templates=[],
+    )
+
+
+async def _heartbeat(job_run_id: uuid.UUID) -> None:
+    """Touch the run's row while it works: the reconciler treats silence as a dead process."""
+    interval = get_settings().run_heartbeat_seconds
+    while True:
+        await asyncio.sleep(interval)
+        try:
+            async with session_scope() as session:
+                await session.execute(
+                    sa.update(ScheduledJobRun)
+                    .where(ScheduledJobRun.id == job_run_id, ScheduledJobRun.status == "running")
+                    .values(updated_at=utcnow())
+                )
+        except Exception as exc:  # a missed beat is not worth failing the run for
+            get_run_logger().warning("run heartbeat failed: %s", type(exc).__name__)
+
+
+def _zone(name: str) -> object:
+    from zoneinfo import ZoneInfo
+
+    try:
+        return ZoneInfo(name)
+    except (KeyError, ValueError):
+        return UTC
+
+
+def _human(delta: timedelta) -> str:
+    seconds = int(delta.total_seconds())
+    if seconds < 120:
+        return f"{seconds} s"
+    if seconds < 7200:
+        return f"{seconds // 60} min"
+    return f"{seconds // 3600} h"
+
+
+if __name__ == "__main__":
+    import sys
+
+    asyncio.run(run_scheduled_job(uuid.UUID(sys.argv[1])))  # type: ignore[arg-type]
