@@ -38,6 +38,7 @@ from uuid import UUID
 import sqlalchemy as sa
 from prefect import get_run_logger, task
 from prefect.artifacts import acreate_table_artifact
+from prefect.blocks.core import Block
 from prefect.cache_policies import NO_CACHE
 from prefect.client.orchestration import get_client
 from prefect.client.schemas.actions import (
@@ -143,13 +144,13 @@ ProviderError = EmailDeliveryError | SlackDeliveryError
 
 
 def resend_limit_name(block_name: str) -> str:
-    """Name of the global rate limit of a Resend email block."""
-    return f"{LIMIT_PREFIX}-resend-{block_name}"
+    """Name of the global rate limit of a Resend email block (`name` or `slug/name`)."""
+    return f"{LIMIT_PREFIX}-resend-{block_name.rpartition('/')[2]}"
 
 
 def slack_limit_name(block_name: str) -> str:
-    """Name of the global rate limit of a Slack webhook block."""
-    return f"{LIMIT_PREFIX}-slack-{block_name}"
+    """Name of the global rate limit of a Slack webhook block (`name` or `slug/name`)."""
+    return f"{LIMIT_PREFIX}-slack-{block_name.rpartition('/')[2]}"
 
 
 async def _ensure_limit(name: str, per_second: float) -> None:
@@ -186,17 +187,17 @@ async def ensure_export_limits(export: ExportSettings) -> None:
     """
     if export.wants_email and export.email_block:
         try:
-            email: ResendEmail = await ResendEmail.aload(export.email_block)
-        except (ValueError, LookupError):
+            email = await _load_block(ResendEmail, export.email_block, "Resend email")
+        except ExportError:
             pass
         else:
             await _ensure_limit(resend_limit_name(export.email_block), email.requests_per_second)
     if export.wants_slack and export.slack_webhook_block:
         try:
-            webhook: SlackIncomingWebhook = await SlackIncomingWebhook.aload(
-                export.slack_webhook_block
+            webhook = await _load_block(
+                SlackIncomingWebhook, export.slack_webhook_block, "Slack webhook"
             )
-        except (ValueError, LookupError):
+        except ExportError:
             pass
         else:
             await _ensure_limit(
@@ -281,7 +282,7 @@ def _provider_failure(error: ProviderError) -> tuple[str, ErrorKind]:
         if error.retry_after > RETRY.max_retry_after:
             message += f"; asked to wait {error.retry_after:.0f}s, longer than we wait"
     if error.retryable:
-        message += "; will be retried by the next export of this run"
+        message += "; a later export of this run will try again"
     return message, error.kind
 
 
@@ -730,7 +731,22 @@ async def _send_slack(
 B = TypeVar("B", ResendEmail, SlackIncomingWebhook)
 
 
-async def _load_block(kind: type[B], name: str, label: str) -> B:
+def block_document_name(kind: type[Block], reference: str) -> str:
+    """The document name in a block reference: `name` or `<block-type-slug>/name`.
+
+    Raises:
+        ExportError: The reference names a block of another type.
+    """
+    slug, _, name = reference.rpartition("/")
+    if slug and slug != kind.get_block_type_slug():
+        raise ExportError(
+            f"block {reference!r} is a {slug!r} block, not a {kind.get_block_type_slug()!r} block"
+        )
+    return name
+
+
+async def _load_block(kind: type[B], reference: str, label: str) -> B:
+    name = block_document_name(kind, reference)
     try:
         return await kind.aload(name)
     except (ValueError, LookupError):
@@ -797,6 +813,15 @@ async def _deliver(
         return DeliveryOutcome(
             channel=channel, status="already_sent", provider_message_id=claim.provider_message_id
         )
+    if claim.in_flight:
+        logger.warning(
+            "%s of %s is being sent by another run; not sending it too", channel, subject
+        )
+        return DeliveryOutcome(
+            channel=channel,
+            status="skipped",
+            error=f"another export of this {subject.rsplit(' ', 1)[0]} is in progress",
+        )
     if claim.forced:
         logger.warning("Manual re-send: %s of %s goes out again (forced)", channel, subject)
 
@@ -811,7 +836,7 @@ async def _deliver(
         error, kind = exc.message, exc.kind
     except Exception as exc:
         # Anything else (the Prefect API for the rate limit, a bug) must not lose the run either.
-        error = f"unexpected {type(exc).__name__} while exporting: {exc}"[:500]
+        error = f"unexpected {type(exc).__name__} while exporting: {_scrub(str(exc), secrets)}"
         kind = "retryable"
     else:
         async with session_scope() as session:
@@ -820,7 +845,7 @@ async def _deliver(
             await _note_on_ad_run(ad_run_id, channel, None)
         return DeliveryOutcome(channel=channel, status="sent", provider_message_id=provider_id)
 
-    error = _scrub(error, secrets)
+    error = _scrub(error, secrets)[:1000]  # scrub first: truncation could cut a secret in half
     logger.error("%s of %s failed (%s): %s", channel, subject, kind, error)
     async with session_scope() as session:
         await mark_failed(session, claim.delivery_id, error_message=error, error_kind=kind)

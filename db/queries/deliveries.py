@@ -1,0 +1,229 @@
+"""Export delivery records: one row per (ad run or job run, channel).
+
+A row goes pending → sent (with the provider's id) or failed (reason, `permanent` or
+`retryable`); a failed row can be claimed again and goes back to pending. A row claimed less than
+`IN_FLIGHT_LEASE` ago and still pending is being sent by someone else right now, so a second
+claimer stands back instead of posting the same message twice; after the lease (the sender died),
+it can be claimed again. A row already `sent` is
+never claimed again unless the caller forces it (a manual re-send, logged here): this is what keeps
+Slack, which has no idempotency key, from double-posting when a run is re-exported.
+
+Claims lock the row (`SELECT … FOR UPDATE` on PostgreSQL; SQLite transactions here begin
+IMMEDIATE, so writers are serialised anyway), and creation races end on the unique constraints
+(`ad_run_id, channel` and `scheduled_job_run_id, channel`).
+"""
+
+from __future__ import annotations
+
+import logging
+import uuid
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+from typing import Literal
+
+import sqlalchemy as sa
+from sqlalchemy.exc import IntegrityError
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from db.models import ExportDelivery
+from db.types import utcnow
+
+logger = logging.getLogger(__name__)
+
+Channel = Literal["email", "slack"]
+
+#: How long a claimed, still pending delivery is taken to be in flight.
+IN_FLIGHT_LEASE = timedelta(minutes=30)
+ErrorKind = Literal["permanent", "retryable"]
+
+
+@dataclass(frozen=True)
+class DeliveryClaim:
+    """The outcome of claiming a delivery.
+
+    Attributes:
+        delivery_id: The delivery row.
+        attempt: The attempt number now claimed (1 for the first send); 0 when not claimed.
+        already_sent: True when the delivery was sent before and no re-send was forced.
+        provider_message_id: The provider's id of the earlier send, when already sent.
+        sent_at: When the earlier send happened, when already sent.
+        forced: True when an earlier successful send is being repeated on purpose.
+        in_flight: True when another sender claimed it moments ago and has not finished.
+    """
+
+    delivery_id: uuid.UUID
+    attempt: int
+    already_sent: bool
+    provider_message_id: str | None = None
+    sent_at: datetime | None = None
+    forced: bool = False
+    in_flight: bool = False
+
+
+def _subject_filter(
+    ad_run_id: uuid.UUID | None, job_run_id: uuid.UUID | None, channel: Channel
+) -> sa.ColumnElement[bool]:
+    if (ad_run_id is None) == (job_run_id is None):
+        raise ValueError("a delivery is for exactly one of ad_run_id and job_run_id")
+    subject = (
+        ExportDelivery.ad_run_id == ad_run_id
+        if ad_run_id is not None
+        else ExportDelivery.scheduled_job_run_id == job_run_id
+    )
+    return sa.and_(subject, ExportDelivery.channel == channel)
+
+
+async def get_delivery(
+    session: AsyncSession,
+    *,
+    channel: Channel,
+    ad_run_id: uuid.UUID | None = None,
+    job_run_id: uuid.UUID | None = None,
+    for_update: bool = False,
+) -> ExportDelivery | None:
+    """The delivery of an ad run (or job run) to a channel, if one was recorded."""
+    query = sa.select(ExportDelivery).where(_subject_filter(ad_run_id, job_run_id, channel))
+    if for_update:
+        query = query.with_for_update()
+    result: ExportDelivery | None = await session.scalar(query)
+    return result
+
+
+async def get_or_create_delivery(
+    session: AsyncSession,
+    *,
+    tenant_id: uuid.UUID,
+    channel: Channel,
+    ad_run_id: uuid.UUID | None = None,
+    job_run_id: uuid.UUID | None = None,
+) -> ExportDelivery:
+    """The delivery row for (subject, channel), created pending if missing, locked for update."""
+    found = await get_delivery(
+        session, channel=channel, ad_run_id=ad_run_id, job_run_id=job_run_id, for_update=True
+    )
+    if found is not None:
+        return found
+    delivery = ExportDelivery(
+        tenant_id=tenant_id,
+        ad_run_id=ad_run_id,
+        scheduled_job_run_id=job_run_id,
+        channel=channel,
+        status="pending",
+        attempts=0,
+    )
+    try:
+        async with session.begin_nested():
+            session.add(delivery)
+    except IntegrityError:
+        # Another worker created it first; use theirs.
+        found = await get_delivery(
+            session, channel=channel, ad_run_id=ad_run_id, job_run_id=job_run_id, for_update=True
+        )
+        if found is None:
+            raise
+        return found
+    return delivery
+
+
+async def claim_delivery(
+    session: AsyncSession,
+    *,
+    tenant_id: uuid.UUID,
+    channel: Channel,
+    ad_run_id: uuid.UUID | None = None,
+    job_run_id: uuid.UUID | None = None,
+    force: bool = False,
+    in_flight_lease: timedelta = IN_FLIGHT_LEASE,
+) -> DeliveryClaim:
+    """Claim the next attempt of a delivery, unless it was already sent.
+
+    Args:
+        session: An open session; the claim is committed with its transaction.
+        tenant_id: The tenant of the subject.
+        channel: `email` or `slack`.
+        ad_run_id: The ad run exported (per-ad-run exports).
+        job_run_id: The job run exported (digests).
+        force: Claim even a delivery already sent or in flight (a manual re-send; logged).
+        in_flight_lease: How long a pending claim is taken to be in flight.
+
+    Returns:
+        The claim: `already_sent` with the earlier send's details, `in_flight`, or the attempt
+        claimed.
+    """
+    delivery = await get_or_create_delivery(
+        session, tenant_id=tenant_id, channel=channel, ad_run_id=ad_run_id, job_run_id=job_run_id
+    )
+    forced = False
+    if (
+        not force
+        and delivery.status == "pending"
+        and delivery.attempts > 0
+        and delivery.updated_at > utcnow() - in_flight_lease
+    ):
+        return DeliveryClaim(delivery_id=delivery.id, attempt=0, already_sent=False, in_flight=True)
+    if delivery.status == "sent":
+        if not force:
+            return DeliveryClaim(
+                delivery_id=delivery.id,
+                attempt=0,
+                already_sent=True,
+                provider_message_id=delivery.provider_message_id,
+                sent_at=delivery.sent_at,
+            )
+        forced = True
+        logger.warning(
+            "Re-sending delivery %s (%s of %s %s) on request; it was sent at %s as %s",
+            delivery.id,
+            channel,
+            "ad run" if ad_run_id else "job run",
+            ad_run_id or job_run_id,
+            delivery.sent_at.isoformat() if delivery.sent_at else "?",
+            delivery.provider_message_id,
+        )
+    delivery.attempts = (delivery.attempts or 0) + 1
+    if not forced:
+        # A forced re-send keeps `sent`: the earlier send did happen, whatever this one does.
+        delivery.status = "pending"
+        delivery.error_message = None
+        delivery.error_kind = None
+    await session.flush()
+    return DeliveryClaim(
+        delivery_id=delivery.id, attempt=delivery.attempts, already_sent=False, forced=forced
+    )
+
+
+async def mark_sent(
+    session: AsyncSession, delivery_id: uuid.UUID, *, provider_message_id: str | None
+) -> None:
+    """Record a successful send."""
+    await session.execute(
+        sa.update(ExportDelivery)
+        .where(ExportDelivery.id == delivery_id)
+        .values(
+            status="sent",
+            provider_message_id=provider_message_id,
+            sent_at=utcnow(),
+            error_message=None,
+            error_kind=None,
+            updated_at=utcnow(),
+        )
+    )
+
+
+async def mark_failed(
+    session: AsyncSession, delivery_id: uuid.UUID, *, error_message: str, error_kind: ErrorKind
+) -> None:
+    """Record a failed send: why, and whether a later attempt can succeed.
+
+    A delivery already `sent` (a forced re-send that failed) stays `sent`, with the error noted.
+    """
+    await session.execute(
+        sa.update(ExportDelivery)
+        .where(ExportDelivery.id == delivery_id)
+        .values(
+            status=sa.case((ExportDelivery.status == "sent", "sent"), else_="failed"),
+            error_message=error_message[:2000],
+            error_kind=error_kind,
+            updated_at=utcnow(),
+        )
+    )

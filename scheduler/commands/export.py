@@ -1,0 +1,213 @@
+"""`ad-scheduler export <ad-run-or-job-run> --channel email|slack`: a deliberate re-send.
+
+Exports normally happen once, after each ad run, and a delivery already sent is never sent
+again. This command is the explicit override: it sends again (`force=True`), says so in the log,
+and prints what happened. The id may be an ad run (its email and/or Slack post) or a job run
+(`scheduled_job_runs.id` or its Prefect flow run id: the digest email, or the Slack post of each
+of its ad runs). Where the ads go comes from the job's export settings; `--to`, `--email-block`
+and `--slack-block` override them (needed for manual ad runs, which have no job).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import enum
+import logging
+import uuid
+from typing import Annotated
+
+import sqlalchemy as sa
+import typer
+from pydantic import ValidationError
+
+from config import get_settings
+from db.models import AdRun, ScheduledJob, ScheduledJobRun
+from db.session import dispose_engines, session_scope
+from scheduler.params import ExportSettings, JobParameters
+
+logger = logging.getLogger("ad_scheduler.export")
+
+
+class ExportChannel(enum.StrEnum):
+    """A channel to re-send to."""
+
+    email = "email"
+    slack = "slack"
+
+
+class _Usage(Exception):
+    """A problem with what was asked (printed, exit status 2)."""
+
+
+async def _find_subject(
+    run_id: uuid.UUID, tenant_id: uuid.UUID
+) -> tuple[AdRun | None, ScheduledJobRun | None, ScheduledJob | None]:
+    async with session_scope() as session:
+        ad_run = await session.scalar(
+            sa.select(AdRun).where(AdRun.id == run_id, AdRun.tenant_id == tenant_id)
+        )
+        job_run = None
+        if ad_run is None:
+            job_run = await session.scalar(
+                sa.select(ScheduledJobRun).where(
+                    sa.or_(ScheduledJobRun.id == run_id, ScheduledJobRun.flow_run_id == run_id),
+                    ScheduledJobRun.tenant_id == tenant_id,
+                )
+            )
+            if job_run is None:
+                raise _Usage(f"no ad run or job run {run_id} for tenant {tenant_id}")
+        job_id = ad_run.scheduled_job_id if ad_run is not None else None
+        if job_run is not None:
+            job_id = job_run.scheduled_job_id
+        job = await session.get(ScheduledJob, job_id) if job_id is not None else None
+        return ad_run, job_run, job
+
+
+def _settings(
+    job: ScheduledJob | None,
+    channel: ExportChannel,
+    *,
+    digest: bool,
+    to: list[str] | None,
+    email_block: str | None,
+    slack_block: str | None,
+) -> ExportSettings:
+    base = (
+        JobParameters.model_validate(job.parameters).export.model_dump()
+        if job is not None
+        else ExportSettings().model_dump()
+    )
+    base["destination"] = channel.value
+    base["email_mode"] = "digest" if digest else "per_ad_run"
+    if to:
+        base["email_recipients"] = to
+    if email_block:
+        base["email_block"] = email_block
+    if slack_block:
+        base["slack_webhook_block"] = slack_block
+    try:
+        return ExportSettings.model_validate(base)
+    except ValidationError as exc:
+        problems = "; ".join(str(e["msg"]) for e in exc.errors())
+        raise _Usage(f"cannot export to {channel.value}: {problems}") from None
+
+
+async def resend(
+    run_id: uuid.UUID,
+    channel: ExportChannel,
+    *,
+    tenant_id: uuid.UUID,
+    to: list[str] | None = None,
+    email_block: str | None = None,
+    slack_block: str | None = None,
+) -> list[tuple[uuid.UUID, str, str, str]]:
+    """Re-send one run's export on purpose; returns (run id, channel, status, detail) rows.
+
+    Raises:
+        _Usage: The run does not exist for the tenant, or the channel is not configured.
+    """
+    from flows.export import ensure_export_limits, export_ad_run, export_job_run_digest
+
+    ad_run, job_run, job = await _find_subject(run_id, tenant_id)
+    digest = ad_run is None and channel is ExportChannel.email
+    export = _settings(
+        job, channel, digest=digest, to=to, email_block=email_block, slack_block=slack_block
+    )
+    await ensure_export_limits(export)
+    rows: list[tuple[uuid.UUID, str, str, str]] = []
+    if ad_run is not None:
+        logger.warning("Manual re-send of ad run %s to %s (forced)", ad_run.id, channel.value)
+        for outcome in await export_ad_run(ad_run.id, export, force=True):
+            rows.append((ad_run.id, outcome.channel, outcome.status, _detail(outcome)))
+        return rows
+    assert job_run is not None
+    if digest:
+        logger.warning("Manual re-send of the digest of job run %s (forced)", job_run.id)
+        for outcome in await export_job_run_digest(job_run.id, export, force=True):
+            rows.append((job_run.id, outcome.channel, outcome.status, _detail(outcome)))
+        return rows
+    async with session_scope() as session:
+        ad_run_ids = list(
+            (
+                await session.scalars(
+                    sa.select(AdRun.id)
+                    .where(AdRun.scheduled_job_run_id == job_run.id, AdRun.status == "completed")
+                    .order_by(AdRun.created_at)
+                )
+            ).all()
+        )
+    logger.warning(
+        "Manual re-send of %d ad run(s) of job run %s to %s (forced)",
+        len(ad_run_ids),
+        job_run.id,
+        channel.value,
+    )
+    for ad_run_id in ad_run_ids:
+        for outcome in await export_ad_run(ad_run_id, export, force=True):
+            rows.append((ad_run_id, outcome.channel, outcome.status, _detail(outcome)))
+    return rows
+
+
+def _detail(outcome: object) -> str:
+    error = getattr(outcome, "error", None)
+    kind = getattr(outcome, "error_kind", None)
+    if error:
+        return f"{kind}: {error}" if kind else str(error)
+    return str(getattr(outcome, "provider_message_id", "") or "")
+
+
+def export_command(
+    run_id: Annotated[str, typer.Argument(help="An ad run id, or a job run (or flow run) id.")],
+    channel: Annotated[ExportChannel, typer.Option("--channel", "-c", help="Where to re-send.")],
+    *,
+    tenant: Annotated[
+        str | None,
+        typer.Option("--tenant", envvar="AD_SCHEDULER_TENANT_ID", help="Tenant id."),
+    ] = None,
+    to: Annotated[
+        list[str] | None, typer.Option("--to", help="Recipient (repeat); overrides the job's.")
+    ] = None,
+    email_block: Annotated[
+        str | None, typer.Option("--email-block", help="Resend email block name.")
+    ] = None,
+    slack_block: Annotated[
+        str | None, typer.Option("--slack-block", help="Slack webhook block name.")
+    ] = None,
+) -> None:
+    """Send a run's ads again to a channel, on purpose (even if they were already sent)."""
+    try:
+        subject = uuid.UUID(run_id)
+        tenant_id = uuid.UUID(tenant or get_settings().tenant_id)
+    except ValueError:
+        typer.echo("error: the run id and the tenant must be UUIDs", err=True)
+        raise typer.Exit(2) from None
+
+    async def main() -> list[tuple[uuid.UUID, str, str, str]]:
+        try:
+            return await resend(
+                subject,
+                channel,
+                tenant_id=tenant_id,
+                to=to,
+                email_block=email_block,
+                slack_block=slack_block,
+            )
+        finally:
+            await dispose_engines()
+
+    try:
+        rows = asyncio.run(main())
+    except _Usage as exc:
+        typer.echo(f"error: {exc}", err=True)
+        raise typer.Exit(2) from None
+    if not rows:
+        typer.echo("nothing to export")
+    for run, sent_channel, status, detail in rows:
+        typer.echo(f"{run}  {sent_channel}  {status}  {detail}".rstrip())
+    if any(status == "failed" for _run, _channel, status, _detail in rows):
+        raise typer.Exit(1)
+
+
+def register(app: typer.Typer) -> None:
+    """Mount `export` on the `ad-scheduler` app."""
+    app.command("export")(export_command)
