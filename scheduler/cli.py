@@ -1,36 +1,471 @@
-"""The `ad-scheduler` command line (typer)."""
+"""The `ad-scheduler` command line (typer): jobs, runs, templates and the database.
+
+Our own errors (bad spec, not found, Prefect unreachable, …) are printed as one readable
+message and exit with status 1; nothing prints a traceback for them.
+"""
 
 from __future__ import annotations
 
 import asyncio
+import importlib
+import json
+import uuid
+from collections.abc import Awaitable, Callable, Iterator
+from contextlib import contextmanager
+from datetime import datetime
+from pathlib import Path
+from typing import Annotated, Any, TypeVar
+from zoneinfo import ZoneInfo
 
 import typer
+import yaml
+from rich.console import Console
+from rich.progress import Progress
+from rich.table import Table
 
+from config import get_settings
+from db.errors import AdSchedulerError
 from db.migrate import aupgrade
+from db.models import ScheduledJob, ScheduledJobRun
 from db.session import dispose_engines
+from scheduler.sdk import AdScheduler
+
+T = TypeVar("T")
 
 app = typer.Typer(help="Scheduled, unattended ad creation on Prefect.", no_args_is_help=True)
 db_app = typer.Typer(help="The application database.", no_args_is_help=True)
+jobs_app = typer.Typer(help="Scheduled jobs (each one a Prefect deployment).", no_args_is_help=True)
+templates_app = typer.Typer(help="The template catalog.", no_args_is_help=True)
 app.add_typer(db_app, name="db")
+app.add_typer(jobs_app, name="jobs")
+app.add_typer(templates_app, name="templates")
+
+console = Console()
+err_console = Console(stderr=True)
+
+TenantOption = typer.Option(
+    None, "--tenant", envvar="AD_SCHEDULER_TENANT_ID", help="Tenant id (default: settings)."
+)
+
+
+@contextmanager
+def _friendly_errors() -> Iterator[None]:
+    try:
+        yield
+    except AdSchedulerError as exc:
+        err_console.print(f"[red]error:[/red] {exc}", markup=True, highlight=False)
+        raise typer.Exit(1) from None
+    except (OSError, yaml.YAMLError, json.JSONDecodeError) as exc:
+        err_console.print(f"[red]error:[/red] {exc}", markup=True, highlight=False)
+        raise typer.Exit(2) from None
+
+
+def _run(call: Callable[[], Awaitable[T]]) -> T:
+    async def main() -> T:
+        try:
+            return await call()
+        finally:
+            await dispose_engines()
+
+    with _friendly_errors():
+        return asyncio.run(main())
+
+
+def _tenant(tenant: str | None) -> uuid.UUID:
+    raw = tenant or get_settings().tenant_id
+    try:
+        return uuid.UUID(raw)
+    except ValueError:
+        err_console.print(f"[red]error:[/red] tenant: {raw!r} is not a UUID")
+        raise typer.Exit(2) from None
+
+
+# --- db ---------------------------------------------------------------------------------------
 
 
 @db_app.command("upgrade")
 def db_upgrade(revision: str = typer.Argument("head", help="Target revision.")) -> None:
     """Create or migrate the application database to the latest schema."""
 
-    async def _run() -> str:
+    async def _migrate() -> str:
         url = await aupgrade(revision=revision)
         await dispose_engines()
         return url.render_as_string(hide_password=True)
 
-    url = asyncio.run(_run())
+    url = asyncio.run(_migrate())
     typer.echo(f"database migrated to {revision}: {url}")
 
 
 @app.command("demo")
 def demo() -> None:
-    """Run the embedded demo (until the scheduled demo lands: migrate the embedded database)."""
-    db_upgrade("head")
+    """Run the scheduled demo end to end on this machine (no services needed)."""
+    from scheduler.demo import run_demo
+
+    run_demo()
+
+
+# --- jobs -------------------------------------------------------------------------------------
+
+
+def load_spec_file(path: Path) -> list[dict[str, Any]]:
+    """Job specs from a YAML or JSON file: one job, a list of jobs, or `{jobs: [...]}`."""
+    text = path.read_text()
+    data = json.loads(text) if path.suffix.lower() == ".json" else yaml.safe_load(text)
+    if isinstance(data, dict) and "jobs" in data:
+        data = data["jobs"]
+    items = data if isinstance(data, list) else [data]
+    if not all(isinstance(item, dict) for item in items):
+        raise AdSchedulerError(f"{path}: expected a job mapping, a list of them, or 'jobs:'")
+    base = path.parent
+    for item in items:
+        # Uploaded template files are relative to the spec file.
+        files = (item.get("templates") or {}).get("files")
+        if isinstance(files, list):
+            item["templates"]["files"] = [str((base / f).resolve()) for f in files]
+    return items
+
+
+def spec_from_flags(**flags: Any) -> dict[str, Any]:
+    """A job spec dict from `jobs create` flags (validation happens in `JobSpec`)."""
+    if flags["at"]:
+        schedule: dict[str, Any] = {
+            "type": "one_time",
+            "at": flags["at"],
+            "timezone": flags["timezone"],
+        }
+    else:
+        schedule = {
+            "type": "recurring",
+            "cron": flags["cron"],
+            "timezone": flags["timezone"],
+            "jitter_seconds": flags["jitter"],
+        }
+    if flags["upload"]:
+        templates: dict[str, Any] = {"mode": "uploaded", "files": [str(p) for p in flags["upload"]]}
+    elif flags["template"]:
+        templates = {"mode": "specific", "templates": list(flags["template"])}
+    else:
+        templates = {
+            "mode": "unused",
+            "count": flags["unused"],
+            "when_exhausted": flags["when_exhausted"],
+        }
+    ad: dict[str, Any] = {
+        "variations": flags["variations"],
+        "content_source": flags["content_source"],
+        "color_mode": flags["color_mode"],
+        "image_mode": flags["image_mode"],
+    }
+    if flags["product_image"]:
+        ad["product_image"] = flags["product_image"]
+    export: dict[str, Any] = {"destination": flags["export"]}
+    if flags["email"]:
+        export["email_recipients"] = list(flags["email"])
+    if flags["email_block"]:
+        export["email_block"] = flags["email_block"]
+    if flags["slack_webhook_url"]:
+        export["slack_webhook_url"] = flags["slack_webhook_url"]
+    if flags["slack_webhook_block"]:
+        export["slack_webhook_block"] = flags["slack_webhook_block"]
+    spec: dict[str, Any] = {
+        "name": flags["name"],
+        "product_id": flags["product"],
+        "description": flags["description"],
+        "schedule": schedule,
+        "templates": templates,
+        "ad": ad,
+        "export": export,
+        "overlap": flags["overlap"],
+        "misfire_grace_seconds": flags["misfire_grace"],
+    }
+    if flags["max_runs"] is not None:
+        spec["max_runs"] = flags["max_runs"]
+    return spec
+
+
+@jobs_app.command("create")
+def jobs_create(  # noqa: PLR0917 (one typer option per parameter)
+    file: Annotated[
+        Path | None,
+        typer.Option("--file", "-f", help="YAML/JSON spec file (one job or a list)."),
+    ] = None,
+    apply: bool = typer.Option(
+        False, "--apply", help="Update the job of the same name if it exists."
+    ),
+    name: str | None = typer.Option(None, help="Job name (unique per tenant)."),
+    product: str | None = typer.Option(None, help="Product id."),
+    cron: str | None = typer.Option(None, help="Cron expression, e.g. '0 9 * * 1'."),
+    timezone: str = typer.Option("UTC", "--timezone", "--tz", help="IANA time zone."),
+    at: str | None = typer.Option(None, help="One-time run at this ISO datetime (with offset)."),
+    jitter: int = typer.Option(0, help="Random delay up to N seconds per run."),
+    max_runs: int | None = typer.Option(None, help="Stop after N completed runs."),
+    unused: int = typer.Option(3, help="Unused templates per run."),
+    when_exhausted: str = typer.Option("recycle", help="recycle | skip | fail."),
+    template: Annotated[
+        list[str] | None, typer.Option(help="Specific template id/storage name (repeat).")
+    ] = None,
+    upload: Annotated[
+        list[Path] | None, typer.Option(help="Upload a template image (repeat).")
+    ] = None,
+    variations: int = typer.Option(3, help="Ads per template."),
+    content_source: str = typer.Option("hooks", help="hooks | benefits | recreate_template."),
+    color_mode: str = typer.Option("original", help="original | brand | complementary."),
+    image_mode: str = typer.Option("auto", help="auto | specific."),
+    product_image: str | None = typer.Option(
+        None, help="Product image path (image mode specific)."
+    ),
+    export: str = typer.Option("none", help="none | email | slack | both."),
+    email: Annotated[list[str] | None, typer.Option(help="Email recipient (repeat).")] = None,
+    email_block: str | None = typer.Option(None, help="Resend email block name."),
+    slack_webhook_url: str | None = typer.Option(
+        None,
+        envvar="AD_SCHEDULER_SLACK_WEBHOOK_URL",
+        help="Slack webhook URL (stored in a block; prefer the env var over the flag).",
+    ),
+    slack_webhook_block: str | None = typer.Option(None, help="Existing Slack webhook block name."),
+    overlap: str = typer.Option("skip", help="skip | queue."),
+    misfire_grace: int = typer.Option(3600, help="Skip runs starting later than N seconds."),
+    description: str = typer.Option("", help="Free text shown in the Prefect UI."),
+    tenant: str | None = TenantOption,
+) -> None:
+    """Register a job from flags or from a YAML/JSON file (files are applied idempotently)."""
+    flags = dict(locals())
+    with _friendly_errors():
+        if file is not None:
+            specs, apply = load_spec_file(file), True
+        else:
+            missing = [f"--{k}" for k in ("name", "product") if not flags[k]]
+            if not (cron or at):
+                missing.append("--cron or --at")
+            if missing:
+                raise AdSchedulerError(f"missing {', '.join(missing)} (or give --file)")
+            specs = [spec_from_flags(**flags)]
+
+    async def _go() -> list[ScheduledJob]:
+        done = []
+        async with AdScheduler(_tenant(tenant)) as ads:
+            with Progress(console=err_console, transient=True) as progress:
+                task = progress.add_task("registering jobs", total=len(specs))
+                for spec in specs:
+                    done.append(await (ads.apply(spec) if apply else ads.create(spec)))
+                    progress.advance(task)
+        return done
+
+    for job in _run(_go):
+        console.print(
+            f"[green]✓[/green] {job.name}  id={job.id}  deployment="
+            f"run-scheduled-job/{job.deployment_name}  next run {_when(job.next_run_at, job)}"
+        )
+
+
+def _when(value: datetime | None, job: ScheduledJob) -> str:
+    if value is None:
+        return "—"
+    return value.astimezone(ZoneInfo(job.timezone)).strftime("%Y-%m-%d %H:%M %Z")
+
+
+def _schedule_text(job: ScheduledJob) -> str:
+    if job.schedule_type == "recurring":
+        return f"{job.cron_expression} ({job.timezone})"
+    return f"once at {_when(job.scheduled_at, job)}"
+
+
+@jobs_app.command("list")
+def jobs_list(
+    brand: str | None = typer.Option(None, help="Only this brand id."),
+    product: str | None = typer.Option(None, help="Only this product id."),
+    status: str | None = typer.Option(None, help="active | paused | completed."),
+    tenant: str | None = TenantOption,
+) -> None:
+    """A table of the tenant's jobs."""
+
+    async def _go() -> tuple[list[ScheduledJob], dict[uuid.UUID, str]]:
+        ads = AdScheduler(_tenant(tenant))
+        jobs = await ads.list(
+            brand_id=uuid.UUID(brand) if brand else None,
+            product_id=uuid.UUID(product) if product else None,
+            status=status,
+        )
+        return jobs, await ads.product_names({j.product_id for j in jobs})
+
+    jobs, names = _run(_go)
+    table = Table(title=f"{len(jobs)} scheduled job(s)")
+    for column in ("Name", "Product", "Schedule", "Status", "Runs", "Next run"):
+        table.add_column(column)
+    for job in jobs:
+        runs = f"{job.runs_completed or 0}/{job.max_runs or '∞'}"
+        status_text = job.status or "active"
+        if job.status == "paused" and job.pause_note:
+            status_text += f" ({job.pause_note})"
+        next_run = _when(job.next_run_at, job) if job.status == "active" else "—"
+        table.add_row(
+            job.name,
+            names.get(job.product_id, str(job.product_id)),
+            _schedule_text(job),
+            status_text,
+            runs,
+            next_run,
+        )
+    console.print(table)
+
+
+def _runs_table(job: ScheduledJob, runs: list[ScheduledJobRun]) -> Table:
+    table = Table(title=f"runs of {job.name}")
+    for column in (
+        "Scheduled for",
+        "Trigger",
+        "Status",
+        "Started",
+        "Finished",
+        "Templates",
+        "Note",
+    ):
+        table.add_column(column)
+    for run in runs:
+        note = run.skip_reason or (run.error_message or "")[:80]
+        table.add_row(
+            _when(run.scheduled_for, job),
+            run.trigger,
+            run.status or "",
+            _when(run.started_at, job),
+            _when(run.completed_at, job),
+            ", ".join(run.templates_used or []),
+            note,
+        )
+    return table
+
+
+@jobs_app.command("show")
+def jobs_show(
+    job_ref: str = typer.Argument(..., metavar="JOB", help="Job id or name."),
+    tenant: str | None = TenantOption,
+) -> None:
+    """A job's details and its recent runs."""
+
+    async def _go() -> tuple[ScheduledJob, list[ScheduledJobRun], dict[uuid.UUID, str]]:
+        ads = AdScheduler(_tenant(tenant))
+        job = await ads.get(job_ref)
+        return job, await ads.runs(job.id, limit=10), await ads.product_names({job.product_id})
+
+    job, runs, names = _run(_go)
+    params = job.parameters or {}
+    rows = [
+        ("id", str(job.id)),
+        ("product", f"{names.get(job.product_id, '')} ({job.product_id})"),
+        ("schedule", _schedule_text(job)),
+        ("status", (job.status or "") + (f" — {job.pause_note}" if job.pause_note else "")),
+        ("runs", f"{job.runs_completed or 0}/{job.max_runs or '∞'}"),
+        ("next run", _when(job.next_run_at, job)),
+        ("last run", _when(job.last_run_at, job)),
+        (
+            "templates",
+            f"{job.template_mode}: {job.template_count}"
+            + (f" {job.template_ids}" if job.template_ids else ""),
+        ),
+        ("ads", json.dumps(params.get("ad", {}))),
+        ("export", json.dumps(params.get("export", {}))),
+        ("overlap / misfire", f"{job.overlap_policy} / {job.misfire_grace_seconds} s"),
+        ("deployment", f"run-scheduled-job/{job.deployment_name} ({job.prefect_deployment_id})"),
+    ]
+    detail = Table(show_header=False, title=job.name)
+    detail.add_column(style="bold")
+    detail.add_column()
+    for key, value in rows:
+        detail.add_row(key, value)
+    console.print(detail)
+    console.print(_runs_table(job, runs))
+
+
+@jobs_app.command("pause")
+def jobs_pause(
+    job_ref: str = typer.Argument(..., metavar="JOB", help="Job id or name."),
+    note: str | None = typer.Option(None, "--note", help="Why (shown in `jobs list`)."),
+    tenant: str | None = TenantOption,
+) -> None:
+    """Stop scheduling runs of a job."""
+    job = _run(lambda: AdScheduler(_tenant(tenant)).pause(job_ref, note))
+    console.print(f"paused {job.name}" + (f": {note}" if note else ""))
+
+
+@jobs_app.command("resume")
+def jobs_resume(
+    job_ref: str = typer.Argument(..., metavar="JOB", help="Job id or name."),
+    tenant: str | None = TenantOption,
+) -> None:
+    """Schedule runs of a paused job again."""
+    job = _run(lambda: AdScheduler(_tenant(tenant)).resume(job_ref))
+    console.print(f"resumed {job.name}; next run {_when(job.next_run_at, job)}")
+
+
+@jobs_app.command("delete")
+def jobs_delete(
+    job_ref: str = typer.Argument(..., metavar="JOB", help="Job id or name."),
+    yes: bool = typer.Option(False, "--yes", "-y", help="Do not ask."),
+    tenant: str | None = TenantOption,
+) -> None:
+    """Delete a job's deployment and scheduled runs (its run history is kept)."""
+    if not yes:
+        typer.confirm(f"Delete job {job_ref!r} and its scheduled runs?", abort=True)
+    job = _run(lambda: AdScheduler(_tenant(tenant)).delete(job_ref))
+    console.print(f"deleted {job.name} (run history kept)")
+
+
+@jobs_app.command("run-now")
+def jobs_run_now(
+    job_ref: str = typer.Argument(..., metavar="JOB", help="Job id or name."),
+    tenant: str | None = TenantOption,
+) -> None:
+    """Trigger a manual run now (recorded, not counted towards max_runs)."""
+    run_id = _run(lambda: AdScheduler(_tenant(tenant)).run_now(job_ref))
+    console.print(f"triggered flow run {run_id}")
+
+
+@app.command("runs")
+def runs_command(
+    job_ref: str = typer.Argument(..., metavar="JOB", help="Job id or name."),
+    limit: int = typer.Option(20, help="How many, newest first."),
+    tenant: str | None = TenantOption,
+) -> None:
+    """A job's run history (deleted jobs included)."""
+
+    async def _go() -> tuple[ScheduledJob, list[ScheduledJobRun]]:
+        ads = AdScheduler(_tenant(tenant))
+        runs = await ads.runs(job_ref, limit=limit)
+        return await ads.history_job(job_ref), runs
+
+    job, runs = _run(_go)
+    console.print(_runs_table(job, runs))
+
+
+# --- templates --------------------------------------------------------------------------------
+
+
+@templates_app.command("sync")
+def templates_sync(
+    brand: str | None = typer.Option(None, help="Catalog new templates under this brand id."),
+    tenant: str | None = TenantOption,
+) -> None:
+    """Catalog the templates in template storage (add new, deactivate vanished)."""
+    from flows.templates import sync_template_catalog
+
+    report = _run(
+        lambda: sync_template_catalog(_tenant(tenant), brand_id=uuid.UUID(brand) if brand else None)
+    )
+    console.print(
+        f"added {len(report.added)}, reactivated {len(report.reactivated)}, "
+        f"deactivated {len(report.deactivated)}, unchanged {report.unchanged}"
+    )
+
+
+def _mount_optional_commands() -> None:
+    """Mount `scheduler/commands/*.py` modules that expose `register(app)` (e.g. export)."""
+    folder = Path(__file__).parent / "commands"
+    for name in ("export",):
+        if (folder / f"{name}.py").exists():
+            importlib.import_module(f"scheduler.commands.{name}").register(app)
+
+
+_mount_optional_commands()
 
 
 if __name__ == "__main__":

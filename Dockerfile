@@ -1,0 +1,45 @@
+# ad-scheduler image: the flow code plus its pinned dependencies, on the official Prefect image.
+#
+# Used two ways:
+#   - as the flow-run image of the Docker / Kubernetes work pools (prefect.yaml variants), and
+#   - as a process worker host: the default CMD starts a worker on the process pool.
+# prefect.yaml's pull step `set_working_directory: /opt/prefect/ad-scheduler` expects the code
+# where it is copied below. No secret is baked in: API keys and webhook URLs live in Prefect
+# blocks; PREFECT_API_URL / DATABASE_URL are given at run time.
+#
+#   docker build -t registry.example.com/ad-scheduler:latest .
+FROM prefecthq/prefect:3.9.1-python3.11
+
+ENV PYTHONDONTWRITEBYTECODE=1 \
+    PYTHONUNBUFFERED=1 \
+    PIP_DISABLE_PIP_VERSION_CHECK=1 \
+    PIP_NO_CACHE_DIR=1 \
+    UV_NO_CACHE=1 \
+    AD_SCHEDULER_DATA_DIR=/var/lib/ad-scheduler \
+    PREFECT_HOME=/home/app/.prefect
+
+WORKDIR /opt/prefect/ad-scheduler
+
+# Dependencies first (a cached layer): exact versions from the lock, each file checked against
+# its hash. uv itself is pinned to the version the Makefile uses.
+COPY requirements.lock ./
+RUN python -m pip install "uv==0.13.9" \
+ && uv pip install --system --require-hashes -r requirements.lock
+
+# The project: code at the path the pull step sets, installed (without touching the pinned
+# dependencies) so that the `ad-scheduler` CLI exists and imports resolve from this folder.
+COPY pyproject.toml README.md prefect.yaml ./
+COPY config ./config
+COPY db ./db
+COPY blocks ./blocks
+COPY flows ./flows
+COPY scheduler ./scheduler
+RUN uv pip install --system --no-deps -e .
+
+# Run as an unprivileged user; it owns only the data folder (local storage, embedded SQLite).
+RUN useradd --create-home --uid 10001 --shell /usr/sbin/nologin app \
+ && mkdir -p /var/lib/ad-scheduler \
+ && chown -R app:app /var/lib/ad-scheduler
+USER app
+
+CMD ["prefect", "worker", "start", "--pool", "ad-scheduler-process"]

@@ -1,0 +1,414 @@
+"""The job spec: what a person says about a scheduled job, validated before anything is written.
+
+One pydantic model tree (`JobSpec`) is the input of the SDK (`AdScheduler.create/apply/update`),
+of the CLI (`jobs create` flags or a YAML/JSON file) and of re-applying jobs from files. Every
+rule that can be checked without the database lives here; what needs the database (the product
+and templates exist and belong to the tenant, the catalog is big enough) is checked by the SDK
+before it writes. Errors are `InvalidJobSpec`, one line per field: the field's dotted path and
+what is allowed.
+
+Secrets: a Slack webhook URL may be given here (`export.slack_webhook_url`, a `SecretStr`); the
+SDK stores it in a Prefect block and only the block's name reaches `scheduled_jobs.parameters`.
+"""
+
+from __future__ import annotations
+
+import re
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Annotated, Any, Literal
+from uuid import UUID
+from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
+
+from croniter import croniter
+from pydantic import (
+    AwareDatetime,
+    BaseModel,
+    ConfigDict,
+    EmailStr,
+    Field,
+    SecretStr,
+    ValidationError,
+    ValidationInfo,
+    field_validator,
+    model_validator,
+)
+
+from db.errors import AdSchedulerError
+from scheduler.params import (
+    BLOCK_NAME_PATTERN,
+    MAX_RECIPIENTS,
+    AdParameters,
+    Destination,
+    ExportSettings,
+    JobParameters,
+)
+
+MAX_NAME_LENGTH = 120
+MAX_DESCRIPTION_LENGTH = 1000
+MAX_JITTER_SECONDS = 3600
+MAX_TEMPLATES_PER_RUN = 50
+MAX_MISFIRE_GRACE_SECONDS = 7 * 24 * 3600
+TEMPLATE_SUFFIXES = (".png", ".jpg", ".jpeg", ".webp")
+SLACK_WEBHOOK_PREFIX = "https://hooks.slack.com/"
+CRON_MACROS = ("@yearly", "@annually", "@monthly", "@weekly", "@daily", "@midnight", "@hourly")
+#: Validation context key: a one-time datetime equal to this one may lie in the past (re-applying
+#: or updating a job whose one-time run is already behind it must not fail on that field).
+CONTEXT_EXISTING_AT = "existing_scheduled_at"
+
+
+class FieldProblem(BaseModel):
+    """One invalid field: its dotted path and what is allowed."""
+
+    field: str
+    message: str
+
+    def __str__(self) -> str:
+        return f"{self.field}: {self.message}"
+
+
+class InvalidJobSpec(AdSchedulerError):
+    """The job spec (or a value it refers to) is invalid; nothing was written."""
+
+    def __init__(self, problems: list[FieldProblem]) -> None:
+        self.problems = problems
+        lines = "\n".join(f"  - {p}" for p in problems)
+        super().__init__(f"invalid job spec:\n{lines}")
+
+    @classmethod
+    def one(cls, field: str, message: str) -> InvalidJobSpec:
+        """An error about one field."""
+        return cls([FieldProblem(field=field, message=message)])
+
+    @classmethod
+    def from_validation_error(cls, exc: ValidationError) -> InvalidJobSpec:
+        """Turn pydantic's errors into field problems (no input values echoed: they may be
+        secrets such as a webhook URL)."""
+        problems = []
+        for err in exc.errors(include_url=False, include_input=False):
+            path = ".".join(str(part) for part in err["loc"] if not _is_union_tag(part))
+            message = err["msg"].removeprefix("Value error, ")
+            named = re.match(r"^([a-z_][a-z_.]*): (.+)$", message, re.DOTALL)
+            if named and not path:
+                path, message = named.group(1), named.group(2)
+            if "email address" in message:
+                message += " Allowed: an address like name@example.com."
+            problems.append(FieldProblem(field=path or "spec", message=message))
+        return cls(problems)
+
+    @property
+    def fields(self) -> list[str]:
+        """The dotted paths of the invalid fields."""
+        return [p.field for p in self.problems]
+
+
+def _is_union_tag(part: object) -> bool:
+    # pydantic puts the discriminator's value (and function names) in `loc` for tagged unions.
+    return part in ("recurring", "one_time", "unused", "specific", "uploaded") or (
+        isinstance(part, str) and part.startswith("function-")
+    )
+
+
+# --- schedule -------------------------------------------------------------------------------
+
+
+class RecurringSchedule(BaseModel):
+    """A cron schedule evaluated in an IANA time zone.
+
+    Attributes:
+        cron: Five-field cron expression (minute hour day-of-month month day-of-week) or a macro
+            such as `@daily`.
+        timezone: IANA time zone the cron is evaluated in (DST handled by Prefect's scheduler).
+        jitter_seconds: The run waits a random 0..jitter seconds before working (spreads jobs
+            that share a cron over time); 0 means none.
+    """
+
+    model_config = ConfigDict(extra="forbid")
+
+    type: Literal["recurring"] = "recurring"
+    cron: str = Field(description="Five-field cron expression, e.g. '0 9 * * 1'.")
+    timezone: str = Field(default="UTC", description="IANA time zone, e.g. 'America/New_York'.")
+    jitter_seconds: int = Field(default=0, ge=0, le=MAX_JITTER_SECONDS)
+
+    @field_validator("cron")
+    @classmethod
+    def _valid_cron(cls, value: str) -> str:
+        expr = " ".join(value.split())
+        allowed = (
+            "a five-field cron expression 'minute hour day-of-month month day-of-week' "
+            f"(e.g. '0 9 * * 1') or one of {', '.join(CRON_MACROS)}"
+        )
+        if expr.startswith("@"):
+            if expr not in CRON_MACROS:
+                raise ValueError(f"unknown cron macro {expr!r}; allowed: {allowed}")
+            return expr
+        if len(expr.split(" ")) != 5 or not croniter.is_valid(expr):
+            raise ValueError(f"invalid cron expression {expr!r}; allowed: {allowed}")
+        return expr
+
+    @field_validator("timezone")
+    @classmethod
+    def _valid_timezone(cls, value: str) -> str:
+        return validate_timezone(value)
+
+
+class OneTimeSchedule(BaseModel):
+    """A single run at a future moment.
+
+    Attributes:
+        at: When to run: an ISO datetime *with* a UTC offset or zone, in the future.
+        timezone: Time zone to show the time in (display only; `at` carries its own offset).
+    """
+
+    model_config = ConfigDict(extra="forbid")
+
+    type: Literal["one_time"] = "one_time"
+    at: AwareDatetime = Field(description="Future datetime with a time zone offset.")
+    timezone: str = Field(default="UTC", description="IANA time zone used to display `at`.")
+
+    @field_validator("at")
+    @classmethod
+    def _in_future(cls, value: datetime, info: ValidationInfo) -> datetime:
+        value = value.astimezone(UTC)
+        existing = (info.context or {}).get(CONTEXT_EXISTING_AT)
+        if existing is not None and existing == value:
+            return value
+        if value <= datetime.now(UTC):
+            raise ValueError(
+                f"one-time date {value.isoformat()} is in the past; allowed: a future datetime"
+            )
+        return value
+
+    @field_validator("timezone")
+    @classmethod
+    def _valid_timezone(cls, value: str) -> str:
+        return validate_timezone(value)
+
+
+Schedule = Annotated[RecurringSchedule | OneTimeSchedule, Field(discriminator="type")]
+
+
+def validate_timezone(value: str) -> str:
+    """Check an IANA time zone name; returns it."""
+    try:
+        ZoneInfo(value)
+    except (ZoneInfoNotFoundError, ValueError) as exc:
+        raise ValueError(
+            f"unknown time zone {value!r}; allowed: an IANA name such as 'UTC', "
+            "'Europe/Berlin' or 'America/New_York'"
+        ) from exc
+    return value
+
+
+# --- templates ------------------------------------------------------------------------------
+
+
+class UnusedTemplates(BaseModel):
+    """Pick `count` templates this product has never used.
+
+    Attributes:
+        count: Templates per run (1..50, and at most the size of the catalog).
+        when_exhausted: When none are left: `recycle` (least recently used), `skip` the run, or
+            `fail` it.
+    """
+
+    model_config = ConfigDict(extra="forbid")
+
+    mode: Literal["unused"] = "unused"
+    count: int = Field(default=3, ge=1, le=MAX_TEMPLATES_PER_RUN)
+    when_exhausted: Literal["recycle", "skip", "fail"] = "recycle"
+
+
+class SpecificTemplates(BaseModel):
+    """Always use the listed templates (catalog ids or storage names)."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    mode: Literal["specific"] = "specific"
+    templates: list[str] = Field(min_length=1, max_length=MAX_TEMPLATES_PER_RUN)
+
+    @field_validator("templates")
+    @classmethod
+    def _unique(cls, value: list[str]) -> list[str]:
+        cleaned = [v.strip() for v in value]
+        if any(not v for v in cleaned):
+            raise ValueError("template ids/storage names must not be empty")
+        return list(dict.fromkeys(cleaned))
+
+
+class UploadedTemplates(BaseModel):
+    """Templates uploaded with the job: image files, stored in template storage."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    mode: Literal["uploaded"] = "uploaded"
+    files: list[Path] = Field(min_length=1, max_length=MAX_TEMPLATES_PER_RUN)
+
+    @field_validator("files")
+    @classmethod
+    def _readable_images(cls, value: list[Path]) -> list[Path]:
+        for path in value:
+            if path.suffix.lower() not in TEMPLATE_SUFFIXES:
+                raise ValueError(
+                    f"{path.name}: not a template image; allowed: {', '.join(TEMPLATE_SUFFIXES)}"
+                )
+            if not path.is_file():
+                raise ValueError(f"{path}: no such file")
+        return value
+
+
+Templates = Annotated[
+    UnusedTemplates | SpecificTemplates | UploadedTemplates, Field(discriminator="mode")
+]
+
+
+# --- export ---------------------------------------------------------------------------------
+
+
+class ExportSpec(BaseModel):
+    """Where finished ads go; like `ExportSettings`, but may carry the Slack webhook URL itself.
+
+    Attributes:
+        destination: `none`, `email`, `slack` or `both`.
+        email_recipients: Up to 50 addresses (required for email).
+        email_block: Name of the saved Resend email block (required for email).
+        email_mode: `per_ad_run` or `digest`.
+        slack_webhook_url: A Slack incoming-webhook URL (`https://hooks.slack.com/...`); stored
+            in a Prefect block by the SDK, never in parameters.
+        slack_webhook_block: Name of an already saved Slack webhook block (instead of the URL).
+    """
+
+    model_config = ConfigDict(extra="forbid")
+
+    destination: Destination = "none"
+    email_recipients: list[EmailStr] = Field(default_factory=list, max_length=MAX_RECIPIENTS)
+    email_block: str | None = Field(default=None, pattern=BLOCK_NAME_PATTERN)
+    email_mode: Literal["per_ad_run", "digest"] = "per_ad_run"
+    slack_webhook_url: SecretStr | None = None
+    slack_webhook_block: str | None = Field(default=None, pattern=BLOCK_NAME_PATTERN)
+
+    @field_validator("email_recipients", mode="before")
+    @classmethod
+    def _recipient_limit(cls, value: Any) -> Any:
+        if isinstance(value, list | tuple) and len(value) > MAX_RECIPIENTS:
+            raise ValueError(f"{len(value)} recipients; allowed: at most {MAX_RECIPIENTS}")
+        return value
+
+    @field_validator("slack_webhook_url")
+    @classmethod
+    def _slack_url(cls, value: SecretStr | None) -> SecretStr | None:
+        if value is None:
+            return None
+        url = value.get_secret_value().strip()
+        # Never echo the URL: it is a credential.
+        if not url.startswith(SLACK_WEBHOOK_PREFIX) or len(url) <= len(SLACK_WEBHOOK_PREFIX):
+            raise ValueError(
+                "not a Slack incoming webhook; allowed: a URL starting with "
+                f"{SLACK_WEBHOOK_PREFIX} (e.g. https://hooks.slack.com/services/T000/B000/XXXX)"
+            )
+        if any(c.isspace() for c in url) or not re.fullmatch(r"[\x21-\x7e]+", url):
+            raise ValueError("the Slack webhook URL contains invalid characters")
+        return SecretStr(url)
+
+    @model_validator(mode="after")
+    def _channels(self) -> ExportSpec:
+        wants_slack = self.destination in ("slack", "both")
+        wants_email = self.destination in ("email", "both")
+        if wants_slack and not (self.slack_webhook_url or self.slack_webhook_block):
+            raise ValueError(
+                "slack export needs slack_webhook_url (https://hooks.slack.com/...) or "
+                "slack_webhook_block"
+            )
+        if wants_email and not self.email_recipients:
+            raise ValueError("email export needs at least one address in email_recipients")
+        if wants_email and not self.email_block:
+            raise ValueError("email export needs email_block (the name of a Resend email block)")
+        return self
+
+    def to_settings(self, slack_block_name: str | None) -> ExportSettings:
+        """The stored export settings, with the Slack webhook replaced by its block name."""
+        return ExportSettings(
+            destination=self.destination,
+            email_recipients=list(self.email_recipients),
+            email_block=self.email_block,
+            email_mode=self.email_mode,
+            slack_webhook_block=(
+                (slack_block_name or self.slack_webhook_block)
+                if self.destination in ("slack", "both")
+                else self.slack_webhook_block
+            ),
+        )
+
+
+# --- the job --------------------------------------------------------------------------------
+
+
+class JobSpec(BaseModel):
+    """A scheduled job, as a person describes it.
+
+    Attributes:
+        name: Unique per tenant (re-applying a spec with the same name updates that job).
+        product_id: The product ads are made for (must belong to the tenant).
+        description: Free text shown in the Prefect UI.
+        schedule: `recurring` (cron + time zone) or `one_time` (a future datetime).
+        max_runs: Stop after this many completed scheduled runs; None = no limit.
+        templates: `unused`, `specific` or `uploaded`.
+        ad: How each ad run is made (variations, content source, colour and image mode).
+        export: Where finished ads go.
+        template_concurrency: Templates generated at once within one run (1..32).
+        overlap: `skip` (default: a run that would overlap is cancelled) or `queue` (it waits).
+        misfire_grace_seconds: A run starting later than this after its time is skipped.
+        max_consecutive_failures: The job pauses itself after this many failed runs in a row.
+        tenant_id: Optional; when given it must be the SDK's tenant.
+    """
+
+    model_config = ConfigDict(extra="forbid", str_strip_whitespace=True)
+
+    name: str = Field(min_length=1, max_length=MAX_NAME_LENGTH)
+    product_id: UUID
+    description: str = Field(default="", max_length=MAX_DESCRIPTION_LENGTH)
+    schedule: Schedule
+    max_runs: int | None = Field(default=None, ge=1)
+    templates: Templates = Field(default_factory=UnusedTemplates)
+    ad: AdParameters = Field(default_factory=AdParameters)
+    export: ExportSpec = Field(default_factory=ExportSpec)
+    template_concurrency: int = Field(default=4, ge=1, le=32)
+    overlap: Literal["skip", "queue"] = "skip"
+    misfire_grace_seconds: int = Field(default=3600, ge=0, le=MAX_MISFIRE_GRACE_SECONDS)
+    max_consecutive_failures: int = Field(default=3, ge=1, le=100)
+    tenant_id: UUID | None = None
+
+    @model_validator(mode="after")
+    def _one_time_runs_once(self) -> JobSpec:
+        if isinstance(self.schedule, OneTimeSchedule) and (self.max_runs or 1) != 1:
+            raise ValueError("max_runs: a one-time job runs once; allowed: empty or 1")
+        return self
+
+    @classmethod
+    def parse(cls, data: Any, *, existing_scheduled_at: datetime | None = None) -> JobSpec:
+        """Validate a dict (from a file, flags or code); raises `InvalidJobSpec`."""
+        if isinstance(data, JobSpec):
+            data = data.model_dump(mode="python")
+        context = {CONTEXT_EXISTING_AT: existing_scheduled_at}
+        try:
+            return cls.model_validate(data, context=context)
+        except ValidationError as exc:
+            raise InvalidJobSpec.from_validation_error(exc) from None
+
+    @property
+    def is_one_time(self) -> bool:
+        """True for a one-time job."""
+        return isinstance(self.schedule, OneTimeSchedule)
+
+    def job_parameters(self, slack_block_name: str | None) -> JobParameters:
+        """The `scheduled_jobs.parameters` document (no secrets)."""
+        return JobParameters(
+            ad=self.ad,
+            export=self.export.to_settings(slack_block_name),
+            template_concurrency=self.template_concurrency,
+        )
+
+
+def spec_field_names() -> list[str]:
+    """Top-level field names (for the CLI's help)."""
+    return list(JobSpec.model_fields)
