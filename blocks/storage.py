@@ -8,6 +8,7 @@ client can load (for thumbnails in artifacts, email and Slack), when the storage
 
 from __future__ import annotations
 
+import asyncio
 import os
 from pathlib import Path, PurePosixPath
 
@@ -56,8 +57,12 @@ class AdStorage(Block):
 
     def ad_path(self, tenant_id: object, ad_run_id: object, index: int, extension: str) -> str:
         """Storage path of one generated ad."""
-        return str(PurePosixPath(self.ads_prefix) / str(tenant_id) / str(ad_run_id) /
-                   f"variation-{index + 1}.{extension}")
+        return str(
+            PurePosixPath(self.ads_prefix)
+            / str(tenant_id)
+            / str(ad_run_id)
+            / f"variation-{index + 1}.{extension}"
+        )
 
     async def read(self, path: str) -> bytes:
         """Read a stored file."""
@@ -76,18 +81,20 @@ class AdStorage(Block):
 
     async def list_files(self, prefix: str) -> list[str]:
         """Paths (relative to the storage root) of the files under `prefix`, sorted."""
+        # Listing walks a directory tree or a bucket: keep it off the event loop.
+        return await asyncio.to_thread(self._list_files, prefix)
+
+    def _list_files(self, prefix: str) -> list[str]:
         if isinstance(self.filesystem, LocalFileSystem):
             base = Path(self.filesystem.basepath or ".").expanduser().resolve()
-            root = base / prefix
             found: list[str] = []
-            for dirpath, _dirs, files in os.walk(root):
-                for name in files:
-                    found.append(str(Path(dirpath, name).relative_to(base).as_posix()))
+            for dirpath, _dirs, files in os.walk(base / prefix):
+                found.extend(Path(dirpath, name).relative_to(base).as_posix() for name in files)
             return sorted(found)
         fs = self.filesystem.filesystem
-        root = f"{self.filesystem.basepath.rstrip('/')}/{prefix}"
-        base = self.filesystem.basepath.split("://", 1)[-1].rstrip("/")
-        return sorted(str(p)[len(base) + 1 :] for p in fs.find(root))
+        remote_root = f"{self.filesystem.basepath.rstrip('/')}/{prefix}"
+        remote_base = self.filesystem.basepath.split("://", 1)[-1].rstrip("/")
+        return sorted(str(p)[len(remote_base) + 1 :] for p in fs.find(remote_root))
 
     async def list_templates(self) -> list[str]:
         """Storage names (relative to the templates folder) of every template image."""

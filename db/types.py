@@ -43,13 +43,13 @@ class UTCDateTime(sa.types.TypeDecorator[datetime]):
 JSONType = sa.JSON().with_variant(postgresql.JSONB(), "postgresql")
 
 
-def text_array() -> sa.types.TypeEngine[list[str]]:
+def text_array() -> sa.types.TypeEngine[Any]:
     """`TEXT[]` on PostgreSQL, a JSON list on SQLite."""
     return sa.JSON().with_variant(postgresql.ARRAY(sa.Text()), "postgresql")
 
 
 class UUIDList(sa.types.TypeDecorator[list[uuid.UUID]]):
-    """`UUID[]` on PostgreSQL, a JSON list of strings on SQLite; always a list of UUIDs in Python."""
+    """`UUID[]` on PostgreSQL, a JSON list of strings on SQLite; UUIDs in Python."""
 
     impl = sa.JSON()
     cache_ok = True

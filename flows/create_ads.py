@@ -30,7 +30,7 @@ class CreateAdsResult(BaseModel):
 
 
 @flow(name="create-ads", log_prints=False)
-async def create_ads(
+async def create_ads(  # noqa: PLR0917 - a flow's parameters are its UI form
     tenant_id: uuid.UUID,
     product_id: uuid.UUID,
     templates: list[str] | None = None,
@@ -67,21 +67,31 @@ async def create_ads(
             )
         else:
             claim = await claim_unused_templates(
-                session, tenant_id=tenant_id, product_id=product_id, flow_run_id=flow_run.id,
-                count=unused_count or 1, when_exhausted=when_exhausted,
+                session,
+                tenant_id=tenant_id,
+                product_id=product_id,
+                flow_run_id=flow_run.id,
+                count=unused_count or 1,
+                when_exhausted=when_exhausted,
             )
             chosen = claim.templates
     if not chosen:
         return Failed(message="no unused template is left for this product")
     plan = RunPlan(
-        tenant_id=tenant_id, product_id=product_id, flow_run_id=flow_run.id, templates=chosen,
-        ad=ad or AdParameters(), export=export or ExportSettings(), concurrency=concurrency,
+        tenant_id=tenant_id,
+        product_id=product_id,
+        flow_run_id=flow_run.id,
+        templates=chosen,
+        ad=ad or AdParameters(),
+        export=export or ExportSettings(),
+        concurrency=concurrency,
     )
     result = await make_ads(plan)
     await publish_run_artifact("manual ad creation", result)
     if result.failed:
         return Failed(message=result.failure_message())
     return CreateAdsResult(
-        ad_run_ids=result.ad_run_ids, templates=chosen,
+        ad_run_ids=result.ad_run_ids,
+        templates=chosen,
         ads=sum(len(o.ads) for o in result.outcomes),
     )

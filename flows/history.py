@@ -28,7 +28,7 @@ OVERLAP_MESSAGE = "concurrency limit"
 
 
 def run_trigger(flow_run: FlowRun) -> str:
-    """"schedule" for runs the schedule (or a one-time job) created, else "manual"."""
+    """ "schedule" for runs the schedule (or a one-time job) created, else "manual"."""
     if flow_run.auto_scheduled or SCHEDULE_TAGS & set(flow_run.tags or ()):
         return "schedule"
     return "manual"
@@ -83,7 +83,7 @@ def event_for(flow_run: FlowRun, state: State | None = None) -> JobRunEvent | No
         status=status,
         flow_run_name=flow_run.name,
         scheduled_for=scheduled_time(flow_run),
-        trigger=run_trigger(flow_run),  # type: ignore[arg-type]
+        trigger=run_trigger(flow_run),
         started_at=_aware(flow_run.start_time),
         completed_at=(_aware(flow_run.end_time) or _aware(state.timestamp)) if terminal else None,
         error_message=message[:10_000] if message else None,
@@ -148,7 +148,9 @@ async def _hook(flow: Any, flow_run: FlowRun, state: State) -> None:
     except Exception as exc:
         logger.error(
             "run mirror: could not record state %s of flow run %s (%s); the reconciler will",
-            state.name, flow_run.id, type(exc).__name__,
+            state.name,
+            flow_run.id,
+            type(exc).__name__,
         )
 
 
@@ -156,12 +158,3 @@ async def _hook(flow: Any, flow_run: FlowRun, state: State) -> None:
 async def on_state_change(flow: Any, flow_run: FlowRun, state: State) -> None:
     """State hook for every state of `run-scheduled-job`: mirror it."""
     await _hook(flow, flow_run, state)
-
-
-MIRROR_HOOKS: dict[str, list[Any]] = {
-    "on_running": [on_state_change],
-    "on_completion": [on_state_change],
-    "on_failure": [on_state_change],
-    "on_crashed": [on_state_change],
-    "on_cancellation": [on_state_change],
-}

@@ -8,16 +8,26 @@ Because they live on the Prefect server, three jobs firing together on three wor
 Why not `prefect.concurrency.asyncio.concurrency()` as is: it queues every acquisition of a process
 through one service that sleeps for the server's `Retry-After`, which the server derives from the
 average slot occupancy — measured here, 8 jobs of 0.5 s under a limit of 2 took 6.8 s instead of
-2 s. `provider_slot` talks to the same lease API (same server-side guarantee, same lease expiry if
-a worker dies holding a slot) but each waiter retries on its own with a short, capped, jittered
-backoff, so a freed slot is taken within tens of milliseconds. Like `strict=True`, a limit that
-does not exist is an error, never a silent no-op.
+2 s. This module talks to the same lease API (same server-side guarantee, same lease expiry if a
+worker dies holding a slot) with two changes:
+
+- each waiter retries on its own with a short, capped, jittered backoff, so a slot freed by
+  another worker is taken within tens of milliseconds;
+- `ProviderSlots` (one per run) hands a finished request's lease straight to the run's next
+  request instead of releasing it and acquiring a new one: two API round trips fewer per request
+  (measured ~0.1–0.4 s on this 2-core machine under load), while the number of leases held — the
+  only thing the provider sees — never exceeds the global limit. A run releases its leases as soon
+  as it has no more requests to start, so other runs get them back.
+
+Like `strict=True`, a limit that does not exist is an error, never a silent no-op.
 """
 
 from __future__ import annotations
 
 import asyncio
 import random
+import time
+import uuid
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 
@@ -83,13 +93,20 @@ async def ensure_provider_limit(generator: AdGenerator) -> None:
 
 async def _acquire(
     client: PrefectClient, name: str, mode: str, lease_seconds: float
-) -> str | None:
+) -> uuid.UUID | None:
     wait = FIRST_WAIT_S
     while True:
         try:
-            response = await client.increment_concurrency_slots_with_lease(
-                names=[name], slots=1, mode=mode, lease_duration=lease_seconds  # type: ignore[arg-type]
-            )
+            if mode == "rate_limit":
+                # Rate tokens decay on their own; a lease would hand a token back when it
+                # expires, letting extra requests through on long runs.
+                response = await client.increment_concurrency_slots(
+                    names=[name], slots=1, mode="rate_limit"
+                )
+            else:
+                response = await client.increment_concurrency_slots_with_lease(
+                    names=[name], slots=1, mode="concurrency", lease_duration=lease_seconds
+                )
         except httpx.HTTPStatusError as exc:
             if exc.response.status_code != 423:
                 raise
@@ -101,13 +118,14 @@ async def _acquire(
             wait = min(wait * 2, MAX_WAIT_S)
             continue
         body = response.json()
-        if not body.get("limits"):
+        limits = body if isinstance(body, list) else body.get("limits")
+        if not limits:
             raise ProviderLimitMissingError(
                 f"global concurrency limit {name!r} does not exist on the Prefect server; "
                 "create it with ensure_provider_limit() or `prefect gcl create`"
             )
-        lease_id = body.get("lease_id")
-        return str(lease_id) if lease_id else None
+        lease_id = body.get("lease_id") if isinstance(body, dict) else None
+        return uuid.UUID(str(lease_id)) if lease_id else None
 
 
 @asynccontextmanager
@@ -142,3 +160,132 @@ async def _client(client: PrefectClient | None) -> AsyncIterator[PrefectClient]:
         return
     async with get_client() as fresh:
         yield fresh
+
+
+class ProviderSlots:
+    """The provider-limit slots of one run, handed from request to request.
+
+    At the start the run asks for a whole first wave of slots in one call (`prime`); every
+    finished request hands its slot to the run's next waiting request instead of releasing it.
+    Slots of single leases go back to the server as soon as the run has no more waiting requests;
+    the primed lease (one lease for several slots) goes back when all of its slots are idle.
+
+    Args:
+        generator: The generator whose limits to draw from.
+        client: An open Prefect client, used for every call.
+        requests: How many requests this run will make.
+
+    Example:
+        ```python
+        async with get_client() as client, ProviderSlots(gen, client, requests=24) as slots:
+            await slots.prime(8)
+            async with slots.slot():
+                image = await gen.generate(request)
+        ```
+    """
+
+    def __init__(self, generator: AdGenerator, client: PrefectClient, *, requests: int) -> None:
+        self._generator = generator
+        self._client = client
+        self._unfinished = requests
+        self._holding = 0
+        self._idle: list[tuple[uuid.UUID, float]] = []  # single leases: (id, acquired/renewed)
+        self._bulk: uuid.UUID | None = None
+        self._bulk_size = 0
+        self._bulk_free = 0
+        self._bulk_since = 0.0
+
+    async def __aenter__(self) -> ProviderSlots:
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        leases = [lease for lease, _ in self._idle]
+        if self._bulk is not None:
+            leases.append(self._bulk)
+        self._idle, self._bulk, self._bulk_free = [], None, 0
+        await asyncio.shield(self._release_all(leases))
+
+    async def _release_all(self, leases: list[uuid.UUID]) -> None:
+        for lease in leases:
+            await self._client.release_concurrency_slots_with_lease(lease)
+
+    async def prime(self, slots: int) -> int:
+        """Take up to `slots` slots in one call, if that many are free now; returns how many."""
+        slots = min(slots, self._generator.max_in_flight, self._unfinished)
+        if slots < 2:
+            return 0
+        try:
+            response = await self._client.increment_concurrency_slots_with_lease(
+                names=[self._generator.provider_limit],
+                slots=slots,
+                mode="concurrency",
+                lease_duration=LEASE_SECONDS,
+            )
+        except httpx.HTTPStatusError as exc:
+            if exc.response.status_code == 423:  # not that many free: go one by one
+                return 0
+            raise
+        body = response.json()
+        if not body.get("limits"):
+            raise ProviderLimitMissingError(
+                f"global concurrency limit {self._generator.provider_limit!r} does not exist"
+            )
+        self._bulk = uuid.UUID(str(body["lease_id"]))
+        self._bulk_size = self._bulk_free = slots
+        self._bulk_since = time.monotonic()
+        return slots
+
+    def done(self, requests: int = 1) -> None:
+        """Count `requests` of this run as finished (made, or given up on)."""
+        self._unfinished -= requests
+
+    async def _renewed(self, lease: uuid.UUID, since: float) -> bool:
+        if time.monotonic() - since < LEASE_SECONDS / 2:
+            return True
+        try:  # an old lease: renew it rather than risk it expiring mid-request
+            await self._client.renew_concurrency_lease(lease, LEASE_SECONDS)
+            return True
+        except httpx.HTTPStatusError:
+            return False  # expired meanwhile: the server already freed it
+
+    async def _take(self) -> tuple[str, uuid.UUID | None]:
+        if self._bulk is not None and self._bulk_free > 0:
+            if await self._renewed(self._bulk, self._bulk_since):
+                self._bulk_since = max(self._bulk_since, time.monotonic() - LEASE_SECONDS / 2)
+                self._bulk_free -= 1
+                return "bulk", self._bulk
+            self._bulk, self._bulk_free = None, 0
+        while self._idle:
+            lease, since = self._idle.pop()
+            if await self._renewed(lease, since):
+                return "single", lease
+        fresh = await _acquire(
+            self._client, self._generator.provider_limit, "concurrency", LEASE_SECONDS
+        )
+        return "single", fresh
+
+    @asynccontextmanager
+    async def slot(self) -> AsyncIterator[None]:
+        """Hold one slot (and one rate token, when rate-limited) for one provider request."""
+        if self._generator.requests_per_minute:
+            await _acquire(
+                self._client, rate_limit_name(self._generator.provider_limit), "rate_limit", 60
+            )
+        kind, lease = await self._take()
+        self._holding += 1
+        try:
+            yield
+        finally:
+            self._holding -= 1
+            # Requests of this run still waiting for a slot (this one is about to finish).
+            waiting = self._unfinished - self._holding - 1
+            if kind == "bulk":
+                self._bulk_free += 1
+                if waiting <= 0 and self._bulk_free == self._bulk_size and self._bulk:
+                    bulk, self._bulk, self._bulk_free = self._bulk, None, 0
+                    await asyncio.shield(self._release_all([bulk]))
+            elif lease is not None:
+                if waiting > 0:
+                    self._idle.append((lease, time.monotonic()))
+                else:
+                    await asyncio.shield(self._release_all([lease]))

@@ -11,6 +11,8 @@ from __future__ import annotations
 
 import asyncio
 import uuid
+from contextlib import AsyncExitStack
+from dataclasses import dataclass
 from typing import Any
 
 import sqlalchemy as sa
@@ -23,19 +25,20 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from blocks.generators.base import AdGenerator, AdRequest, GenerationError, ProductBrief
 from blocks.generators.local import LocalAdRenderer
+from blocks.generators.retrying import generate_with_retries
 from blocks.storage import AdStorage
 from db.models import AdRun, AdTemplate, Brand, GeneratedAd, Product
 from db.queries.templates import confirm_template_use, release_claims
 from db.session import session_scope
 from db.types import utcnow
-from flows.limits import ensure_provider_limit, provider_slot
+from flows.limits import ProviderSlots, ensure_provider_limit
 from scheduler.params import AdParameters, ExportSettings
 
 #: Generator block types a bare block name is looked up in, in this order.
 GENERATOR_BLOCK_SLUGS = (
     "ad-scheduler-local-renderer",
-    "ad-scheduler-gemini-image",
-    "ad-scheduler-http-ad-service",
+    "gemini-image-generator",
+    "http-ad-generator",
 )
 
 
@@ -98,9 +101,11 @@ async def load_generator(block_name: str | None) -> AdGenerator:
     """The named generator block ("slug/name" or a bare name), or the offline renderer."""
     if not block_name:
         return LocalAdRenderer()
-    candidates = [block_name] if "/" in block_name else [
-        f"{slug}/{block_name}" for slug in GENERATOR_BLOCK_SLUGS
-    ]
+    candidates = (
+        [block_name]
+        if "/" in block_name
+        else [f"{slug}/{block_name}" for slug in GENERATOR_BLOCK_SLUGS]
+    )
     for ref in candidates:
         try:
             block = await Block.aload(ref)
@@ -139,101 +144,160 @@ def _product_image_path(ad: AdParameters, image_paths: list[str], index: int) ->
     return image_paths[index % len(image_paths)] if image_paths else None
 
 
-@task(name="generate-ad-run", cache_policy=NO_CACHE, task_run_name="generate {template}")
+@dataclass
+class RunResources:
+    """What every ad run of one flow run shares (loaded once, passed to each task)."""
+
+    brief: ProductBrief
+    image_paths: list[str]
+    generator: AdGenerator
+    storage: AdStorage
+    slots: ProviderSlots
+    #: Templates generating at once in this run: the explicit bound (never unbounded).
+    bound: asyncio.Semaphore
+
+
+class AdRunTicket(BaseModel):
+    """One template's ad run, created up front (status pending) with what it needs."""
+
+    ad_run_id: uuid.UUID
+    template: str
+    width: int = 1080
+    height: int = 1080
+    copy_text: str = ""
+
+
+async def create_ad_runs(plan: RunPlan) -> list[AdRunTicket]:
+    """Create every ad run of the plan in one transaction (pending), in template order."""
+    async with session_scope() as session:
+        catalog = {
+            t.storage_name: t
+            for t in (
+                await session.scalars(
+                    sa.select(AdTemplate).where(
+                        AdTemplate.tenant_id == plan.tenant_id,
+                        AdTemplate.storage_name.in_(plan.templates),
+                    )
+                )
+            ).all()
+        }
+        tickets = []
+        for template in plan.templates:
+            row = catalog.get(template)
+            ad_run = AdRun(
+                id=uuid.uuid4(),
+                tenant_id=plan.tenant_id,
+                product_id=plan.product_id,
+                template_storage_name=template,
+                scheduled_job_id=plan.job_id,
+                scheduled_job_run_id=plan.job_run_id,
+                flow_run_id=plan.flow_run_id,
+                status="pending",
+                parameters=plan.ad.model_dump(mode="json"),
+            )
+            session.add(ad_run)
+            tickets.append(
+                AdRunTicket(
+                    ad_run_id=ad_run.id,
+                    template=template,
+                    width=row.width if row else 1080,
+                    height=row.height if row else 1080,
+                    copy_text=row.name if row else "",
+                )
+            )
+    return tickets
+
+
+@task(name="generate-ad-run", cache_policy=NO_CACHE, task_run_name="generate {ticket.template}")
 async def generate_ad_run(
-    plan: RunPlan,
-    template: str,
-    brief: ProductBrief,
-    image_paths: list[str],
-    generator: AdGenerator,
-    storage: AdStorage,
+    plan: RunPlan, ticket: AdRunTicket, resources: RunResources
 ) -> AdRunOutcome:
     """Generate one ad run: N variations of one template, stored and recorded.
 
     Never raises for a generation failure: the ad run is marked failed with its reason.
     """
+    async with resources.bound:
+        return await _generate(plan, ticket, resources)
+
+
+async def _generate(plan: RunPlan, ticket: AdRunTicket, res: RunResources) -> AdRunOutcome:
     logger = get_run_logger()
-    async with session_scope() as session:
-        row = await session.scalar(
-            sa.select(AdTemplate).where(
-                AdTemplate.tenant_id == plan.tenant_id, AdTemplate.storage_name == template
-            )
-        )
-        size = (row.width, row.height) if row else (1080, 1080)
-        copy = row.name if row else ""
-        ad_run = AdRun(
-            tenant_id=plan.tenant_id,
-            product_id=plan.product_id,
-            template_storage_name=template,
-            scheduled_job_id=plan.job_id,
-            scheduled_job_run_id=plan.job_run_id,
-            flow_run_id=plan.flow_run_id,
-            status="running",
-            parameters=plan.ad.model_dump(mode="json"),
-            started_at=utcnow(),
-        )
-        session.add(ad_run)
+    storage, template = res.storage, ticket.template
+    started_at = utcnow()
     ads: list[AdSummary] = []
+    rows: list[GeneratedAd] = []
+    error: str | None = None
+    attempted = 0
     try:
         template_image = await storage.read(storage.template_path(template))
         product_images: dict[str, bytes] = {}
         for index in range(plan.ad.variations):
-            path = _product_image_path(plan.ad, image_paths, index)
+            path = _product_image_path(plan.ad, res.image_paths, index)
             if path and path not in product_images:
                 product_images[path] = await storage.read(path)
             request = AdRequest(
-                product=brief,
+                product=res.brief,
                 template_name=template,
                 template_image=template_image,
-                template_copy=copy,
+                template_copy=ticket.copy_text,
                 product_image=product_images.get(path) if path else None,
                 variation_index=index,
                 parameters=plan.ad,
-                width=size[0],
-                height=size[1],
+                width=ticket.width,
+                height=ticket.height,
             )
-            async with provider_slot(generator):
-                image = await generator.generate(request)
-            path_written = storage.ad_path(plan.tenant_id, ad_run.id, index, image.extension)
-            await storage.write(path_written, image.data)
-            async with session_scope() as session:
-                session.add(
-                    GeneratedAd(
-                        tenant_id=plan.tenant_id,
-                        ad_run_id=ad_run.id,
-                        variation_index=index,
-                        storage_path=path_written,
-                        headline=image.headline,
-                        width=image.width,
-                        height=image.height,
-                        size_bytes=len(image.data),
-                        content_type=image.content_type,
-                    )
+            try:
+                # Retryable provider errors (429, 5xx) are retried, each attempt in a slot.
+                image = await generate_with_retries(res.generator, request, slot=res.slots.slot)
+            finally:
+                res.slots.done()
+                attempted += 1
+            stored_at = storage.ad_path(plan.tenant_id, ticket.ad_run_id, index, image.extension)
+            await storage.write(stored_at, image.data)
+            rows.append(
+                GeneratedAd(
+                    tenant_id=plan.tenant_id,
+                    ad_run_id=ticket.ad_run_id,
+                    variation_index=index,
+                    storage_path=stored_at,
+                    headline=image.headline,
+                    width=image.width,
+                    height=image.height,
+                    size_bytes=len(image.data),
+                    content_type=image.content_type,
                 )
+            )
             ads.append(
                 AdSummary(
-                    storage_path=path_written,
+                    storage_path=stored_at,
                     headline=image.headline,
-                    url=storage.public_url(path_written),
+                    url=storage.public_url(stored_at),
                 )
             )
     except (GenerationError, FileNotFoundError, OSError, ValueError) as exc:
+        res.slots.done(plan.ad.variations - attempted)  # the variations this run will not try
         error = str(exc) or type(exc).__name__
         logger.warning("template %s failed: %s", template, error)
-        await _finish_ad_run(ad_run.id, "failed", error)
-        return AdRunOutcome(ad_run_id=ad_run.id, template=template, ok=False, ads=ads, error=error)
-    await _finish_ad_run(ad_run.id, "completed", None)
-    logger.info("template %s: %d ads", template, len(ads))
-    return AdRunOutcome(ad_run_id=ad_run.id, template=template, ok=True, ads=ads)
-
-
-async def _finish_ad_run(ad_run_id: uuid.UUID, status: str, error: str | None) -> None:
+    # One transaction records the ads stored so far (even when a later variation failed) and
+    # the ad run's outcome.
     async with session_scope() as session:
+        session.add_all(rows)
         await session.execute(
             sa.update(AdRun)
-            .where(AdRun.id == ad_run_id)
-            .values(status=status, error_message=error, completed_at=utcnow())
+            .where(AdRun.id == ticket.ad_run_id)
+            .values(
+                status="failed" if error else "completed",
+                error_message=error,
+                started_at=started_at,
+                completed_at=utcnow(),
+            )
         )
+    if error:
+        return AdRunOutcome(
+            ad_run_id=ticket.ad_run_id, template=template, ok=False, ads=ads, error=error
+        )
+    logger.info("template %s: %d ads", template, len(ads))
+    return AdRunOutcome(ad_run_id=ticket.ad_run_id, template=template, ok=True, ads=ads)
 
 
 @task(name="record-template-usage", cache_policy=NO_CACHE)
@@ -280,36 +344,56 @@ async def export_outcomes(plan: RunPlan, outcomes: list[AdRunOutcome]) -> list[A
 
 async def make_ads(plan: RunPlan) -> PipelineResult:
     """Generate, record and export the ads of one run (the core both flows share)."""
-    logger = get_run_logger()
-    generator = await load_generator(plan.ad.generator_block)
-    await ensure_provider_limit(generator)
-    from blocks.storage import load_storage
+    async with AsyncExitStack() as stack:
+        return await _make_ads(plan, stack)
 
-    storage = await load_storage()
-    brief, product = await load_brief(plan.tenant_id, plan.product_id)
+
+async def _make_ads(plan: RunPlan, stack: AsyncExitStack) -> PipelineResult:
+    logger = get_run_logger()
     total = len(plan.templates)
-    progress_id = await acreate_progress_artifact(
-        progress=0.0, description=f"Ad runs finished, of {total} templates"
+    # Nothing below depends on anything else: load it all at once.
+    progress = asyncio.ensure_future(
+        acreate_progress_artifact(progress=0.0, description=f"Ad runs finished, of {total}")
+    )
+    generator, storage, (brief, product), tickets = await asyncio.gather(
+        load_generator(plan.ad.generator_block),
+        _load_storage(),
+        load_brief(plan.tenant_id, plan.product_id),
+        create_ad_runs(plan),
+    )
+    await ensure_provider_limit(generator)
+    # One API client and one lease pool for every provider call of this run.
+    client = await stack.enter_async_context(get_client())
+    slots = await stack.enter_async_context(
+        ProviderSlots(generator, client, requests=total * plan.ad.variations)
+    )
+    # The first wave's slots in one call, when the provider has them free.
+    await slots.prime(plan.concurrency)
+    resources = RunResources(
+        brief=brief,
+        image_paths=list(product.image_paths),
+        generator=generator,
+        storage=storage,
+        slots=slots,
+        bound=asyncio.Semaphore(plan.concurrency),
     )
     finished = 0
-    bound = asyncio.Semaphore(plan.concurrency)
 
-    async def one(template: str) -> AdRunOutcome:
+    async def one(ticket: AdRunTicket) -> AdRunOutcome:
         nonlocal finished
-        async with bound:
-            outcome = await generate_ad_run(
-                plan, template, brief, list(product.image_paths), generator, storage
-            )
+        outcome = await generate_ad_run(plan, ticket, resources)
         finished += 1
-        await aupdate_progress_artifact(progress_id, progress=100.0 * finished / total)
+        await aupdate_progress_artifact(await progress, progress=100.0 * finished / total)
         return outcome
 
     logger.info(
         "generating %d templates, %d variations each, %d at a time",
-        total, plan.ad.variations, plan.concurrency,
+        total,
+        plan.ad.variations,
+        plan.concurrency,
     )
     try:
-        outcomes = list(await asyncio.gather(*[one(t) for t in plan.templates]))
+        outcomes = list(await asyncio.gather(*[one(t) for t in tickets]))
     except BaseException:
         # Anything unexpected (cancellation, a bug): do not keep templates claimed.
         async with session_scope() as session:
@@ -318,6 +402,12 @@ async def make_ads(plan: RunPlan) -> PipelineResult:
     await record_usage(plan, outcomes)
     await export_outcomes(plan, outcomes)
     return PipelineResult(outcomes=outcomes)
+
+
+async def _load_storage() -> AdStorage:
+    from blocks.storage import load_storage
+
+    return await load_storage()
 
 
 async def rename_flow_run(flow_run_id: uuid.UUID, name: str, tags: list[str]) -> None:

@@ -61,9 +61,7 @@ class ReconcileReport(BaseModel):
     jobs_changed: int = 0
 
 
-async def _recent_runs(
-    lookback: timedelta, job_ids: set[uuid.UUID] | None
-) -> list[FlowRun]:
+async def _recent_runs(lookback: timedelta, job_ids: set[uuid.UUID] | None) -> list[FlowRun]:
     since = utcnow() - lookback
     runs: list[FlowRun] = []
     async with get_client() as client:
@@ -73,7 +71,7 @@ async def _recent_runs(
                 flow_filter=FlowFilter(name=FlowFilterName(any_=["run-scheduled-job"])),
                 flow_run_filter=FlowRunFilter(
                     expected_start_time=FlowRunFilterExpectedStartTime(after_=since),
-                    state=dict(type=FlowRunFilterStateType(any_=STARTED_STATES)),  # type: ignore[arg-type]
+                    state=dict(type=FlowRunFilterStateType(any_=STARTED_STATES)),
                 ),
                 limit=PAGE,
                 offset=offset,
@@ -154,8 +152,10 @@ async def reconcile_job_runs(
             if run.state and run.state.type == StateType.RUNNING:
                 await client.set_flow_run_state(
                     run.id,
-                    Crashed(message=f"the flow process stopped reporting for over "
-                                    f"{stale_after_seconds} s (worker or process killed)"),
+                    Crashed(
+                        message=f"the flow process stopped reporting for over "
+                        f"{stale_after_seconds} s (worker or process killed)"
+                    ),
                     force=True,
                 )
                 run = await client.read_flow_run(run.id)
@@ -202,4 +202,3 @@ async def _holders(scope: set[uuid.UUID] | None) -> list[uuid.UUID]:
             ).all()
         )
     return [h for h in holders if h in in_scope]
-

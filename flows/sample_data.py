@@ -16,10 +16,18 @@ from flows.templates import SyncReport, sync_template_catalog
 SAMPLE_BRAND = "Northwind Outdoors"
 SAMPLE_PRODUCT = "Trail Runner 2"
 TEMPLATE_STYLES = (
-    ("#0f766e", "#f97316"), ("#1e3a8a", "#facc15"), ("#7c2d12", "#fde68a"),
-    ("#111827", "#22d3ee"), ("#831843", "#f9a8d4"), ("#14532d", "#bef264"),
-    ("#312e81", "#c4b5fd"), ("#78350f", "#fcd34d"), ("#0c4a6e", "#7dd3fc"),
-    ("#3f3f46", "#fb7185"), ("#064e3b", "#6ee7b7"), ("#4c1d95", "#fbbf24"),
+    ("#0f766e", "#f97316"),
+    ("#1e3a8a", "#facc15"),
+    ("#7c2d12", "#fde68a"),
+    ("#111827", "#22d3ee"),
+    ("#831843", "#f9a8d4"),
+    ("#14532d", "#bef264"),
+    ("#312e81", "#c4b5fd"),
+    ("#78350f", "#fcd34d"),
+    ("#0c4a6e", "#7dd3fc"),
+    ("#3f3f46", "#fb7185"),
+    ("#064e3b", "#6ee7b7"),
+    ("#4c1d95", "#fbbf24"),
 )
 
 
@@ -67,8 +75,9 @@ async def seed_sample_data(
             sa.select(Brand).where(Brand.tenant_id == tenant_id, Brand.name == SAMPLE_BRAND)
         )
         if brand is None:
-            brand = Brand(tenant_id=tenant_id, name=SAMPLE_BRAND,
-                          colors=["#0f766e", "#f97316", "#fefce8"])
+            brand = Brand(
+                tenant_id=tenant_id, name=SAMPLE_BRAND, colors=["#0f766e", "#f97316", "#fefce8"]
+            )
             session.add(brand)
             await session.flush()
         product = await session.scalar(
@@ -76,7 +85,9 @@ async def seed_sample_data(
         )
         if product is None:
             product = Product(
-                tenant_id=tenant_id, brand_id=brand.id, name=SAMPLE_PRODUCT,
+                tenant_id=tenant_id,
+                brand_id=brand.id,
+                name=SAMPLE_PRODUCT,
                 description="A light trail-running shoe with a grippy sole.",
                 key_benefits=["Grips wet rock", "Weighs 240 g", "Recycled upper"],
                 brand_colors=list(brand.colors),

@@ -11,7 +11,8 @@ from __future__ import annotations
 
 import asyncio
 import uuid
-from datetime import UTC, timedelta
+from datetime import UTC, timedelta, tzinfo
+from zoneinfo import ZoneInfo
 
 import sqlalchemy as sa
 from prefect import flow, get_run_logger
@@ -27,7 +28,7 @@ from db.queries.templates import claim_specific_templates, claim_unused_template
 from db.session import session_scope
 from db.types import utcnow
 from flows.artifacts import publish_run_artifact
-from flows.history import MIRROR_HOOKS, SKIPPED_STATE_NAME, run_trigger, scheduled_time
+from flows.history import SKIPPED_STATE_NAME, on_state_change, run_trigger, scheduled_time
 from flows.pipeline import RunPlan, make_ads, rename_flow_run
 from scheduler.params import JobParameters
 
@@ -48,9 +49,7 @@ async def _record(event: JobRunEvent) -> uuid.UUID:
         return row.id
 
 
-async def _skip(
-    job: ScheduledJob, flow_run_id: uuid.UUID, reason: str, message: str
-) -> State:
+async def _skip(job: ScheduledJob, flow_run_id: uuid.UUID, reason: str, message: str) -> State:
     get_run_logger().warning("skipping run: %s", message)
     await _record(
         JobRunEvent(
@@ -67,7 +66,16 @@ async def _skip(
     return Completed(name=SKIPPED_STATE_NAME, message=message)
 
 
-@flow(name="run-scheduled-job", log_prints=False, **MIRROR_HOOKS)  # type: ignore[arg-type]
+@flow(
+    name="run-scheduled-job",
+    log_prints=False,
+    # Every state reaches the mirror; the reconciler covers the states no hook sees.
+    on_running=[on_state_change],
+    on_completion=[on_state_change],
+    on_failure=[on_state_change],
+    on_crashed=[on_state_change],
+    on_cancellation=[on_state_change],
+)
 async def run_scheduled_job(job_id: uuid.UUID) -> JobRunSummary | State:
     """Run one scheduled ad job.
 
@@ -89,9 +97,10 @@ async def run_scheduled_job(job_id: uuid.UUID) -> JobRunSummary | State:
         raise NotFoundError("scheduled job", job_id)
     params = JobParameters.model_validate(job.parameters)
     when = (slot_time or utcnow()).astimezone(_zone(job.timezone))
+    run_name = f"{job.name} · {when:%Y-%m-%d %H:%M %Z}"
     await rename_flow_run(
         flow_run.id,
-        f"{job.name} · {when:%Y-%m-%d %H:%M %Z}",
+        run_name,
         [f"job:{job.name}", f"product:{job.product_id}", f"brand:{job.brand_id}"],
     )
 
@@ -104,25 +113,29 @@ async def run_scheduled_job(job_id: uuid.UUID) -> JobRunSummary | State:
                 scheduled_job_id=job.id,
                 tenant_id=job.tenant_id,
                 status="running",
-                trigger=trigger,  # type: ignore[arg-type]
+                trigger=trigger,
                 scheduled_for=slot_time,
                 started_at=utcnow(),
-                flow_run_name=flow_run.name,
             ),
         )
+        row.flow_run_name = run_name
         job_run_id = row.id
         owns_slot = trigger != "schedule" or await claim_schedule_slot(session, row)
 
     if trigger == "schedule":
         if not owns_slot:
             return await _skip(
-                job, flow_run.id, "duplicate_slot",
+                job,
+                flow_run.id,
+                "duplicate_slot",
                 f"another run already handled the slot scheduled for {slot_time:%Y-%m-%d %H:%M %Z}",
             )
         lateness = utcnow() - (slot_time or utcnow())
         if lateness > timedelta(seconds=job.misfire_grace_seconds):
             return await _skip(
-                job, flow_run.id, "misfire",
+                job,
+                flow_run.id,
+                "misfire",
                 f"started {_human(lateness)} after its scheduled time, beyond the job's grace "
                 f"period of {_human(timedelta(seconds=job.misfire_grace_seconds))}: missed",
             )
@@ -152,13 +165,15 @@ async def run_scheduled_job(job_id: uuid.UUID) -> JobRunSummary | State:
         return Failed(message=str(exc))
     if not templates:
         return await _skip(
-            job, flow_run.id, "no_templates",
+            job,
+            flow_run.id,
+            "no_templates",
             "no unused template is left for this product and the job's policy is 'skip'",
         )
     logger.info("templates for this run: %s", ", ".join(templates))
 
     plan = RunPlan(
-        tenant_id=job.tenant_id,  # type: ignore[arg-type]
+        tenant_id=job.tenant_id,
         product_id=job.product_id,
         flow_run_id=flow_run.id,
         templates=templates,
@@ -174,7 +189,9 @@ async def run_scheduled_job(job_id: uuid.UUID) -> JobRunSummary | State:
     finally:
         beat.cancel()
     ads = sum(len(o.ads) for o in result.outcomes)
-    summary_line = f"{ads} ads from {len(templates) - len(result.failed)}/{len(templates)} templates"
+    summary_line = (
+        f"{ads} ads from {len(templates) - len(result.failed)}/{len(templates)} templates"
+    )
     await _record(
         JobRunEvent(
             flow_run_id=flow_run.id,
@@ -182,7 +199,9 @@ async def run_scheduled_job(job_id: uuid.UUID) -> JobRunSummary | State:
             status="running",
             ad_run_ids=result.ad_run_ids,
             templates_used=[o.template for o in result.outcomes if o.ok],
-            logs=summary_line if not result.failed else f"{summary_line}; {result.failure_message()}",
+            logs=summary_line
+            if not result.failed
+            else f"{summary_line}; {result.failure_message()}",
         )
     )
     await publish_run_artifact(job.name, result)
@@ -213,9 +232,7 @@ async def _heartbeat(job_run_id: uuid.UUID) -> None:
             get_run_logger().warning("run heartbeat failed: %s", type(exc).__name__)
 
 
-def _zone(name: str) -> object:
-    from zoneinfo import ZoneInfo
-
+def _zone(name: str) -> tzinfo:
     try:
         return ZoneInfo(name)
     except (KeyError, ValueError):
@@ -234,4 +251,4 @@ def _human(delta: timedelta) -> str:
 if __name__ == "__main__":
     import sys
 
-    asyncio.run(run_scheduled_job(uuid.UUID(sys.argv[1])))  # type: ignore[arg-type]
+    asyncio.run(run_scheduled_job(uuid.UUID(sys.argv[1])))

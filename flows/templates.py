@@ -15,6 +15,9 @@ from blocks.storage import AdStorage, load_storage
 from db.models import AdTemplate
 from db.session import session_scope
 
+#: Folder (under the templates folder) of templates uploaded with one job.
+UPLOADS_FOLDER = "uploads/"
+
 
 class SyncReport(BaseModel):
     """What a catalog sync changed."""
@@ -33,8 +36,19 @@ async def sync_template_catalog(
     Only library templates are managed here; uploaded (per-job) templates are left alone.
     """
     storage = storage or await load_storage()
-    stored = set(await storage.list_templates())
+    # Files uploaded with a job live under uploads/ and are catalogued by the SDK, not here.
+    stored = {n for n in await storage.list_templates() if not n.startswith(UPLOADS_FOLDER)}
     async with session_scope() as session:
+        taken = set(
+            (
+                await session.scalars(
+                    sa.select(AdTemplate.storage_name).where(
+                        AdTemplate.tenant_id == tenant_id, AdTemplate.source != "library"
+                    )
+                )
+            ).all()
+        )
+        stored -= taken
         rows = {
             t.storage_name: t
             for t in (
@@ -53,8 +67,13 @@ async def sync_template_catalog(
             stem = name.rsplit(".", 1)[0].replace("-", " ").replace("_", " ")
             session.add(
                 AdTemplate(
-                    tenant_id=tenant_id, storage_name=name, name=stem, brand_id=brand_id,
-                    width=width, height=height, source="library",
+                    tenant_id=tenant_id,
+                    storage_name=name,
+                    name=stem,
+                    brand_id=brand_id,
+                    width=width,
+                    height=height,
+                    source="library",
                 )
             )
             added.append(name)

@@ -27,7 +27,8 @@ def _dominant_colors(image: Image.Image, count: int = 3) -> tuple[str, ...]:
     ranked = sorted(quantized.getcolors() or [], reverse=True)
     colors = []
     for _count, index in ranked[:count]:
-        r, g, b = palette[index * 3 : index * 3 + 3]
+        offset = int(index) * 3  # type: ignore[call-overload]
+        r, g, b = palette[offset : offset + 3]
         colors.append(f"#{r:02x}{g:02x}{b:02x}")
     return tuple(colors)
 
@@ -76,21 +77,25 @@ def render_ad(request: AdRequest) -> AdImage:
     draw = ImageDraw.Draw(canvas)
     draw.rectangle((0, band[1] - 8, width, band[1]), fill=_rgb(accent))
     headline = pick_headline(request)
-    font = ImageFont.load_default(size=max(24, width // 16))
+    font_size = max(24, width // 16)
+    font = ImageFont.load_default(size=font_size)
     small = ImageFont.load_default(size=max(14, width // 36))
     text_color = _readable_on(background)
     lines = textwrap.wrap(headline, width=max(12, 22 * 1080 // max(width, 1) // 1)) or [""]
     y = band[1] + height // 24
     for line in lines[:3]:
         draw.text((width // 18, y), line, font=font, fill=text_color)
-        y += int(font.size * 1.2)
+        y += int(font_size * 1.2)
     caption = request.product.brand_name or request.product.name
     draw.text((width // 18, height - height // 12), caption, font=small, fill=_rgb(accent))
 
     out = io.BytesIO()
     canvas.save(out, format="PNG", optimize=False)
     return AdImage(
-        data=out.getvalue(), content_type="image/png", width=width, height=height,
+        data=out.getvalue(),
+        content_type="image/png",
+        width=width,
+        height=height,
         headline=headline,
     )
 

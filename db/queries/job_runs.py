@@ -53,6 +53,9 @@ _EVENT_FIELDS = (
 )
 
 
+_SET_ONCE = ("trigger", "flow_run_name")
+
+
 def status_rank(status: str | None) -> int:
     """Order of statuses: pending < running < any terminal status."""
     return _RANK.get(status or "pending", TERMINAL_RANK)
@@ -84,9 +87,7 @@ async def upsert_job_run(session: AsyncSession, event: JobRunEvent) -> Scheduled
     """Fold `event` into the row of its flow run (created on first sight); returns the row."""
     values = {f: getattr(event, f) for f in _EVENT_FIELDS if getattr(event, f) is not None}
     values.setdefault("trigger", "schedule")
-    insert = (
-        postgresql.insert if session.get_bind().dialect.name == "postgresql" else sqlite.insert
-    )
+    insert = postgresql.insert if session.get_bind().dialect.name == "postgresql" else sqlite.insert
     now = utcnow()
     inserted = await session.scalar(
         insert(ScheduledJobRun)
@@ -111,7 +112,9 @@ async def upsert_job_run(session: AsyncSession, event: JobRunEvent) -> Scheduled
     if advances:
         row.status = event.status
         for name, value in values.items():
-            if name != "trigger" or row.trigger is None:
+            # The trigger and the run's name are set once: hooks carry the name the run
+            # started with, while the flow renames itself after it loaded its job.
+            if name not in _SET_ONCE or getattr(row, name) is None:
                 setattr(row, name, value)
     else:
         for name, value in values.items():

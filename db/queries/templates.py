@@ -62,7 +62,9 @@ def _insert(session: AsyncSession) -> type[postgresql.Insert] | type[sqlite.Inse
     return postgresql.insert if name == "postgresql" else sqlite.insert  # type: ignore[return-value]
 
 
-async def get_product(session: AsyncSession, tenant_id: uuid.UUID, product_id: uuid.UUID) -> Product:
+async def get_product(
+    session: AsyncSession, tenant_id: uuid.UUID, product_id: uuid.UUID
+) -> Product:
     """The tenant's product, or NotFoundError (another tenant's product is not found either)."""
     product = await session.scalar(
         sa.select(Product).where(Product.id == product_id, Product.tenant_id == tenant_id)
@@ -74,13 +76,13 @@ async def get_product(session: AsyncSession, tenant_id: uuid.UUID, product_id: u
 
 def unused_templates_query(
     tenant_id: uuid.UUID, product_id: uuid.UUID, brand_id: uuid.UUID | None, limit: int
-) -> sa.Select[tuple[str]]:
+) -> sa.Select[str]:
     """Active library templates (global or of the product's brand) the product never used."""
     used = sa.exists().where(
         ProductTemplateUsage.product_id == product_id,
         ProductTemplateUsage.template_storage_name == AdTemplate.storage_name,
     )
-    brand_scope = AdTemplate.brand_id.is_(None)
+    brand_scope: sa.ColumnElement[bool] = AdTemplate.brand_id.is_(None)
     if brand_id is not None:
         brand_scope = sa.or_(brand_scope, AdTemplate.brand_id == brand_id)
     return (
@@ -170,8 +172,13 @@ async def claim_unused_templates(
             )
         return ClaimResult(templates=fresh)
     recycled = await _claim_least_recently_used(
-        session, product_id=product_id, tenant_id=tenant_id, brand_id=product.brand_id,
-        flow_run_id=flow_run_id, count=count - len(fresh), now=now,
+        session,
+        product_id=product_id,
+        tenant_id=tenant_id,
+        brand_id=product.brand_id,
+        flow_run_id=flow_run_id,
+        count=count - len(fresh),
+        now=now,
     )
     return ClaimResult(templates=fresh + recycled, recycled=recycled)
 
@@ -187,7 +194,7 @@ async def _claim_least_recently_used(
     now: object,
 ) -> list[str]:
     usage = ProductTemplateUsage
-    brand_scope = AdTemplate.brand_id.is_(None)
+    brand_scope: sa.ColumnElement[bool] = AdTemplate.brand_id.is_(None)
     if brand_id is not None:
         brand_scope = sa.or_(brand_scope, AdTemplate.brand_id == brand_id)
     still_in_catalog = sa.exists().where(
@@ -220,7 +227,7 @@ async def _claim_least_recently_used(
         .returning(usage.template_storage_name, usage.used_at)
     )
     ordered = sorted(rows.all(), key=lambda r: (r.used_at is not None, r.used_at, r[0]))
-    return [r.template_storage_name for r in ordered]
+    return [str(r.template_storage_name) for r in ordered]
 
 
 async def claim_specific_templates(

@@ -31,7 +31,11 @@ async def _claim(db_url, tenant_id, product, count, policy="recycle", run=None):
     run = run or uuid.uuid4()
     async with session_scope(db_url) as s:
         result = await claim_unused_templates(
-            s, tenant_id=tenant_id, product_id=product.id, flow_run_id=run, count=count,
+            s,
+            tenant_id=tenant_id,
+            product_id=product.id,
+            flow_run_id=run,
+            count=count,
             when_exhausted=policy,
         )
     return run, result
@@ -41,8 +45,14 @@ async def _confirm(db_url, tenant_id, product, run, names):
     async with session_scope(db_url) as s:
         for name in names:
             ad_run = await make_ad_run(s, tenant_id, product, name)
-            await confirm_template_use(s, tenant_id=tenant_id, product_id=product.id,
-                                       template=name, ad_run_id=ad_run.id, flow_run_id=run)
+            await confirm_template_use(
+                s,
+                tenant_id=tenant_id,
+                product_id=product.id,
+                template=name,
+                ad_run_id=ad_run.id,
+                flow_run_id=run,
+            )
 
 
 async def test_claim_takes_unused_templates_then_rotates(db_url, tenant_id) -> None:
@@ -88,11 +98,15 @@ async def test_release_returns_fresh_templates_to_unused(db_url, tenant_id) -> N
         released = await release_claims(s, flow_run_id=run)
     assert released == claim.templates[1:]
     async with session_scope(db_url) as s:
-        rows = (await s.execute(
-            sa.select(ProductTemplateUsage.template_storage_name, ProductTemplateUsage.use_count,
-                      ProductTemplateUsage.claimed_by_flow_run_id)
-            .where(ProductTemplateUsage.product_id == product.id)
-        )).all()
+        rows = (
+            await s.execute(
+                sa.select(
+                    ProductTemplateUsage.template_storage_name,
+                    ProductTemplateUsage.use_count,
+                    ProductTemplateUsage.claimed_by_flow_run_id,
+                ).where(ProductTemplateUsage.product_id == product.id)
+            )
+        ).all()
     assert [tuple(r) for r in rows] == [(claim.templates[0], 1, None)]
     _, again = await _claim(db_url, tenant_id, product, 2, policy="skip")
     assert again.templates == claim.templates[1:]
@@ -103,10 +117,18 @@ async def test_confirm_is_idempotent_per_ad_run(db_url, tenant_id) -> None:
     async with session_scope(db_url) as s:
         ad_run = await make_ad_run(s, tenant_id, product, "tpl-0000.png")
         for _ in range(2):
-            await confirm_template_use(s, tenant_id=tenant_id, product_id=product.id,
-                                       template="tpl-0000.png", ad_run_id=ad_run.id)
-        count = await s.scalar(sa.select(ProductTemplateUsage.use_count).where(
-            ProductTemplateUsage.product_id == product.id))
+            await confirm_template_use(
+                s,
+                tenant_id=tenant_id,
+                product_id=product.id,
+                template="tpl-0000.png",
+                ad_run_id=ad_run.id,
+            )
+        count = await s.scalar(
+            sa.select(ProductTemplateUsage.use_count).where(
+                ProductTemplateUsage.product_id == product.id
+            )
+        )
     assert count == 1
 
 
@@ -118,13 +140,15 @@ async def test_bad_input_raises_clear_errors(db_url, tenant_id) -> None:
         await _claim(db_url, tenant_id, product, 0)
     async with session_scope(db_url) as s:
         with pytest.raises(NotFoundError, match="nope.png"):
-            await claim_specific_templates(s, tenant_id=tenant_id, product_id=product.id,
-                                           names=["tpl-0000.png", "nope.png"])
+            await claim_specific_templates(
+                s, tenant_id=tenant_id, product_id=product.id, names=["tpl-0000.png", "nope.png"]
+            )
     # A template of another tenant is "not found" as well.
     other = uuid.uuid4()
     async with session_scope(db_url) as s:
         await make_templates(s, other, 1, prefix="theirs")
     async with session_scope(db_url) as s:
         with pytest.raises(NotFoundError, match="theirs-0000.png"):
-            await claim_specific_templates(s, tenant_id=tenant_id, product_id=product.id,
-                                           names=["theirs-0000.png"])
+            await claim_specific_templates(
+                s, tenant_id=tenant_id, product_id=product.id, names=["theirs-0000.png"]
+            )

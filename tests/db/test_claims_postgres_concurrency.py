@@ -28,8 +28,11 @@ async def test_twenty_concurrent_claimers_get_sixty_distinct_templates(pg_databa
             await session.connection()  # open the transaction before the race starts
             await barrier.wait()
             result = await claim_unused_templates(
-                session, tenant_id=tenant_id, product_id=product.id,
-                flow_run_id=uuid.uuid4(), count=3,
+                session,
+                tenant_id=tenant_id,
+                product_id=product.id,
+                flow_run_id=uuid.uuid4(),
+                count=3,
             )
             return result.templates
 

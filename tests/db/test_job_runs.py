@@ -28,21 +28,44 @@ async def _apply(db_url, event: JobRunEvent) -> ScheduledJobRun:
 
 async def _rows(db_url, job_id):
     async with session_scope(db_url) as s:
-        return list((await s.scalars(
-            sa.select(ScheduledJobRun).where(ScheduledJobRun.scheduled_job_id == job_id)
-        )).all())
+        return list(
+            (
+                await s.scalars(
+                    sa.select(ScheduledJobRun).where(ScheduledJobRun.scheduled_job_id == job_id)
+                )
+            ).all()
+        )
 
 
 def _snapshot(row: ScheduledJobRun) -> dict:
-    return {c: getattr(row, c) for c in ("status", "started_at", "completed_at", "error_message",
-                                         "ad_run_ids", "templates_used", "trigger", "scheduled_for")}
+    return {
+        c: getattr(row, c)
+        for c in (
+            "status",
+            "started_at",
+            "completed_at",
+            "error_message",
+            "ad_run_ids",
+            "templates_used",
+            "trigger",
+            "scheduled_for",
+        )
+    }
 
 
 async def test_upsert_is_idempotent(db_url, tenant_id) -> None:
     job = await _job(db_url, tenant_id)
-    event = JobRunEvent(flow_run_id=uuid.uuid4(), scheduled_job_id=job.id, tenant_id=tenant_id,
-                        status="completed", started_at=T0, completed_at=T0 + timedelta(minutes=1),
-                        scheduled_for=T0, ad_run_ids=[uuid.uuid4()], templates_used=["a.png"])
+    event = JobRunEvent(
+        flow_run_id=uuid.uuid4(),
+        scheduled_job_id=job.id,
+        tenant_id=tenant_id,
+        status="completed",
+        started_at=T0,
+        completed_at=T0 + timedelta(minutes=1),
+        scheduled_for=T0,
+        ad_run_ids=[uuid.uuid4()],
+        templates_used=["a.png"],
+    )
     first = _snapshot(await _apply(db_url, event))
     second = _snapshot(await _apply(db_url, event))
     rows = await _rows(db_url, job.id)
@@ -54,27 +77,58 @@ async def test_upsert_is_idempotent(db_url, tenant_id) -> None:
 async def test_late_running_never_overwrites_a_terminal_status(db_url, tenant_id) -> None:
     job = await _job(db_url, tenant_id)
     fr = uuid.uuid4()
-    await _apply(db_url, JobRunEvent(flow_run_id=fr, scheduled_job_id=job.id, status="failed",
-                                     error_message="boom", completed_at=T0))
-    row = await _apply(db_url, JobRunEvent(flow_run_id=fr, scheduled_job_id=job.id,
-                                           status="running", started_at=T0 - timedelta(seconds=5),
-                                           error_message="ignored"))
+    await _apply(
+        db_url,
+        JobRunEvent(
+            flow_run_id=fr,
+            scheduled_job_id=job.id,
+            status="failed",
+            error_message="boom",
+            completed_at=T0,
+        ),
+    )
+    row = await _apply(
+        db_url,
+        JobRunEvent(
+            flow_run_id=fr,
+            scheduled_job_id=job.id,
+            status="running",
+            started_at=T0 - timedelta(seconds=5),
+            error_message="ignored",
+        ),
+    )
     assert row.status == "failed"
     assert row.error_message == "boom"
     assert row.started_at == T0 - timedelta(seconds=5)  # gaps are filled, values are kept
     # A second terminal report does not flip the first one either.
-    row = await _apply(db_url, JobRunEvent(flow_run_id=fr, scheduled_job_id=job.id,
-                                           status="completed"))
+    row = await _apply(
+        db_url, JobRunEvent(flow_run_id=fr, scheduled_job_id=job.id, status="completed")
+    )
     assert row.status == "failed"
 
 
 async def test_running_then_completed_advances(db_url, tenant_id) -> None:
     job = await _job(db_url, tenant_id)
     fr = uuid.uuid4()
-    await _apply(db_url, JobRunEvent(flow_run_id=fr, scheduled_job_id=job.id, status="running",
-                                     started_at=T0, trigger="manual"))
-    row = await _apply(db_url, JobRunEvent(flow_run_id=fr, scheduled_job_id=job.id,
-                                           status="completed", completed_at=T0 + timedelta(1)))
+    await _apply(
+        db_url,
+        JobRunEvent(
+            flow_run_id=fr,
+            scheduled_job_id=job.id,
+            status="running",
+            started_at=T0,
+            trigger="manual",
+        ),
+    )
+    row = await _apply(
+        db_url,
+        JobRunEvent(
+            flow_run_id=fr,
+            scheduled_job_id=job.id,
+            status="completed",
+            completed_at=T0 + timedelta(1),
+        ),
+    )
     assert (row.status, row.trigger, row.started_at) == ("completed", "manual", T0)
 
 
@@ -83,24 +137,39 @@ async def test_schedule_slot_is_owned_by_one_run(db_url, tenant_id) -> None:
     owners = []
     for _ in range(2):
         async with session_scope(db_url) as s:
-            row = await upsert_job_run(s, JobRunEvent(
-                flow_run_id=uuid.uuid4(), scheduled_job_id=job.id, status="running",
-                scheduled_for=T0))
+            row = await upsert_job_run(
+                s,
+                JobRunEvent(
+                    flow_run_id=uuid.uuid4(),
+                    scheduled_job_id=job.id,
+                    status="running",
+                    scheduled_for=T0,
+                ),
+            )
             owners.append(await claim_schedule_slot(s, row))
     assert owners == [True, False]
 
 
 async def _history(db_url, job, statuses, trigger="schedule"):
     for i, status in enumerate(statuses):
-        await _apply(db_url, JobRunEvent(
-            flow_run_id=uuid.uuid4(), scheduled_job_id=job.id, status=status, trigger=trigger,
-            scheduled_for=T0 + timedelta(days=i), started_at=T0 + timedelta(days=i),
-            error_message="provider down" if status == "failed" else None))
+        await _apply(
+            db_url,
+            JobRunEvent(
+                flow_run_id=uuid.uuid4(),
+                scheduled_job_id=job.id,
+                status=status,
+                trigger=trigger,
+                scheduled_for=T0 + timedelta(days=i),
+                started_at=T0 + timedelta(days=i),
+                error_message="provider down" if status == "failed" else None,
+            ),
+        )
 
 
 async def test_max_runs_counts_scheduled_completed_runs_only(db_url, tenant_id) -> None:
-    job = await _job(db_url, tenant_id, max_runs=2, cron_expression="0 9 * * *",
-                     timezone="America/New_York")
+    job = await _job(
+        db_url, tenant_id, max_runs=2, cron_expression="0 9 * * *", timezone="America/New_York"
+    )
     await _history(db_url, job, ["completed", "completed"], trigger="manual")
     await _history(db_url, job, ["completed", "skipped"])
     async with session_scope(db_url) as s:
@@ -112,7 +181,10 @@ async def test_max_runs_counts_scheduled_completed_runs_only(db_url, tenant_id) 
         state = await derive_job_state(s, job.id, now=T0)
         again = await derive_job_state(s, job.id, now=T0)
     assert (state.runs_completed, state.status_changed_to, state.deactivate_schedule) == (
-        2, "completed", True)
+        2,
+        "completed",
+        True,
+    )
     assert state.next_run_at is None
     assert (again.status, again.status_changed_to) == ("completed", None)  # idempotent
 
@@ -123,9 +195,16 @@ async def test_consecutive_failures_pause_the_job_with_a_note(db_url, tenant_id)
     async with session_scope(db_url) as s:
         state = await derive_job_state(s, job.id, now=T0)
     assert (state.consecutive_failures, state.status) == (2, "active")
-    await _apply(db_url, JobRunEvent(flow_run_id=uuid.uuid4(), scheduled_job_id=job.id,
-                                     status="failed", scheduled_for=T0 + timedelta(days=9),
-                                     error_message="provider down"))
+    await _apply(
+        db_url,
+        JobRunEvent(
+            flow_run_id=uuid.uuid4(),
+            scheduled_job_id=job.id,
+            status="failed",
+            scheduled_for=T0 + timedelta(days=9),
+            error_message="provider down",
+        ),
+    )
     async with session_scope(db_url) as s:
         state = await derive_job_state(s, job.id, now=T0)
         stored = await s.get(ScheduledJob, job.id)
@@ -136,8 +215,9 @@ async def test_consecutive_failures_pause_the_job_with_a_note(db_url, tenant_id)
 
 
 async def test_one_time_job_completes_after_its_run(db_url, tenant_id) -> None:
-    job = await _job(db_url, tenant_id, schedule_type="one_time", cron_expression=None,
-                     scheduled_at=T0)
+    job = await _job(
+        db_url, tenant_id, schedule_type="one_time", cron_expression=None, scheduled_at=T0
+    )
     async with session_scope(db_url) as s:
         state = await derive_job_state(s, job.id, now=T0 - timedelta(hours=1))
     assert state.next_run_at == T0

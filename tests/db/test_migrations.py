@@ -19,8 +19,10 @@ async def _tables_and_views(url: str) -> tuple[set[str], set[str]]:
     try:
         async with engine.connect() as conn:
             return await conn.run_sync(
-                lambda c: (set(sa.inspect(c).get_table_names()),
-                           set(sa.inspect(c).get_view_names()))
+                lambda c: (
+                    set(sa.inspect(c).get_table_names()),
+                    set(sa.inspect(c).get_view_names()),
+                )
             )
     finally:
         await engine.dispose()
@@ -52,9 +54,12 @@ async def test_postgres_up_down_up_with_trigger(postgres_available) -> None:
         engine = new_async_engine(url)
         try:
             async with engine.begin() as conn:
-                await conn.execute(sa.text(
-                    "INSERT INTO brands (tenant_id, name, colors) "
-                    "VALUES (gen_random_uuid(), 'b', '[]') "))
+                await conn.execute(
+                    sa.text(
+                        "INSERT INTO brands (tenant_id, name, colors) "
+                        "VALUES (gen_random_uuid(), 'b', '[]') "
+                    )
+                )
                 before = await conn.scalar(sa.text("SELECT updated_at FROM brands"))
             async with engine.begin() as conn:
                 await conn.execute(sa.text("UPDATE brands SET name = 'c'"))

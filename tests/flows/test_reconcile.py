@@ -37,32 +37,47 @@ async def _wait_until(predicate, timeout: float = 90.0) -> None:
 
 async def _row(flow_run_id) -> ScheduledJobRun | None:
     async with session_scope() as s:
-        return await s.scalar(sa.select(ScheduledJobRun).where(
-            ScheduledJobRun.flow_run_id == flow_run_id))
+        return await s.scalar(
+            sa.select(ScheduledJobRun).where(ScheduledJobRun.flow_run_id == flow_run_id)
+        )
 
 
 async def _claims(flow_run_id) -> int:
     async with session_scope() as s:
-        return await s.scalar(sa.select(sa.func.count()).where(
-            ProductTemplateUsage.claimed_by_flow_run_id == flow_run_id)) or 0
+        return (
+            await s.scalar(
+                sa.select(sa.func.count()).where(
+                    ProductTemplateUsage.claimed_by_flow_run_id == flow_run_id
+                )
+            )
+            or 0
+        )
 
 
 async def test_sigkilled_run_is_healed_and_its_claims_released(tenant_id) -> None:
     block = f"slow-{tenant_id.hex[:10]}"
     await LocalAdRenderer(latency_seconds=60, provider_limit=f"slow-{tenant_id.hex[:8]}").asave(
-        block)
+        block
+    )
     params = JobParameters(ad=AdParameters(variations=1, generator_block=block))
-    job = await job_with_templates(tenant_id, templates=3, template_count=2,
-                                   parameters=params.model_dump(mode="json"))
+    job = await job_with_templates(
+        tenant_id, templates=3, template_count=2, parameters=params.model_dump(mode="json")
+    )
     deployment_id = await deployment_for(f"kill-{tenant_id.hex[:8]}")
     flow_run = await scheduled_run(deployment_id, job.id, utcnow())
 
-    proc = subprocess.Popen([sys.executable, "-m", "tests.flows.run_one", str(flow_run.id)],
-                            cwd=ROOT, env=dict(os.environ), start_new_session=True)
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "tests.flows.run_one", str(flow_run.id)],
+        cwd=ROOT,
+        env=dict(os.environ),
+        start_new_session=True,
+    )
     try:
+
         async def working() -> bool:
             row = await _row(flow_run.id)
             return row is not None and row.status == "running" and await _claims(flow_run.id) == 2
+
         await _wait_until(working)
     finally:
         os.killpg(proc.pid, signal.SIGKILL)
@@ -82,8 +97,12 @@ async def test_sigkilled_run_is_healed_and_its_claims_released(tenant_id) -> Non
         assert (await client.read_flow_run(flow_run.id)).state.type == StateType.CRASHED
 
     again = await reconcile_job_runs(job_ids=[job.id], stale_after_seconds=0)
-    assert again.model_dump() == {"rows_healed": 0, "runs_crashed": 0, "claims_released": 0,
-                                  "jobs_changed": 0}
+    assert again.model_dump() == {
+        "rows_healed": 0,
+        "runs_crashed": 0,
+        "claims_released": 0,
+        "jobs_changed": 0,
+    }
 
 
 async def test_reconciler_creates_rows_for_runs_hooks_never_saw(tenant_id) -> None:
@@ -95,7 +114,8 @@ async def test_reconciler_creates_rows_for_runs_hooks_never_saw(tenant_id) -> No
     async with get_client() as client:
         # What a CANCEL_NEW deployment limit does to a run that never started.
         await client.set_flow_run_state(
-            flow_run.id, Cancelled(message="Deployment concurrency limit reached."), force=True)
+            flow_run.id, Cancelled(message="Deployment concurrency limit reached."), force=True
+        )
     assert await _row(flow_run.id) is None
     report = await reconcile_job_runs(job_ids=[job.id])
     assert report.rows_healed == 1

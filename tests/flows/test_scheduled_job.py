@@ -22,15 +22,26 @@ pytestmark = pytest.mark.usefixtures("prefect_api", "use_database", "data_dir")
 
 async def _runs(job_id) -> list[ScheduledJobRun]:
     async with session_scope() as s:
-        return list((await s.scalars(sa.select(ScheduledJobRun).where(
-            ScheduledJobRun.scheduled_job_id == job_id).order_by(ScheduledJobRun.created_at))).all())
+        return list(
+            (
+                await s.scalars(
+                    sa.select(ScheduledJobRun)
+                    .where(ScheduledJobRun.scheduled_job_id == job_id)
+                    .order_by(ScheduledJobRun.created_at)
+                )
+            ).all()
+        )
 
 
 async def _used(product_id) -> dict[str, int]:
     async with session_scope() as s:
-        rows = (await s.execute(sa.select(ProductTemplateUsage.template_storage_name,
-                                          ProductTemplateUsage.use_count)
-                                .where(ProductTemplateUsage.product_id == product_id))).all()
+        rows = (
+            await s.execute(
+                sa.select(
+                    ProductTemplateUsage.template_storage_name, ProductTemplateUsage.use_count
+                ).where(ProductTemplateUsage.product_id == product_id)
+            )
+        ).all()
     return {r[0]: r[1] for r in rows}
 
 
@@ -39,15 +50,22 @@ def _params(variations: int = 2) -> dict:
 
 
 async def test_job_makes_one_ad_run_per_template_and_rotates(tenant_id, data_dir) -> None:
-    job = await job_with_templates(tenant_id, templates=10, template_count=5,
-                                   parameters=_params(variations=2))
+    job = await job_with_templates(
+        tenant_id, templates=10, template_count=5, parameters=_params(variations=2)
+    )
     state = await run_scheduled_job(job.id, return_state=True)
     assert state.is_completed(), state.message
     async with session_scope() as s:
-        ad_runs = list((await s.scalars(sa.select(AdRun).where(
-            AdRun.scheduled_job_id == job.id))).all())
-        ads = list((await s.scalars(sa.select(GeneratedAd).where(
-            GeneratedAd.ad_run_id.in_([a.id for a in ad_runs])))).all())
+        ad_runs = list(
+            (await s.scalars(sa.select(AdRun).where(AdRun.scheduled_job_id == job.id))).all()
+        )
+        ads = list(
+            (
+                await s.scalars(
+                    sa.select(GeneratedAd).where(GeneratedAd.ad_run_id.in_([a.id for a in ad_runs]))
+                )
+            ).all()
+        )
     assert len(ad_runs) == 5 and {a.status for a in ad_runs} == {"completed"}
     assert len(ads) == 10
     for ad in ads:
@@ -70,8 +88,9 @@ async def test_job_makes_one_ad_run_per_template_and_rotates(tenant_id, data_dir
 
 
 async def test_failed_template_stays_unused_and_run_fails_naming_it(tenant_id, data_dir) -> None:
-    job = await job_with_templates(tenant_id, templates=3, template_count=3,
-                                   parameters=_params(variations=1))
+    job = await job_with_templates(
+        tenant_id, templates=3, template_count=3, parameters=_params(variations=1)
+    )
     broken = data_dir / "storage" / "templates" / "sample-02.png"
     broken.write_bytes(b"not an image")
     state = await run_scheduled_job(job.id, return_state=True)
@@ -84,8 +103,9 @@ async def test_failed_template_stays_unused_and_run_fails_naming_it(tenant_id, d
 
 
 async def test_misfire_and_duplicate_slot_are_skipped_and_recorded(tenant_id) -> None:
-    job = await job_with_templates(tenant_id, templates=2, template_count=1,
-                                   misfire_grace_seconds=60, parameters=_params(1))
+    job = await job_with_templates(
+        tenant_id, templates=2, template_count=1, misfire_grace_seconds=60, parameters=_params(1)
+    )
     deployment_id = await deployment_for(f"misfire-{tenant_id.hex[:8]}")
 
     stale = await scheduled_run(deployment_id, job.id, utcnow() - timedelta(days=1))
@@ -107,12 +127,14 @@ async def test_misfire_and_duplicate_slot_are_skipped_and_recorded(tenant_id) ->
 
 
 async def test_max_runs_completes_the_job_and_deactivates_its_schedule(tenant_id) -> None:
-    job = await job_with_templates(tenant_id, templates=4, template_count=1, max_runs=2,
-                                   parameters=_params(1))
+    job = await job_with_templates(
+        tenant_id, templates=4, template_count=1, max_runs=2, parameters=_params(1)
+    )
     from prefect.schedules import Cron
 
     deployment = await run_scheduled_job.ato_deployment(  # type: ignore[attr-defined]
-        name=f"maxruns-{tenant_id.hex[:8]}", parameters={"job_id": str(job.id)},
+        name=f"maxruns-{tenant_id.hex[:8]}",
+        parameters={"job_id": str(job.id)},
         schedules=[Cron("0 9 * * *", timezone="Europe/Berlin", slug="job-schedule")],
     )
     deployment_id = await deployment.aapply()
@@ -124,8 +146,11 @@ async def test_max_runs_completes_the_job_and_deactivates_its_schedule(tenant_id
     manual = await run_scheduled_job(job.id, return_state=True)  # recorded, not counted
     assert manual.is_completed()
     for i in range(2):
-        state = await execute(await scheduled_run(
-            deployment_id, job.id, utcnow() - timedelta(seconds=10 + i), tags=["auto-scheduled"]))
+        state = await execute(
+            await scheduled_run(
+                deployment_id, job.id, utcnow() - timedelta(seconds=10 + i), tags=["auto-scheduled"]
+            )
+        )
         assert state.is_completed(), state.message
 
     async with session_scope() as s:

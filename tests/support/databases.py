@@ -10,7 +10,9 @@ from contextlib import contextmanager
 import asyncpg
 
 #: The PostgreSQL server tests use (trust auth on this machine and in CI).
-PG_ADMIN_DSN = os.environ.get("AD_SCHEDULER_TEST_PG", "postgresql://postgres@127.0.0.1:5432/postgres")
+PG_ADMIN_DSN = os.environ.get(
+    "AD_SCHEDULER_TEST_PG", "postgresql://postgres@127.0.0.1:5432/postgres"
+)
 
 
 async def pg_available() -> bool:

@@ -12,8 +12,12 @@ from scheduler.params import JobParameters
 
 
 async def make_brand(session: AsyncSession, tenant_id: uuid.UUID, **kw: Any) -> Brand:
-    brand = Brand(tenant_id=tenant_id, name=kw.pop("name", f"Brand {uuid.uuid4().hex[:6]}"),
-                  colors=kw.pop("colors", ["#0f766e", "#f97316", "#fefce8"]), **kw)
+    brand = Brand(
+        tenant_id=tenant_id,
+        name=kw.pop("name", f"Brand {uuid.uuid4().hex[:6]}"),
+        colors=kw.pop("colors", ["#0f766e", "#f97316", "#fefce8"]),
+        **kw,
+    )
     session.add(brand)
     await session.flush()
     return brand
@@ -40,12 +44,22 @@ async def make_product(
 
 
 async def make_templates(
-    session: AsyncSession, tenant_id: uuid.UUID, count: int, *, prefix: str = "tpl",
-    brand_id: uuid.UUID | None = None, **kw: Any,
+    session: AsyncSession,
+    tenant_id: uuid.UUID,
+    count: int,
+    *,
+    prefix: str = "tpl",
+    brand_id: uuid.UUID | None = None,
+    **kw: Any,
 ) -> list[AdTemplate]:
     templates = [
-        AdTemplate(tenant_id=tenant_id, storage_name=f"{prefix}-{i:04d}.png", name=f"{prefix} {i}",
-                   brand_id=brand_id, **kw)
+        AdTemplate(
+            tenant_id=tenant_id,
+            storage_name=f"{prefix}-{i:04d}.png",
+            name=f"{prefix} {i}",
+            brand_id=brand_id,
+            **kw,
+        )
         for i in range(count)
     ]
     session.add_all(templates)
@@ -75,19 +89,38 @@ async def make_job(
 
 
 async def make_ad_run(
-    session: AsyncSession, tenant_id: uuid.UUID, product: Product, template: str, *,
-    job_run: ScheduledJobRun | None = None, ads: int = 0, **kw: Any,
+    session: AsyncSession,
+    tenant_id: uuid.UUID,
+    product: Product,
+    template: str,
+    *,
+    job_run: ScheduledJobRun | None = None,
+    ads: int = 0,
+    **kw: Any,
 ) -> AdRun:
-    ad_run = AdRun(tenant_id=tenant_id, product_id=product.id, template_storage_name=template,
-                   scheduled_job_run_id=job_run.id if job_run else None,
-                   scheduled_job_id=job_run.scheduled_job_id if job_run else None,
-                   status=kw.pop("status", "completed"), **kw)
+    ad_run = AdRun(
+        tenant_id=tenant_id,
+        product_id=product.id,
+        template_storage_name=template,
+        scheduled_job_run_id=job_run.id if job_run else None,
+        scheduled_job_id=job_run.scheduled_job_id if job_run else None,
+        status=kw.pop("status", "completed"),
+        **kw,
+    )
     session.add(ad_run)
     await session.flush()
     for i in range(ads):
-        session.add(GeneratedAd(tenant_id=tenant_id, ad_run_id=ad_run.id, variation_index=i,
-                                storage_path=f"ads/{tenant_id}/{ad_run.id}/variation-{i + 1}.png",
-                                headline=f"Headline {i + 1}", width=1080, height=1080,
-                                size_bytes=1000))
+        session.add(
+            GeneratedAd(
+                tenant_id=tenant_id,
+                ad_run_id=ad_run.id,
+                variation_index=i,
+                storage_path=f"ads/{tenant_id}/{ad_run.id}/variation-{i + 1}.png",
+                headline=f"Headline {i + 1}",
+                width=1080,
+                height=1080,
+                size_bytes=1000,
+            )
+        )
     await session.flush()
     return ad_run

@@ -69,8 +69,17 @@ def running_prefect_server(database_url: str | None = None) -> Iterator[str]:
         log = Path(home) / "server.log"
         with log.open("wb") as log_file:
             proc = subprocess.Popen(
-                [sys.executable, "-m", "prefect", "server", "start", "--host", "127.0.0.1",
-                 "--port", str(port)],
+                [
+                    sys.executable,
+                    "-m",
+                    "prefect",
+                    "server",
+                    "start",
+                    "--host",
+                    "127.0.0.1",
+                    "--port",
+                    str(port),
+                ],
                 env=server_env(home, database_url),
                 stdout=log_file,
                 stderr=subprocess.STDOUT,
@@ -96,8 +105,9 @@ def _wait_healthy(api_url: str, proc: subprocess.Popen[bytes], log: Path) -> Non
             pass
         time.sleep(0.25)  # polling a starting server; not a stand-in for synchronisation
     _stop(proc)
-    raise RuntimeError(f"Prefect server not healthy after {STARTUP_TIMEOUT_S}s:\n"
-                       f"{log.read_text()[-4000:]}")
+    raise RuntimeError(
+        f"Prefect server not healthy after {STARTUP_TIMEOUT_S}s:\n{log.read_text()[-4000:]}"
+    )
 
 
 def _stop(proc: subprocess.Popen[bytes]) -> None:

@@ -40,7 +40,7 @@ def _is_postgres() -> bool:
     return op.get_bind().dialect.name == "postgresql"
 
 
-def _id() -> sa.Column:  # type: ignore[type-arg]
+def _id() -> sa.Column:
     # The seed's DEFAULT gen_random_uuid() on PostgreSQL; the ORM supplies ids on SQLite.
     default = sa.text("gen_random_uuid()") if _is_postgres() else None
     return sa.Column("id", sa.Uuid(), server_default=default, nullable=False)
