@@ -10,6 +10,7 @@ provider limit → record usage → export → finish Completed, or Failed namin
 from __future__ import annotations
 
 import asyncio
+import random
 import uuid
 from datetime import UTC, timedelta, tzinfo
 from zoneinfo import ZoneInfo
@@ -141,6 +142,11 @@ async def run_scheduled_job(job_id: uuid.UUID) -> JobRunSummary | State:
             )
     if job.status != "active" and trigger == "schedule":
         return await _skip(job, flow_run.id, "inactive", f"the job is {job.status}")
+    if trigger == "schedule" and job.jitter_seconds:
+        # Spread jobs that share a cron minute so they do not hit the provider together.
+        delay = random.uniform(0, job.jitter_seconds)
+        logger.info("jitter: starting in %.1f s", delay)
+        await asyncio.sleep(delay)
 
     try:
         async with session_scope() as session:

@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import asyncio
 import io
-import textwrap
 from typing import ClassVar
 
 from PIL import Image, ImageDraw, ImageFont, ImageOps
@@ -62,32 +61,56 @@ def render_ad(request: AdRequest) -> AdImage:
     fitted = ImageOps.fit(template.convert("RGB"), band, method=Image.Resampling.LANCZOS)
     tinted = Image.blend(fitted, Image.new("RGB", band, _rgb(background)), 0.25)
     canvas.paste(tinted, (0, 0))
+    ImageDraw.Draw(canvas).rectangle((0, band[1] - 8, width, band[1]), fill=_rgb(accent))
 
+    margin = width // 18
+    side = min(width, height) * 2 // 5
     if request.product_image:
         try:
             product = Image.open(io.BytesIO(request.product_image)).convert("RGBA")
         except Exception as exc:
             raise GenerationError(f"product image is not a readable image: {exc}") from exc
-        side = min(width, height) * 2 // 5
         product.thumbnail((side, side), Image.Resampling.LANCZOS)
-        frame = Image.new("RGB", (side + 24, side + 24), _rgb(accent))
-        canvas.paste(frame, (width - side - 60, band[1] - side // 2 - 12))
-        canvas.paste(product, (width - side - 48, band[1] - side // 2), product)
+        # A light card with an accent border, so the product reads on any palette.
+        card = (width - side - margin - 12, band[1] - side // 2 - 12)
+        card_end = (card[0] + side + 24, card[1] + side + 24)
+        ImageDraw.Draw(canvas).rounded_rectangle(
+            (*card, *card_end),
+            radius=side // 10,
+            fill=(250, 250, 247),
+            outline=_rgb(accent),
+            width=max(4, side // 40),
+        )
+        canvas.paste(
+            product,
+            (
+                card[0] + 12 + (side - product.width) // 2,
+                card[1] + 12 + (side - product.height) // 2,
+            ),
+            product,
+        )
 
     draw = ImageDraw.Draw(canvas)
-    draw.rectangle((0, band[1] - 8, width, band[1]), fill=_rgb(accent))
     headline = pick_headline(request)
     font_size = max(24, width // 16)
     font = ImageFont.load_default(size=font_size)
     small = ImageFont.load_default(size=max(14, width // 36))
     text_color = _readable_on(background)
-    lines = textwrap.wrap(headline, width=max(12, 22 * 1080 // max(width, 1) // 1)) or [""]
+    # Wrap the headline to the space left of the product card (measured, not guessed).
+    text_width = width - 2 * margin - (side + 24 if request.product_image else 0)
+    lines: list[str] = []
+    for word in headline.split():
+        candidate = f"{lines[-1]} {word}" if lines else word
+        if lines and font.getlength(candidate) <= text_width:
+            lines[-1] = candidate
+        else:
+            lines.append(word)
     y = band[1] + height // 24
     for line in lines[:3]:
-        draw.text((width // 18, y), line, font=font, fill=text_color)
+        draw.text((margin, y), line, font=font, fill=text_color)
         y += int(font_size * 1.2)
     caption = request.product.brand_name or request.product.name
-    draw.text((width // 18, height - height // 12), caption, font=small, fill=_rgb(accent))
+    draw.text((margin, height - height // 12), caption, font=small, fill=_rgb(accent))
 
     out = io.BytesIO()
     canvas.save(out, format="PNG", optimize=False)
