@@ -76,15 +76,17 @@ async def _upsert_limit(client: PrefectClient, name: str, limit: int, decay: flo
         )
 
 
-async def ensure_provider_limit(generator: AdGenerator) -> None:
+async def ensure_provider_limit(
+    generator: AdGenerator, *, client: PrefectClient | None = None
+) -> None:
     """Create or resize the generator's global limits on the Prefect server (idempotent)."""
-    async with get_client() as client:
-        await _upsert_limit(client, generator.provider_limit, generator.max_in_flight, 0.0)
+    async with _client(client) as api:
+        await _upsert_limit(api, generator.provider_limit, generator.max_in_flight, 0.0)
         if generator.requests_per_minute:
             per_second = generator.requests_per_minute / 60
             # A burst of at most one second's worth keeps the rate honest from the first call.
             await _upsert_limit(
-                client,
+                api,
                 rate_limit_name(generator.provider_limit),
                 max(1, int(per_second)),
                 per_second,

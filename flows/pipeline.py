@@ -20,7 +20,7 @@ from prefect import get_run_logger, task
 from prefect.artifacts import acreate_progress_artifact, aupdate_progress_artifact
 from prefect.blocks.core import Block
 from prefect.cache_policies import NO_CACHE
-from prefect.client.orchestration import get_client
+from prefect.client.orchestration import PrefectClient, get_client
 from pydantic import BaseModel, ConfigDict, Field
 
 from blocks.generators.base import AdGenerator, AdRequest, GenerationError, ProductBrief
@@ -153,8 +153,12 @@ class RunResources:
     generator: AdGenerator
     storage: AdStorage
     slots: ProviderSlots
-    #: Templates generating at once in this run: the explicit bound (never unbounded).
-    bound: asyncio.Semaphore
+    #: Provider requests in flight at once in this run: the explicit bound (never unbounded).
+    generating: asyncio.Semaphore
+    #: Ad runs open at once (reading templates, writing ads): twice the generation bound, so
+    #: the next template's storage and database work overlaps the current generations while
+    #: memory stays bounded.
+    open_runs: asyncio.Semaphore
 
 
 class AdRunTicket(BaseModel):
@@ -216,7 +220,7 @@ async def generate_ad_run(
 
     Never raises for a generation failure: the ad run is marked failed with its reason.
     """
-    async with resources.bound:
+    async with resources.open_runs:
         return await _generate(plan, ticket, resources)
 
 
@@ -248,7 +252,8 @@ async def _generate(plan: RunPlan, ticket: AdRunTicket, res: RunResources) -> Ad
             )
             try:
                 # Retryable provider errors (429, 5xx) are retried, each attempt in a slot.
-                image = await generate_with_retries(res.generator, request, slot=res.slots.slot)
+                async with res.generating:
+                    image = await generate_with_retries(res.generator, request, slot=res.slots.slot)
             finally:
                 res.slots.done()
                 attempted += 1
@@ -278,8 +283,9 @@ async def _generate(plan: RunPlan, ticket: AdRunTicket, res: RunResources) -> Ad
         res.slots.done(plan.ad.variations - attempted)  # the variations this run will not try
         error = str(exc) or type(exc).__name__
         logger.warning("template %s failed: %s", template, error)
-    # One transaction records the ads stored so far (even when a later variation failed) and
-    # the ad run's outcome.
+    # One transaction records the ads stored so far (even when a later variation failed), the
+    # ad run's outcome and the template's usage: a generated template is confirmed as used with
+    # its ad run, a failed one has its claim released and stays unused.
     async with session_scope() as session:
         session.add_all(rows)
         await session.execute(
@@ -292,6 +298,17 @@ async def _generate(plan: RunPlan, ticket: AdRunTicket, res: RunResources) -> Ad
                 completed_at=utcnow(),
             )
         )
+        if error:
+            await release_claims(session, flow_run_id=plan.flow_run_id, templates=[template])
+        else:
+            await confirm_template_use(
+                session,
+                tenant_id=plan.tenant_id,
+                product_id=plan.product_id,
+                template=template,
+                ad_run_id=ticket.ad_run_id,
+                flow_run_id=plan.flow_run_id,
+            )
     if error:
         return AdRunOutcome(
             ad_run_id=ticket.ad_run_id, template=template, ok=False, ads=ads, error=error
@@ -300,23 +317,47 @@ async def _generate(plan: RunPlan, ticket: AdRunTicket, res: RunResources) -> Ad
     return AdRunOutcome(ad_run_id=ticket.ad_run_id, template=template, ok=True, ads=ads)
 
 
-@task(name="record-template-usage", cache_policy=NO_CACHE)
-async def record_usage(plan: RunPlan, outcomes: list[AdRunOutcome]) -> None:
-    """Confirm the templates that produced ads; release the claims of the ones that failed."""
-    async with session_scope() as session:
-        for outcome in outcomes:
-            if outcome.ok:
-                await confirm_template_use(
-                    session,
-                    tenant_id=plan.tenant_id,
-                    product_id=plan.product_id,
-                    template=outcome.template,
-                    ad_run_id=outcome.ad_run_id,
-                    flow_run_id=plan.flow_run_id,
-                )
-        failed = [o.template for o in outcomes if not o.ok]
-        if failed:
-            await release_claims(session, flow_run_id=plan.flow_run_id, templates=failed)
+class ProgressReporter:
+    """The run's progress artifact, updated in the background with the latest count.
+
+    Updates are coalesced: while one API call is in flight, newer counts replace older ones, so a
+    run of 200 templates makes a handful of calls, never one per template on its critical path.
+    """
+
+    def __init__(self, total: int) -> None:
+        self._total = max(total, 1)
+        self._latest = 0
+        self._sent = -1
+        self._changed = asyncio.Event()
+        self._task = asyncio.ensure_future(self._run())
+
+    def update(self, finished: int) -> None:
+        """Record that `finished` ad runs are done."""
+        self._latest = finished
+        self._changed.set()
+
+    async def _run(self) -> None:
+        artifact = await acreate_progress_artifact(
+            progress=0.0, description=f"Ad runs finished, of {self._total} templates"
+        )
+        while self._sent < self._total:
+            await self._changed.wait()
+            self._changed.clear()
+            if self._latest != self._sent:
+                self._sent = self._latest
+                await aupdate_progress_artifact(artifact, progress=100.0 * self._sent / self._total)
+
+    def cancel(self) -> None:
+        """Stop reporting (the run is failing for another reason)."""
+        self._task.cancel()
+
+    async def close(self) -> None:
+        """Wait until the final count is shown."""
+        self.update(self._total)
+        try:
+            await self._task
+        except Exception as exc:  # progress is cosmetic: never fail a run over it
+            get_run_logger().warning("progress artifact: %s", type(exc).__name__)
 
 
 async def export_outcomes(plan: RunPlan, outcomes: list[AdRunOutcome]) -> list[Any]:
@@ -352,18 +393,15 @@ async def _make_ads(plan: RunPlan, stack: AsyncExitStack) -> PipelineResult:
     logger = get_run_logger()
     total = len(plan.templates)
     # Nothing below depends on anything else: load it all at once.
-    progress = asyncio.ensure_future(
-        acreate_progress_artifact(progress=0.0, description=f"Ad runs finished, of {total}")
-    )
+    progress = ProgressReporter(total)
+    # One API client for the limits and every provider call of this run.
+    client = await stack.enter_async_context(get_client())
     generator, storage, (brief, product), tickets = await asyncio.gather(
-        load_generator(plan.ad.generator_block),
+        _load_generator_with_limit(plan.ad.generator_block, client),
         _load_storage(),
         load_brief(plan.tenant_id, plan.product_id),
         create_ad_runs(plan),
     )
-    await ensure_provider_limit(generator)
-    # One API client and one lease pool for every provider call of this run.
-    client = await stack.enter_async_context(get_client())
     slots = await stack.enter_async_context(
         ProviderSlots(generator, client, requests=total * plan.ad.variations)
     )
@@ -375,7 +413,8 @@ async def _make_ads(plan: RunPlan, stack: AsyncExitStack) -> PipelineResult:
         generator=generator,
         storage=storage,
         slots=slots,
-        bound=asyncio.Semaphore(plan.concurrency),
+        generating=asyncio.Semaphore(plan.concurrency),
+        open_runs=asyncio.Semaphore(2 * plan.concurrency),
     )
     finished = 0
 
@@ -383,7 +422,7 @@ async def _make_ads(plan: RunPlan, stack: AsyncExitStack) -> PipelineResult:
         nonlocal finished
         outcome = await generate_ad_run(plan, ticket, resources)
         finished += 1
-        await aupdate_progress_artifact(await progress, progress=100.0 * finished / total)
+        progress.update(finished)
         return outcome
 
     logger.info(
@@ -394,14 +433,21 @@ async def _make_ads(plan: RunPlan, stack: AsyncExitStack) -> PipelineResult:
     )
     try:
         outcomes = list(await asyncio.gather(*[one(t) for t in tickets]))
+        await progress.close()
     except BaseException:
+        progress.cancel()
         # Anything unexpected (cancellation, a bug): do not keep templates claimed.
         async with session_scope() as session:
             await release_claims(session, flow_run_id=plan.flow_run_id)
         raise
-    await record_usage(plan, outcomes)
     await export_outcomes(plan, outcomes)
     return PipelineResult(outcomes=outcomes)
+
+
+async def _load_generator_with_limit(block_name: str | None, client: PrefectClient) -> AdGenerator:
+    generator = await load_generator(block_name)
+    await ensure_provider_limit(generator, client=client)
+    return generator
 
 
 async def _load_storage() -> AdStorage:

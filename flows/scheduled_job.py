@@ -198,19 +198,21 @@ async def run_scheduled_job(job_id: uuid.UUID) -> JobRunSummary | State:
     summary_line = (
         f"{ads} ads from {len(templates) - len(result.failed)}/{len(templates)} templates"
     )
-    await _record(
-        JobRunEvent(
-            flow_run_id=flow_run.id,
-            scheduled_job_id=job.id,
-            status="running",
-            ad_run_ids=result.ad_run_ids,
-            templates_used=[o.template for o in result.outcomes if o.ok],
-            logs=summary_line
-            if not result.failed
-            else f"{summary_line}; {result.failure_message()}",
-        )
+    await asyncio.gather(
+        _record(
+            JobRunEvent(
+                flow_run_id=flow_run.id,
+                scheduled_job_id=job.id,
+                status="running",
+                ad_run_ids=result.ad_run_ids,
+                templates_used=[o.template for o in result.outcomes if o.ok],
+                logs=summary_line
+                if not result.failed
+                else f"{summary_line}; {result.failure_message()}",
+            )
+        ),
+        publish_run_artifact(job.name, result),
     )
-    await publish_run_artifact(job.name, result)
     if result.failed:
         return Failed(message=result.failure_message())
     return JobRunSummary(
