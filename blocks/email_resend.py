@@ -16,11 +16,10 @@ retried; everything else (daily/monthly quota included) is permanent.
 
 from __future__ import annotations
 
-import math
 from collections.abc import Mapping
 from contextvars import ContextVar
 from dataclasses import dataclass
-from typing import Any, Literal
+from typing import Any
 from urllib.parse import urlsplit
 
 import httpx
@@ -29,45 +28,17 @@ from prefect.blocks.core import Block
 from pydantic import ConfigDict, Field, HttpUrl, SecretStr, field_validator
 from resend.exceptions import ResendError
 
+from blocks.errors import DeliveryError, ErrorKind, parse_retry_after
+
 #: Resend's limit on one email, attachments included, after base64 encoding.
 RESEND_MAX_MESSAGE_BYTES = 40 * 1024 * 1024
 #: Resend's limit on `to` addresses.
 RESEND_MAX_RECIPIENTS = 50
 DEFAULT_BASE_URL = "https://api.resend.com"
 
-ErrorKind = Literal["permanent", "retryable"]
 
-
-class EmailDeliveryError(Exception):
-    """A send that Resend (or the network) refused; never carries the API key.
-
-    Attributes:
-        kind: `retryable` when trying again later can help, else `permanent`.
-        status: The HTTP status (500 for connection failures).
-        error_type: Resend's error name (`rate_limit_exceeded`, `validation_error`, …).
-        retry_after: Seconds Resend asked to wait, when it said.
-    """
-
-    def __init__(
-        self,
-        message: str,
-        *,
-        kind: ErrorKind,
-        status: int,
-        error_type: str,
-        retry_after: float | None = None,
-    ) -> None:
-        super().__init__(message)
-        self.message = message
-        self.kind: ErrorKind = kind
-        self.status = status
-        self.error_type = error_type
-        self.retry_after = retry_after
-
-    @property
-    def retryable(self) -> bool:
-        """True when a later attempt can succeed."""
-        return self.kind == "retryable"
+class EmailDeliveryError(DeliveryError):
+    """A send that Resend (or the network) refused; never carries the API key."""
 
 
 @dataclass(frozen=True)
@@ -146,14 +117,7 @@ def _install_transport() -> None:
 def _retry_after(headers: Mapping[str, str] | None) -> float | None:
     if not headers:
         return None
-    value = {k.lower(): v for k, v in headers.items()}.get("retry-after")
-    if value is None:
-        return None
-    try:
-        seconds = float(value)
-    except ValueError:
-        return None
-    return seconds if math.isfinite(seconds) and seconds >= 0 else None
+    return parse_retry_after({k.lower(): v for k, v in headers.items()}.get("retry-after"))
 
 
 def classify_resend_error(error: ResendError) -> ErrorKind:

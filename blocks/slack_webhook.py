@@ -15,14 +15,13 @@ client logs every request URL at INFO level, and this URL is the secret.
 
 from __future__ import annotations
 
-import math
-from typing import Any, Literal
+from typing import Any
 
 import httpx
 from prefect.blocks.core import Block
 from pydantic import ConfigDict, Field, HttpUrl, SecretStr, field_validator
 
-ErrorKind = Literal["permanent", "retryable"]
+from blocks.errors import DeliveryError, ErrorKind, parse_retry_after
 
 #: Body strings saying the webhook itself is unusable: someone must create or reconnect it.
 RECONFIGURE_ERRORS = frozenset(
@@ -42,46 +41,8 @@ RECONFIGURE_ERRORS = frozenset(
 )
 
 
-class SlackDeliveryError(Exception):
-    """A post that Slack (or the network) refused; never carries the webhook URL.
-
-    Attributes:
-        kind: `retryable` when trying again later can help, else `permanent`.
-        status: The HTTP status (0 when Slack could not be reached).
-        error_type: Slack's body string (`no_service`, `invalid_blocks`, …) or the failure class.
-        retry_after: Seconds Slack asked to wait, when it said.
-    """
-
-    def __init__(
-        self,
-        message: str,
-        *,
-        kind: ErrorKind,
-        status: int,
-        error_type: str,
-        retry_after: float | None = None,
-    ) -> None:
-        super().__init__(message)
-        self.message = message
-        self.kind: ErrorKind = kind
-        self.status = status
-        self.error_type = error_type
-        self.retry_after = retry_after
-
-    @property
-    def retryable(self) -> bool:
-        """True when a later attempt can succeed."""
-        return self.kind == "retryable"
-
-
-def _retry_after(value: str | None) -> float | None:
-    if value is None:
-        return None
-    try:
-        seconds = float(value)
-    except ValueError:
-        return None
-    return seconds if math.isfinite(seconds) and seconds >= 0 else None
+class SlackDeliveryError(DeliveryError):
+    """A post that Slack (or the network) refused; never carries the webhook URL."""
 
 
 def classify_slack_response(status: int, body: str) -> tuple[ErrorKind, str]:
@@ -150,7 +111,7 @@ class SlackWebhookClient:
             kind=kind,
             status=response.status_code,
             error_type=body.strip()[:100] or f"http_{response.status_code}",
-            retry_after=_retry_after(response.headers.get("retry-after")),
+            retry_after=parse_retry_after(response.headers.get("retry-after")),
         )
 
 

@@ -58,6 +58,7 @@ from tenacity import (
 from tenacity.wait import wait_base
 
 from blocks.email_resend import RESEND_MAX_RECIPIENTS, EmailDeliveryError, ResendEmail
+from blocks.errors import DeliveryError, ErrorKind
 from blocks.slack_webhook import SlackDeliveryError, SlackIncomingWebhook
 from blocks.storage import AdStorage, load_storage
 from config import get_settings
@@ -66,7 +67,6 @@ from db.queries.deliveries import Channel, DeliveryClaim, claim_delivery, mark_f
 from db.session import session_scope
 from scheduler.params import ExportSettings
 
-ErrorKind = Literal["permanent", "retryable"]
 DeliveryStatus = Literal["sent", "failed", "already_sent", "skipped"]
 T = TypeVar("T")
 
@@ -136,7 +136,7 @@ class ExportError(Exception):
         self.kind: ErrorKind = kind
 
 
-ProviderError = EmailDeliveryError | SlackDeliveryError
+ProviderError = DeliveryError
 
 
 # --------------------------------------------------------------------------------------------

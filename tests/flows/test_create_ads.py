@@ -23,8 +23,9 @@ async def test_manual_run_makes_ads_and_records_usage(tenant_id) -> None:
     )
     assert result.templates == ["sample-01.png", "sample-02.png"] and result.ads == 4
     async with session_scope() as s:
-        used = set((await s.scalars(sa.select(ProductTemplateUsage.template_storage_name).where(
-            ProductTemplateUsage.product_id == product.id, ProductTemplateUsage.use_count > 0))).all())
+        usage = ProductTemplateUsage
+        used = set((await s.scalars(sa.select(usage.template_storage_name).where(
+            usage.product_id == product.id, usage.use_count > 0))).all())
         headlines = set((await s.scalars(sa.select(GeneratedAd.headline).join(AdRun).where(
             AdRun.product_id == product.id))).all())
     assert used == {"sample-01.png", "sample-02.png"}
