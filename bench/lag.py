@@ -71,9 +71,15 @@ async def _measure(product_id: uuid.UUID, tenant: uuid.UUID) -> list[float]:
 def main() -> None:
     from config import get_settings
     from db.migrate import upgrade
-    from scheduler.demo import WORK_POOL, _ensure_pool, _env, _process, _wait_healthy
+    from scheduler.demo import WORK_POOL, _ensure_pool
+    from scheduler.local_prefect import (
+        TUNED_WORKER_ENV,
+        background_process,
+        local_prefect_server,
+        prefect_env,
+        worker_args,
+    )
     from tests.support.databases import scratch_pg_database
-    from tests.support.prefect_server import free_port
 
     with (
         tempfile.TemporaryDirectory(prefix="lag-") as data_dir,
@@ -84,42 +90,17 @@ def main() -> None:
         os.environ["DATABASE_URL"] = app_db
         get_settings.cache_clear()
         upgrade(app_db)
-        port = free_port()
-        api_url = f"http://127.0.0.1:{port}/api"
-        env = _env(api_url, Path(data_dir) / "prefect-home")
-        env["PREFECT_SERVER_DATABASE_CONNECTION_URL"] = prefect_db
-        os.environ.update(PREFECT_API_URL=api_url, PREFECT_HOME=env["PREFECT_HOME"])
-        log = Path(data_dir) / "server.log"
-        print(f"starting a Prefect server on {api_url} and a tuned worker", file=sys.stderr)
-        server_args = [
-            sys.executable,
-            "-m",
-            "prefect",
-            "server",
-            "start",
-            "--host",
-            "127.0.0.1",
-            "--port",
-            str(port),
-        ]
-        with _process(server_args, env, log) as server:
-            _wait_healthy(api_url, server, log)
+        home = Path(data_dir) / "prefect-home"
+        home.mkdir()
+        with local_prefect_server(home, database_url=prefect_db) as api_url:
+            print(f"Prefect server at {api_url}; starting a tuned worker", file=sys.stderr)
+            os.environ.update(PREFECT_API_URL=api_url, PREFECT_HOME=str(home))
+            env = prefect_env(home, extra={"PREFECT_API_URL": api_url, **TUNED_WORKER_ENV})
             from prefect.settings import PREFECT_API_URL, temporary_settings
 
             with temporary_settings(updates={PREFECT_API_URL: api_url}):
                 asyncio.run(_ensure_pool())
-                worker_args = [
-                    sys.executable,
-                    "-m",
-                    "prefect",
-                    "worker",
-                    "start",
-                    "--pool",
-                    WORK_POOL,
-                    "--type",
-                    "process",
-                ]
-                with _process(worker_args, env, Path(data_dir) / "worker.log"):
+                with background_process(worker_args(WORK_POOL), env, home / "worker.log"):
                     lags = asyncio.run(_seed_and_measure())
     if len(lags) < 2:
         raise SystemExit(f"only {len(lags)} runs finished")

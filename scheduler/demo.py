@@ -11,21 +11,21 @@ from __future__ import annotations
 
 import asyncio
 import os
-import signal
-import subprocess
-import sys
 import time
 import uuid
-from collections.abc import Iterator
-from contextlib import contextmanager
-from pathlib import Path
 
-import httpx
 import sqlalchemy as sa
 from rich.console import Console
 from rich.table import Table
 
-from config import PROJECT_ROOT, get_settings
+from config import get_settings
+from scheduler.local_prefect import (
+    TUNED_WORKER_ENV,
+    background_process,
+    local_prefect_server,
+    prefect_env,
+    worker_args,
+)
 
 console = Console()
 DEMO_TENANT = uuid.UUID("00000000-0000-0000-0000-0000000000de")
@@ -33,80 +33,12 @@ WORK_POOL = "ad-scheduler-process"
 DEMO_TIMEOUT_S = 300
 
 
-def _free_port() -> int:
-    import socket
-
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
-
-
-def _env(api_url: str, home: Path) -> dict[str, str]:
-    env = dict(os.environ)
-    env.update(
-        PREFECT_API_URL=api_url,
-        PREFECT_HOME=str(home),
-        PREFECT_SERVER_ANALYTICS_ENABLED="false",
-        PREFECT_SERVER_LOGGING_LEVEL="WARNING",
-        # Tuned for start-up lag: poll every second, pick up runs due in the next 10 s.
-        PREFECT_WORKER_QUERY_SECONDS="1",
-        PREFECT_WORKER_PREFETCH_SECONDS="10",
-        PREFECT_SERVER_SERVICES_SCHEDULER_RECENT_DEPLOYMENTS_LOOP_SECONDS="2",
-        AD_SCHEDULER_DATA_DIR=str(get_settings().data_dir),
-    )
-    return env
-
-
-@contextmanager
-def _process(args: list[str], env: dict[str, str], log: Path) -> Iterator[subprocess.Popen[bytes]]:
-    with log.open("ab") as out:
-        proc = subprocess.Popen(
-            args,
-            env=env,
-            stdout=out,
-            stderr=subprocess.STDOUT,
-            start_new_session=True,
-            cwd=PROJECT_ROOT,
-        )
-    try:
-        yield proc
-    finally:
-        if proc.poll() is None:
-            # The worker turns SIGTERM into a graceful stop; a second signal kills it.
-            os.killpg(proc.pid, signal.SIGTERM)
-            try:
-                proc.wait(timeout=20)
-            except subprocess.TimeoutExpired:
-                os.killpg(proc.pid, signal.SIGKILL)
-                proc.wait(timeout=10)
-
-
-def _wait_healthy(api_url: str, proc: subprocess.Popen[bytes], log: Path) -> None:
-    deadline = time.monotonic() + 120
-    while time.monotonic() < deadline:
-        if proc.poll() is not None:
-            raise SystemExit(f"the Prefect server exited; see {log}")
-        try:
-            if httpx.get(f"{api_url}/health", timeout=2).status_code == 200:
-                return
-        except httpx.HTTPError:
-            pass
-        time.sleep(0.5)
-    raise SystemExit(f"the Prefect server did not become healthy; see {log}")
-
-
 def run_demo() -> None:
     """Run the demo end to end (blocking)."""
     settings = get_settings()
     data = settings.data_dir
     home = data / "prefect-home"
-    logs = data / "logs"
     home.mkdir(parents=True, exist_ok=True)
-    logs.mkdir(parents=True, exist_ok=True)
-    port = _free_port()
-    api_url = f"http://127.0.0.1:{port}/api"
-    env = _env(api_url, home)
-    os.environ.update({k: env[k] for k in ("PREFECT_API_URL", "PREFECT_HOME")})
 
     from db.migrate import upgrade
     from db.session import resolve_database_url
@@ -115,39 +47,26 @@ def run_demo() -> None:
     console.print(f"[bold]1/6[/] migrating the app database: {url.render_as_string(True)}")
     upgrade(url)
 
-    console.print(f"[bold]2/6[/] starting a local Prefect server on {api_url} (logs in {logs})")
-    server_log = logs / "prefect-server.log"
-    server_args = [
-        sys.executable,
-        "-m",
-        "prefect",
-        "server",
-        "start",
-        "--host",
-        "127.0.0.1",
-        "--port",
-        str(port),
-    ]
-    with _process(server_args, env, server_log) as server:
-        _wait_healthy(api_url, server, server_log)
+    console.print(f"[bold]2/6[/] starting a local Prefect server (logs in {home})")
+    server_env = {"PREFECT_SERVER_SERVICES_SCHEDULER_RECENT_DEPLOYMENTS_LOOP_SECONDS": "2"}
+    with local_prefect_server(home, extra_env=server_env) as api_url:
+        console.print(f"      Prefect API at {api_url}")
+        os.environ.update(PREFECT_API_URL=api_url, PREFECT_HOME=str(home))
         from prefect.settings import PREFECT_API_URL, PREFECT_HOME, temporary_settings
 
         with temporary_settings(updates={PREFECT_API_URL: api_url, PREFECT_HOME: str(home)}):
             asyncio.run(_ensure_pool())
             console.print(f"[bold]3/6[/] starting a process worker on pool {WORK_POOL!r}")
-            worker_args = [
-                sys.executable,
-                "-m",
-                "prefect",
-                "worker",
-                "start",
-                "--pool",
-                WORK_POOL,
-                "--type",
-                "process",
-            ]
-            with _process(worker_args, env, logs / "prefect-worker.log"):
-                asyncio.run(_demo(api_url))
+            env = prefect_env(
+                home,
+                extra={
+                    "PREFECT_API_URL": api_url,
+                    "AD_SCHEDULER_DATA_DIR": str(data),
+                    **TUNED_WORKER_ENV,
+                },
+            )
+            with background_process(worker_args(WORK_POOL), env, home / "worker.log"):
+                asyncio.run(_demo())
     console.print("stopped the worker and the Prefect server")
 
 
@@ -170,7 +89,7 @@ async def _ensure_pool() -> None:
             pass
 
 
-async def _demo(api_url: str) -> None:
+async def _demo() -> None:
     from blocks.storage import default_storage
     from db.models import AdRun, GeneratedAd, ScheduledJob, ScheduledJobRun
     from db.session import dispose_engines, session_scope
@@ -223,7 +142,9 @@ async def _demo(api_url: str) -> None:
         if row.status == "completed" or (row.runs_completed or 0) >= 2:
             break
         if time.monotonic() > deadline:
-            raise SystemExit(f"the demo did not finish in {DEMO_TIMEOUT_S} s; see data/logs")
+            raise SystemExit(
+                f"the demo did not finish in {DEMO_TIMEOUT_S} s; see the logs in data/prefect-home"
+            )
         await asyncio.sleep(1)  # progress display cadence
 
     console.print("[bold]6/6[/] run history")

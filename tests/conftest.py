@@ -114,3 +114,12 @@ def prefect_api(postgres_available: bool) -> Iterator[str]:
                 os.environ.pop("PREFECT_API_URL", None)
             else:
                 os.environ["PREFECT_API_URL"] = previous
+
+
+def pytest_report_header(config: pytest.Config) -> str | None:
+    """One line at the top of the run when the PostgreSQL tests will skip."""
+    if asyncio.run(pg_available()):
+        return None
+    if IN_CI:
+        return "CI=true and PostgreSQL is unreachable: the PostgreSQL tests will FAIL"
+    return PG_HINT

@@ -1,0 +1,140 @@
+"""A local Prefect server and worker as child processes (the demo, benchmarks and tests use it).
+
+Everything binds to 127.0.0.1 and runs in its own process group, so stopping it stops exactly
+what was started — never anything found by name.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+from collections.abc import Iterator, Mapping
+from contextlib import contextmanager
+from pathlib import Path
+
+import httpx
+
+from config import PROJECT_ROOT
+
+STARTUP_TIMEOUT_S = 120
+STOP_TIMEOUT_S = 20
+
+
+def free_port() -> int:
+    """A free TCP port on 127.0.0.1."""
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+def prefect_env(
+    home: Path, *, database_url: str | None = None, extra: Mapping[str, str] | None = None
+) -> dict[str, str]:
+    """Environment for a Prefect server or worker process with its own PREFECT_HOME."""
+    env = dict(os.environ)
+    env.update(
+        PREFECT_HOME=str(home),
+        PREFECT_SERVER_ANALYTICS_ENABLED="false",
+        PREFECT_SERVER_LOGGING_LEVEL="WARNING",
+    )
+    env.pop("PREFECT_API_URL", None)
+    if database_url:
+        env["PREFECT_SERVER_DATABASE_CONNECTION_URL"] = database_url
+    env.update(extra or {})
+    return env
+
+
+@contextmanager
+def background_process(
+    args: list[str], env: Mapping[str, str], log: Path
+) -> Iterator[subprocess.Popen[bytes]]:
+    """Run `args` in its own process group, output to `log`; stopped on exit."""
+    log.parent.mkdir(parents=True, exist_ok=True)
+    with log.open("ab") as out:
+        proc = subprocess.Popen(
+            args,
+            env=dict(env),
+            stdout=out,
+            stderr=subprocess.STDOUT,
+            cwd=PROJECT_ROOT,
+            start_new_session=True,
+        )
+    try:
+        yield proc
+    finally:
+        stop_process_group(proc)
+
+
+def stop_process_group(proc: subprocess.Popen[bytes]) -> None:
+    """SIGTERM the process group (a worker turns it into a graceful stop), then SIGKILL."""
+    if proc.poll() is not None:
+        return
+    os.killpg(proc.pid, signal.SIGTERM)
+    try:
+        proc.wait(timeout=STOP_TIMEOUT_S)
+    except subprocess.TimeoutExpired:
+        os.killpg(proc.pid, signal.SIGKILL)
+        proc.wait(timeout=10)
+
+
+def wait_healthy(api_url: str, proc: subprocess.Popen[bytes], log: Path) -> None:
+    """Wait for the server's health endpoint; fail with the log's tail if it dies or stalls."""
+    deadline = time.monotonic() + STARTUP_TIMEOUT_S
+    while time.monotonic() < deadline:
+        if proc.poll() is not None:
+            raise RuntimeError(f"the Prefect server exited early:\n{log.read_text()[-4000:]}")
+        try:
+            if httpx.get(f"{api_url}/health", timeout=2).status_code == 200:
+                return
+        except httpx.HTTPError:
+            pass
+        time.sleep(0.25)  # polling a starting server
+    raise RuntimeError(
+        f"the Prefect server was not healthy after {STARTUP_TIMEOUT_S} s:\n"
+        f"{log.read_text()[-4000:]}"
+    )
+
+
+@contextmanager
+def local_prefect_server(
+    home: Path, *, database_url: str | None = None, extra_env: Mapping[str, str] | None = None
+) -> Iterator[str]:
+    """Start `prefect server start` on 127.0.0.1 (SQLite in `home`, or `database_url`).
+
+    Yields the API URL; stops the server on exit.
+    """
+    port = free_port()
+    api_url = f"http://127.0.0.1:{port}/api"
+    env = prefect_env(home, database_url=database_url, extra=extra_env)
+    log = home / "server.log"
+    args = [
+        sys.executable,
+        "-m",
+        "prefect",
+        "server",
+        "start",
+        "--host",
+        "127.0.0.1",
+        "--port",
+        str(port),
+    ]
+    with background_process(args, env, log) as proc:
+        wait_healthy(api_url, proc, log)
+        yield api_url
+
+
+def worker_args(pool: str) -> list[str]:
+    """Command line of a process worker on `pool`."""
+    return [sys.executable, "-m", "prefect", "worker", "start", "--pool", pool, "--type", "process"]
+
+
+#: Worker settings for low start-up lag: poll every second, take runs due in the next 10 s (the
+#: server holds them in Pending until their time), see new deployments within 2 s.
+TUNED_WORKER_ENV = {
+    "PREFECT_WORKER_QUERY_SECONDS": "1",
+    "PREFECT_WORKER_PREFETCH_SECONDS": "10",
+}

@@ -1,0 +1,96 @@
+"""Configuration and platform seams: DATABASE_URL as a block, strict provider limits, catalog sync,
+the run artifact."""
+
+from __future__ import annotations
+
+import uuid
+
+import pytest
+import sqlalchemy as sa
+from prefect.client.orchestration import get_client
+from prefect_sqlalchemy import AsyncDriver, AsyncSqlAlchemyConnector, ConnectionComponents
+
+from blocks.generators.local import LocalAdRenderer
+from blocks.storage import default_storage
+from config import get_settings
+from db.models import AdTemplate
+from db.session import resolve_database_url, session_scope
+from flows.limits import ProviderLimitMissingError, ProviderSlots, ensure_provider_limit
+from flows.sample_data import seed_sample_data
+from flows.scheduled_job import run_scheduled_job
+from flows.templates import sync_template_catalog
+from tests.flows.support import job_with_templates
+
+pytestmark = pytest.mark.usefixtures("prefect_api")
+
+
+async def test_database_url_may_name_a_connector_block(tmp_path, monkeypatch) -> None:
+    name = f"app-db-{uuid.uuid4().hex[:8]}"
+    path = tmp_path / "via-block.db"
+    await AsyncSqlAlchemyConnector(
+        connection_info=ConnectionComponents(driver=AsyncDriver.SQLITE_AIOSQLITE,
+                                             database=str(path))
+    ).asave(name)
+    monkeypatch.setenv("DATABASE_URL", name)
+    get_settings.cache_clear()
+    try:
+        url = await resolve_database_url()
+        assert (url.drivername, url.database) == ("sqlite+aiosqlite", str(path))
+        monkeypatch.setenv("DATABASE_URL", "no-such-block")
+        get_settings.cache_clear()
+        with pytest.raises(ValueError, match="no AsyncSqlAlchemyConnector block"):
+            await resolve_database_url()
+    finally:
+        get_settings.cache_clear()
+
+
+async def test_a_misnamed_provider_limit_fails_instead_of_doing_nothing() -> None:
+    generator = LocalAdRenderer(provider_limit=f"never-created-{uuid.uuid4().hex[:8]}")
+    async with get_client() as client:
+        slots = ProviderSlots(generator, client, requests=1)
+        with pytest.raises(ProviderLimitMissingError, match="does not exist"):
+            async with slots.slot():
+                pass
+        await ensure_provider_limit(generator, client=client)
+        async with ProviderSlots(generator, client, requests=1) as ok, ok.slot():
+            limit = await client.read_global_concurrency_limit_by_name(generator.provider_limit)
+            assert (limit.limit, limit.active_slots) == (generator.max_in_flight, 1)
+        limit = await client.read_global_concurrency_limit_by_name(generator.provider_limit)
+        assert limit.active_slots == 0  # handed back when the run has nothing left to do
+
+
+@pytest.mark.usefixtures("use_database", "data_dir")
+async def test_sync_catalogs_new_files_and_deactivates_vanished_ones(tenant_id) -> None:
+    storage = default_storage()
+    await seed_sample_data(tenant_id, storage, templates=3)
+    local = storage.local_path(storage.template_path("sample-02.png"))
+    assert local is not None
+    local.unlink()
+    await storage.write(storage.template_path("uploads/abc.png"), b"job upload, not library")
+    await storage.write(storage.template_path("new-one.png"),
+                        (await storage.read(storage.template_path("sample-01.png"))))
+    report = await sync_template_catalog(tenant_id, storage)
+    assert (report.added, report.deactivated) == (["new-one.png"], ["sample-02.png"])
+    again = await sync_template_catalog(tenant_id, storage)
+    assert (again.added, again.deactivated, again.reactivated) == ([], [], [])
+    async with session_scope() as s:
+        active = set((await s.scalars(sa.select(AdTemplate.storage_name).where(
+            AdTemplate.tenant_id == tenant_id, AdTemplate.active.is_(True)))).all())
+    assert active == {"sample-01.png", "sample-03.png", "new-one.png"}
+
+
+@pytest.mark.usefixtures("use_database", "data_dir")
+async def test_run_publishes_an_ads_table_artifact_and_a_readable_name(tenant_id) -> None:
+    job = await job_with_templates(tenant_id, templates=2, template_count=2, name="spring-ads")
+    state = await run_scheduled_job(job.id, return_state=True)
+    assert state.is_completed()
+    flow_run_id = state.state_details.flow_run_id
+    async with get_client() as client:
+        run = await client.read_flow_run(flow_run_id)
+        artifacts = await client.read_artifacts()
+    assert run.name.startswith("spring-ads · ")
+    assert {"job:spring-ads", f"product:{job.product_id}", f"brand:{job.brand_id}"} <= set(run.tags)
+    mine = [a for a in artifacts if a.flow_run_id == flow_run_id]
+    table = next(a for a in mine if a.key == "ads-made")
+    assert "sample-01.png" in str(table.data) and "sample-02.png" in str(table.data)
+    assert any(a.type == "progress" and a.data == 100.0 for a in mine)
