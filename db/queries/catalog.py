@@ -39,8 +39,14 @@ async def add_template(
         if owner is None:
             raise NotFoundError("brand", brand_id)
     template = AdTemplate(
-        tenant_id=tenant_id, storage_name=storage_name, name=name, brand_id=brand_id,
-        width=width, height=height, tags=tags or [], source=source,
+        tenant_id=tenant_id,
+        storage_name=storage_name,
+        name=name,
+        brand_id=brand_id,
+        width=width,
+        height=height,
+        tags=tags or [],
+        source=source,
     )
     try:
         async with session.begin_nested():

@@ -18,16 +18,32 @@ pytestmark = pytest.mark.usefixtures("prefect_api", "use_database", "data_dir")
 async def test_manual_run_makes_ads_and_records_usage(tenant_id) -> None:
     _brand, product, _ = await seed_sample_data(tenant_id, default_storage(), templates=4)
     result = await create_ads(
-        tenant_id, product.id, unused_count=2,
+        tenant_id,
+        product.id,
+        unused_count=2,
         ad=AdParameters(variations=2, content_source="benefits", color_mode="complementary"),
     )
     assert result.templates == ["sample-01.png", "sample-02.png"] and result.ads == 4
     async with session_scope() as s:
         usage = ProductTemplateUsage
-        used = set((await s.scalars(sa.select(usage.template_storage_name).where(
-            usage.product_id == product.id, usage.use_count > 0))).all())
-        headlines = set((await s.scalars(sa.select(GeneratedAd.headline).join(AdRun).where(
-            AdRun.product_id == product.id))).all())
+        used = set(
+            (
+                await s.scalars(
+                    sa.select(usage.template_storage_name).where(
+                        usage.product_id == product.id, usage.use_count > 0
+                    )
+                )
+            ).all()
+        )
+        headlines = set(
+            (
+                await s.scalars(
+                    sa.select(GeneratedAd.headline)
+                    .join(AdRun)
+                    .where(AdRun.product_id == product.id)
+                )
+            ).all()
+        )
     assert used == {"sample-01.png", "sample-02.png"}
     assert headlines == {"Trail Runner 2: Grips wet rock", "Trail Runner 2: Weighs 240 g"}
 

@@ -28,8 +28,9 @@ async def test_database_url_may_name_a_connector_block(tmp_path, monkeypatch) ->
     name = f"app-db-{uuid.uuid4().hex[:8]}"
     path = tmp_path / "via-block.db"
     await AsyncSqlAlchemyConnector(
-        connection_info=ConnectionComponents(driver=AsyncDriver.SQLITE_AIOSQLITE,
-                                             database=str(path))
+        connection_info=ConnectionComponents(
+            driver=AsyncDriver.SQLITE_AIOSQLITE, database=str(path)
+        )
     ).asave(name)
     monkeypatch.setenv("DATABASE_URL", name)
     get_settings.cache_clear()
@@ -67,15 +68,24 @@ async def test_sync_catalogs_new_files_and_deactivates_vanished_ones(tenant_id) 
     assert local is not None
     local.unlink()
     await storage.write(storage.template_path("uploads/abc.png"), b"job upload, not library")
-    await storage.write(storage.template_path("new-one.png"),
-                        (await storage.read(storage.template_path("sample-01.png"))))
+    await storage.write(
+        storage.template_path("new-one.png"),
+        (await storage.read(storage.template_path("sample-01.png"))),
+    )
     report = await sync_template_catalog(tenant_id, storage)
     assert (report.added, report.deactivated) == (["new-one.png"], ["sample-02.png"])
     again = await sync_template_catalog(tenant_id, storage)
     assert (again.added, again.deactivated, again.reactivated) == ([], [], [])
     async with session_scope() as s:
-        active = set((await s.scalars(sa.select(AdTemplate.storage_name).where(
-            AdTemplate.tenant_id == tenant_id, AdTemplate.active.is_(True)))).all())
+        active = set(
+            (
+                await s.scalars(
+                    sa.select(AdTemplate.storage_name).where(
+                        AdTemplate.tenant_id == tenant_id, AdTemplate.active.is_(True)
+                    )
+                )
+            ).all()
+        )
     assert active == {"sample-01.png", "sample-03.png", "new-one.png"}
 
 

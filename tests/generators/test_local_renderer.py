@@ -13,14 +13,26 @@ from blocks.generators.local import LocalAdRenderer
 from flows.sample_data import product_png, template_png
 from scheduler.params import AdParameters
 
-BRIEF = ProductBrief(name="Trail Runner 2", brand_name="Northwind", key_benefits=("Light",),
-                     brand_colors=("#0f766e", "#f97316"), hooks=("Run further", "Own the trail"))
+BRIEF = ProductBrief(
+    name="Trail Runner 2",
+    brand_name="Northwind",
+    key_benefits=("Light",),
+    brand_colors=("#0f766e", "#f97316"),
+    hooks=("Run further", "Own the trail"),
+)
 
 
 def _request(index: int = 0, **params) -> AdRequest:
-    return AdRequest(product=BRIEF, template_name="t.png", template_image=template_png(1),
-                     product_image=product_png(), variation_index=index,
-                     parameters=AdParameters(**params), width=540, height=540)
+    return AdRequest(
+        product=BRIEF,
+        template_name="t.png",
+        template_image=template_png(1),
+        product_image=product_png(),
+        variation_index=index,
+        parameters=AdParameters(**params),
+        width=540,
+        height=540,
+    )
 
 
 async def test_renders_a_real_png_deterministically() -> None:
