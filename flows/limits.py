@@ -2,7 +2,8 @@
 
 Each generator block names a provider limit. `ensure_provider_limit` creates (or resizes) two
 server-side global limits for it: `<name>` caps requests in flight (`max_in_flight`), and, when the
-block sets `requests_per_minute`, `<name>:rate` is a rate limit (slots decay at rpm/60 per second).
+block sets `requests_per_minute`, `<name>:rate` paces request starts: a sliding window of
+`rate_window(rpm)` — at most L requests start in any W seconds, L/W = rpm/60.
 Because they live on the Prefect server, three jobs firing together on three workers share them.
 
 Why not `prefect.concurrency.asyncio.concurrency()` as is: it queues every acquisition of a process
@@ -19,12 +20,22 @@ worker dies holding a slot) with two changes:
   only thing the provider sees — never exceeds the global limit. A run releases its leases as soon
   as it has no more requests to start, so other runs get them back.
 
+Why the rate is a windowed concurrency limit and not a Prefect rate limit (slot decay): in
+Prefect 3.9.1 the server computes decay from the row's `updated` time, and every *refused*
+acquisition rewrites that row (its denied-slot count), so each refused poll throws away the
+decay accumulated since the last write; with several waiters polling, the granted rate falls
+well below the configured one (measured 7.3–8.2 grants/s for a 10/s limit). A concurrency slot
+held for exactly W seconds after a request starts gives the same guarantee — no more than L
+starts in any W-second window, which is what a provider's token bucket accepts — and refused
+polls cost nothing.
+
 Like `strict=True`, a limit that does not exist is an error, never a silent no-op.
 """
 
 from __future__ import annotations
 
 import asyncio
+import math
 import random
 import time
 import uuid
@@ -52,9 +63,52 @@ class ProviderLimitMissingError(RuntimeError):
     """The named global limit does not exist on the Prefect server (strict acquisition)."""
 
 
+#: Lease on a rate window slot: if the process dies, the slot comes back after this long.
+RATE_LEASE_SECONDS = 60
+
+
 def rate_limit_name(limit: str) -> str:
     """Name of the rate-limit companion of a provider limit."""
     return f"{limit}:rate"
+
+
+def rate_window(requests_per_minute: int) -> tuple[int, float]:
+    """(L, W): at most L request starts in any W seconds, with L / W = rpm / 60 and L >= 1."""
+    per_second = requests_per_minute / 60
+    slots = max(1, math.ceil(per_second))
+    return slots, slots / per_second
+
+
+_pending_releases: set[asyncio.Task[None]] = set()
+
+
+def _release_later(lease: uuid.UUID, delay: float) -> None:
+    """Hand a rate-window slot back `delay` seconds after its request started."""
+
+    async def release() -> None:
+        await asyncio.sleep(max(0.0, delay))
+        async with get_client() as client:
+            await client.release_concurrency_slots_with_lease(lease)
+
+    task = asyncio.ensure_future(release())
+    _pending_releases.add(task)
+    task.add_done_callback(_pending_releases.discard)
+
+
+async def _hold_rate_slot(client: PrefectClient, generator: AdGenerator) -> None:
+    """Take one start in the generator's rate window (released when its window ends)."""
+    assert generator.requests_per_minute
+    _slots, window = rate_window(generator.requests_per_minute)
+    lease = await _acquire(client, rate_limit_name(generator.provider_limit), RATE_LEASE_SECONDS)
+    if lease is not None:
+        # The window starts now, when the request may start; it ends W seconds later.
+        _release_later(lease, window)
+
+
+async def drain_rate_releases() -> None:
+    """Wait for every scheduled rate-window release of this process (end of a run)."""
+    if _pending_releases:
+        await asyncio.gather(*list(_pending_releases), return_exceptions=True)
 
 
 async def _upsert_limit(client: PrefectClient, name: str, limit: int, decay: float) -> None:
@@ -83,50 +137,34 @@ async def ensure_provider_limit(
     async with _client(client) as api:
         await _upsert_limit(api, generator.provider_limit, generator.max_in_flight, 0.0)
         if generator.requests_per_minute:
-            per_second = generator.requests_per_minute / 60
-            # A burst of at most one second's worth keeps the rate honest from the first call.
-            await _upsert_limit(
-                api,
-                rate_limit_name(generator.provider_limit),
-                max(1, int(per_second)),
-                per_second,
-            )
+            slots, _window = rate_window(generator.requests_per_minute)
+            await _upsert_limit(api, rate_limit_name(generator.provider_limit), slots, 0.0)
 
 
-async def _acquire(
-    client: PrefectClient, name: str, mode: str, lease_seconds: float
-) -> uuid.UUID | None:
+async def _acquire(client: PrefectClient, name: str, lease_seconds: float) -> uuid.UUID | None:
+    """Take one slot of the concurrency limit `name` under a lease, polling while it is full."""
     wait = FIRST_WAIT_S
     while True:
         try:
-            if mode == "rate_limit":
-                # Rate tokens decay on their own; a lease would hand a token back when it
-                # expires, letting extra requests through on long runs.
-                response = await client.increment_concurrency_slots(
-                    names=[name], slots=1, mode="rate_limit"
-                )
-            else:
-                response = await client.increment_concurrency_slots_with_lease(
-                    names=[name], slots=1, mode="concurrency", lease_duration=lease_seconds
-                )
+            response = await client.increment_concurrency_slots_with_lease(
+                names=[name], slots=1, mode="concurrency", lease_duration=lease_seconds
+            )
         except httpx.HTTPStatusError as exc:
             if exc.response.status_code != 423:
                 raise
+            # The server's Retry-After is an average occupancy; a slot frees whenever a holder
+            # finishes, so poll soon (capped, jittered) instead.
             server_hint = float(exc.response.headers.get("Retry-After", wait))
-            # Rate limits know exactly when the next slot decays: trust the server there.
-            # Concurrency slots free whenever a holder finishes: poll soon instead.
-            delay = server_hint if mode == "rate_limit" else min(server_hint, wait)
-            await asyncio.sleep(delay * random.uniform(0.8, 1.2))
+            await asyncio.sleep(min(server_hint, wait) * random.uniform(0.8, 1.2))
             wait = min(wait * 2, MAX_WAIT_S)
             continue
         body = response.json()
-        limits = body if isinstance(body, list) else body.get("limits")
-        if not limits:
+        if not body.get("limits"):
             raise ProviderLimitMissingError(
                 f"global concurrency limit {name!r} does not exist on the Prefect server; "
                 "create it with ensure_provider_limit() or `prefect gcl create`"
             )
-        lease_id = body.get("lease_id") if isinstance(body, dict) else None
+        lease_id = body.get("lease_id")
         return uuid.UUID(str(lease_id)) if lease_id else None
 
 
@@ -145,8 +183,8 @@ async def provider_slot(
     """
     async with _client(client) as api:
         if generator.requests_per_minute:
-            await _acquire(api, rate_limit_name(generator.provider_limit), "rate_limit", 60)
-        lease = await _acquire(api, generator.provider_limit, "concurrency", LEASE_SECONDS)
+            await _hold_rate_slot(api, generator)
+        lease = await _acquire(api, generator.provider_limit, LEASE_SECONDS)
         try:
             yield
         finally:
@@ -201,6 +239,7 @@ class ProviderSlots:
         return self
 
     async def __aexit__(self, *exc: object) -> None:
+        await drain_rate_releases()
         leases = [lease for lease, _ in self._idle]
         if self._bulk is not None:
             leases.append(self._bulk)
@@ -261,18 +300,14 @@ class ProviderSlots:
             lease, since = self._idle.pop()
             if await self._renewed(lease, since):
                 return "single", lease
-        fresh = await _acquire(
-            self._client, self._generator.provider_limit, "concurrency", LEASE_SECONDS
-        )
+        fresh = await _acquire(self._client, self._generator.provider_limit, LEASE_SECONDS)
         return "single", fresh
 
     @asynccontextmanager
     async def slot(self) -> AsyncIterator[None]:
         """Hold one slot (and one rate token, when rate-limited) for one provider request."""
         if self._generator.requests_per_minute:
-            await _acquire(
-                self._client, rate_limit_name(self._generator.provider_limit), "rate_limit", 60
-            )
+            await _hold_rate_slot(self._client, self._generator)
         kind, lease = await self._take()
         self._holding += 1
         try:
