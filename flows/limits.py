@@ -82,27 +82,35 @@ def rate_window(requests_per_minute: int) -> tuple[int, float]:
 _pending_releases: set[asyncio.Task[None]] = set()
 
 
-def _release_later(lease: uuid.UUID, delay: float) -> None:
-    """Hand a rate-window slot back `delay` seconds after its request started."""
+def _release_later(lease: uuid.UUID, delay: float, client: PrefectClient | None) -> None:
+    """Hand a rate-window slot back `delay` seconds after its request started.
+
+    Uses `client` when it is still open then (a warm connection releases on time), else a new one.
+    """
 
     async def release() -> None:
         await asyncio.sleep(max(0.0, delay))
-        async with get_client() as client:
+        if client is not None and client._started and not client._closed:
             await client.release_concurrency_slots_with_lease(lease)
+            return
+        async with get_client() as fresh:
+            await fresh.release_concurrency_slots_with_lease(lease)
 
     task = asyncio.ensure_future(release())
     _pending_releases.add(task)
     task.add_done_callback(_pending_releases.discard)
 
 
-async def _hold_rate_slot(client: PrefectClient, generator: AdGenerator) -> None:
+async def _hold_rate_slot(
+    client: PrefectClient, generator: AdGenerator, *, keep_client: bool = True
+) -> None:
     """Take one start in the generator's rate window (released when its window ends)."""
     assert generator.requests_per_minute
     _slots, window = rate_window(generator.requests_per_minute)
     lease = await _acquire(client, rate_limit_name(generator.provider_limit), RATE_LEASE_SECONDS)
     if lease is not None:
         # The window starts now, when the request may start; it ends W seconds later.
-        _release_later(lease, window)
+        _release_later(lease, window, client if keep_client else None)
 
 
 async def drain_rate_releases() -> None:
@@ -183,7 +191,8 @@ async def provider_slot(
     """
     async with _client(client) as api:
         if generator.requests_per_minute:
-            await _hold_rate_slot(api, generator)
+            # A client opened here closes on exit: the delayed release then opens its own.
+            await _hold_rate_slot(api, generator, keep_client=client is not None)
         lease = await _acquire(api, generator.provider_limit, LEASE_SECONDS)
         try:
             yield
