@@ -134,6 +134,15 @@ class ScheduledJob(Base):
         sa.CheckConstraint(_in("exhausted_policy", EXHAUSTED_POLICIES), name="exhausted_policy"),
         sa.CheckConstraint("max_runs IS NULL OR max_runs >= 1", name="max_runs_positive"),
         sa.Index("ix_scheduled_jobs_tenant_status", "tenant_id", "status"),
+        # One live job per name and tenant (deleted jobs keep their names in history).
+        sa.Index(
+            "uq_scheduled_jobs_tenant_name_live",
+            "tenant_id",
+            "name",
+            unique=True,
+            postgresql_where=sa.text("deleted_at IS NULL"),
+            sqlite_where=sa.text("deleted_at IS NULL"),
+        ),
         sa.Index("ix_scheduled_jobs_product", "product_id"),
         sa.Index("ix_scheduled_jobs_brand", "brand_id"),
     )

@@ -460,6 +460,11 @@ class AdScheduler:
                         await self._converge(client, session, job, undo, previous)
                         await session.flush()
                 # committed
+            except sa.exc.IntegrityError as exc:
+                # Another create of the same name won the race (unique live name per tenant).
+                await undo.run()
+                name = target.name if isinstance(target, JobSpec) else str(target)
+                raise ConflictError("scheduled job", "name", name) from exc
             except BaseException:
                 await undo.run()
                 raise

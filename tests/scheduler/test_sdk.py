@@ -22,6 +22,7 @@ from tests.scheduler.conftest import (
     NO_BASE,
     Catalog,
     recurring_spec,
+    tenant_deployments,
     tenant_jobs,
 )
 
@@ -359,3 +360,22 @@ async def test_reapply_and_update_never_duplicate_scheduled_runs(
     runs = await _scheduled_runs(job.prefect_deployment_id, at_least=3)
     times = [r.expected_start_time for r in runs]
     assert len(times) == len(set(times)), "duplicate scheduled runs"
+
+
+async def test_concurrent_creates_of_one_name_leave_one_job_and_one_deployment(
+    ads: AdScheduler, catalog: Catalog
+) -> None:
+    import asyncio
+
+    spec = recurring_spec(catalog)
+
+    async def create() -> object:
+        async with AdScheduler(
+            catalog.tenant_id, database_url=catalog.db_url, base_deployment=NO_BASE
+        ) as other:
+            return await other.create(spec)
+
+    results = await asyncio.gather(create(), create(), return_exceptions=True)
+    assert sum(isinstance(r, ConflictError) for r in results) == 1, results
+    assert len(await tenant_jobs(catalog.db_url, catalog.tenant_id)) == 1
+    assert len(await tenant_deployments(catalog.tenant_id)) == 1

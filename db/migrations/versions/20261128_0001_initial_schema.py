@@ -177,6 +177,13 @@ def upgrade() -> None:
         batch_op.create_index(
             "ix_scheduled_jobs_tenant_status", ["tenant_id", "status"], unique=False
         )
+        batch_op.create_index(
+            "uq_scheduled_jobs_tenant_name_live",
+            ["tenant_id", "name"],
+            unique=True,
+            postgresql_where=sa.text("deleted_at IS NULL"),
+            sqlite_where=sa.text("deleted_at IS NULL"),
+        )
 
     op.create_table(
         "scheduled_job_runs",
@@ -447,6 +454,7 @@ def downgrade() -> None:
 
     op.drop_table("scheduled_job_runs")
     with op.batch_alter_table("scheduled_jobs", schema=None) as batch_op:
+        batch_op.drop_index("uq_scheduled_jobs_tenant_name_live")
         batch_op.drop_index("ix_scheduled_jobs_tenant_status")
         batch_op.drop_index("ix_scheduled_jobs_product")
         batch_op.drop_index("ix_scheduled_jobs_brand")
