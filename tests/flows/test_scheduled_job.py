@@ -169,10 +169,12 @@ async def test_missing_job_fails_clearly(tenant_id) -> None:
 
 
 async def test_consecutive_failures_pause_the_job_and_its_deployment(tenant_id, data_dir) -> None:
-    job = await job_with_templates(tenant_id, templates=2, template_count=1,
-                                   max_consecutive_failures=2, parameters=_params(1))
+    job = await job_with_templates(
+        tenant_id, templates=2, template_count=1, max_consecutive_failures=2, parameters=_params(1)
+    )
     deployment = await run_scheduled_job.ato_deployment(  # type: ignore[attr-defined]
-        name=f"pause-{tenant_id.hex[:8]}", parameters={"job_id": str(job.id)})
+        name=f"pause-{tenant_id.hex[:8]}", parameters={"job_id": str(job.id)}
+    )
     deployment_id = await deployment.aapply()
     async with session_scope() as s:
         row = await s.get(ScheduledJob, job.id)
@@ -181,8 +183,11 @@ async def test_consecutive_failures_pause_the_job_and_its_deployment(tenant_id, 
     for name in ("sample-01.png", "sample-02.png"):
         (data_dir / "storage" / "templates" / name).write_bytes(b"broken")
     for i in range(2):
-        state = await execute(await scheduled_run(
-            deployment_id, job.id, utcnow() - timedelta(seconds=10 + i), tags=["auto-scheduled"]))
+        state = await execute(
+            await scheduled_run(
+                deployment_id, job.id, utcnow() - timedelta(seconds=10 + i), tags=["auto-scheduled"]
+            )
+        )
         assert state.is_failed()
     async with session_scope() as s:
         stored = await s.get(ScheduledJob, job.id)
