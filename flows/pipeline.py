@@ -80,6 +80,8 @@ class PipelineResult(BaseModel):
     """The outcome of `make_ads`."""
 
     outcomes: list[AdRunOutcome]
+    #: Exports that failed, as "<channel>: <reason>" (never a secret).
+    export_failures: list[str] = Field(default_factory=list)
 
     @property
     def failed(self) -> list[AdRunOutcome]:
@@ -440,8 +442,9 @@ async def _make_ads(plan: RunPlan, stack: AsyncExitStack) -> PipelineResult:
         async with session_scope() as session:
             await release_claims(session, flow_run_id=plan.flow_run_id)
         raise
-    await export_outcomes(plan, outcomes)
-    return PipelineResult(outcomes=outcomes)
+    exported = await export_outcomes(plan, outcomes)
+    failures = [f"{d.channel}: {d.error}" for d in exported if getattr(d, "status", "") == "failed"]
+    return PipelineResult(outcomes=outcomes, export_failures=failures)
 
 
 async def _load_generator_with_limit(block_name: str | None, client: PrefectClient) -> AdGenerator:

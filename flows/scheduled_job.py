@@ -209,6 +209,10 @@ async def run_scheduled_job(job_id: uuid.UUID) -> JobRunSummary | State:
                 logs=summary_line
                 if not result.failed
                 else f"{summary_line}; {result.failure_message()}",
+                # The ads are made and kept; a failed export is the run's error to see.
+                error_message="export failed: " + "; ".join(result.export_failures)
+                if result.export_failures
+                else None,
             )
         ),
         publish_run_artifact(job.name, result),

@@ -304,7 +304,7 @@ class ExportSpec(BaseModel):
         if not url.startswith(SLACK_WEBHOOK_PREFIX) or len(url) <= len(SLACK_WEBHOOK_PREFIX):
             raise ValueError(
                 "not a Slack incoming webhook; allowed: a URL starting with "
-                f"{SLACK_WEBHOOK_PREFIX} (e.g. https://hooks.slack.com/services/T000/B000/XXXX)"
+                f"{SLACK_WEBHOOK_PREFIX} (e.g. https://hooks.slack.com/services/T000/B000/abcd1234)"
             )
         if any(c.isspace() for c in url) or not re.fullmatch(r"[\x21-\x7e]+", url):
             raise ValueError("the Slack webhook URL contains invalid characters")

@@ -22,7 +22,7 @@ from scheduler.spec import InvalidJobSpec
 from tests.scheduler.conftest import Catalog, recurring_spec, tenant_deployments, tenant_jobs
 from tests.support.factories import make_templates
 
-SLACK_URL = "https://hooks.slack.com/services/T000/B000/XXXX"
+SLACK_URL = "https://hooks.slack.com/services/T000/B000/abcd1234"
 
 
 def _bad_specs(catalog: Catalog, foreign_template: str) -> dict[str, tuple[dict[str, Any], str]]:
