@@ -1,4 +1,4 @@
-"""Exports through the real run_scheduled_job flow: posted per ad run; a dead webhook keeps the ads."""
+"""Exports through the real flow: one post per ad run; a dead webhook keeps the ads."""
 
 from __future__ import annotations
 
