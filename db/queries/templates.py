@@ -12,6 +12,9 @@ A claim is a `product_template_usage` row owned by one flow run (`claimed_by_flo
 - confirming records the use (`use_count + 1`, `used_at`, `ad_run_id`) and drops the claim;
 - releasing deletes a never-used claim (the template is unused again) or just drops the claim.
 
+On PostgreSQL a claim round is one `INSERT … SELECT … ON CONFLICT DO NOTHING RETURNING`
+statement (pick and take in one round trip); elsewhere it is a SELECT then an INSERT.
+
 The unused-template scan walks one tenant's catalog in storage-name order through the
 (tenant_id, storage_name) unique index and probes the (product_id, template_storage_name) unique
 index for each, stopping after `count` hits: its cost grows with how many of the first templates
@@ -23,6 +26,7 @@ from __future__ import annotations
 import uuid
 from collections.abc import Sequence
 from dataclasses import dataclass, field
+from datetime import datetime
 from typing import Literal
 
 import sqlalchemy as sa
@@ -31,7 +35,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from db.errors import NotFoundError, TemplatesExhaustedError
 from db.models import AdTemplate, Product, ProductTemplateUsage
-from db.types import utcnow
+from db.types import UTCDateTime, utcnow
 
 ExhaustedPolicy = Literal["recycle", "skip", "fail"]
 
@@ -121,46 +125,42 @@ async def claim_unused_templates(
     """
     if count < 1:
         raise ValueError(f"count must be at least 1, got {count}")
-    product = await get_product(session, tenant_id, product_id)
     now = utcnow()
+    postgres = session.get_bind().dialect.name == "postgresql"
+    # PostgreSQL: one INSERT … SELECT per round (the claim's hot path is one statement). The
+    # product's existence is only looked up when that comes back short: an empty result is
+    # either "no product" (an error) or "no unused template left" (the policy decides).
+    product = None if postgres else await get_product(session, tenant_id, product_id)
     claimed: list[str] = []
-    insert = _insert(session)
     for _ in range(MAX_CLAIM_ROUNDS):
         need = count - len(claimed)
         if need == 0:
             break
-        candidates = list(
-            (
-                await session.scalars(
-                    unused_templates_query(tenant_id, product_id, product.brand_id, need)
-                )
-            ).all()
-        )
-        if not candidates:
-            break
-        stmt = (
-            insert(ProductTemplateUsage)
-            .values(
-                [
-                    {
-                        "id": uuid.uuid4(),
-                        "product_id": product_id,
-                        "template_storage_name": name,
-                        "tenant_id": tenant_id,
-                        "used_at": None,
-                        "use_count": 0,
-                        "claimed_by_flow_run_id": flow_run_id,
-                        "claimed_at": now,
-                    }
-                    for name in candidates
-                ]
+        if postgres:
+            won = await _claim_round_postgres(
+                session,
+                tenant_id=tenant_id,
+                product_id=product_id,
+                flow_run_id=flow_run_id,
+                need=need,
+                now=now,
             )
-            .on_conflict_do_nothing(index_elements=["product_id", "template_storage_name"])
-            .returning(ProductTemplateUsage.template_storage_name)
-        )
-        won = set((await session.scalars(stmt)).all())
-        # Keep the scan's order: callers and tests see templates in catalog order.
-        claimed.extend(name for name in candidates if name in won)
+        else:
+            assert product is not None
+            won = await _claim_round(
+                session,
+                tenant_id=tenant_id,
+                product_id=product_id,
+                brand_id=product.brand_id,
+                flow_run_id=flow_run_id,
+                need=need,
+                now=now,
+            )
+        if won is None:
+            break
+        claimed.extend(won)
+    if product is None and len(claimed) < count:
+        product = await get_product(session, tenant_id, product_id)
     fresh = claimed
     if len(fresh) == count or when_exhausted == "skip":
         return ClaimResult(templates=fresh)
@@ -171,6 +171,7 @@ async def claim_unused_templates(
                 "is 'fail' (choose 'recycle' or 'skip', or add templates)"
             )
         return ClaimResult(templates=fresh)
+    assert product is not None
     recycled = await _claim_least_recently_used(
         session,
         product_id=product_id,
@@ -181,6 +182,113 @@ async def claim_unused_templates(
         now=now,
     )
     return ClaimResult(templates=fresh + recycled, recycled=recycled)
+
+
+_CLAIM_COLUMNS = [
+    "id",
+    "product_id",
+    "template_storage_name",
+    "tenant_id",
+    "used_at",
+    "use_count",
+    "claimed_by_flow_run_id",
+    "claimed_at",
+]
+
+
+async def _claim_round_postgres(
+    session: AsyncSession,
+    *,
+    tenant_id: uuid.UUID,
+    product_id: uuid.UUID,
+    flow_run_id: uuid.UUID,
+    need: int,
+    now: datetime,
+) -> list[str] | None:
+    """One round on PostgreSQL: pick and insert in one statement; None when nothing was left."""
+    product = Product
+    used = sa.exists().where(
+        ProductTemplateUsage.product_id == product_id,
+        ProductTemplateUsage.template_storage_name == AdTemplate.storage_name,
+    )
+    pick = (
+        sa.select(
+            sa.func.gen_random_uuid(),
+            product.id,
+            AdTemplate.storage_name,
+            AdTemplate.tenant_id,
+            sa.null(),
+            sa.literal(0),
+            sa.literal(flow_run_id, sa.Uuid()),
+            sa.literal(now, UTCDateTime()),
+        )
+        .select_from(AdTemplate)
+        .join(product, sa.and_(product.id == product_id, product.tenant_id == tenant_id))
+        .where(
+            AdTemplate.tenant_id == tenant_id,
+            AdTemplate.active.is_(True),
+            AdTemplate.source == "library",
+            sa.or_(AdTemplate.brand_id.is_(None), AdTemplate.brand_id == product.brand_id),
+            ~used,
+        )
+        .order_by(AdTemplate.storage_name)
+        .limit(need)
+    )
+    stmt = (
+        postgresql.insert(ProductTemplateUsage)
+        .from_select(_CLAIM_COLUMNS, pick)
+        .on_conflict_do_nothing(index_elements=["product_id", "template_storage_name"])
+        .returning(ProductTemplateUsage.template_storage_name)
+    )
+    won = sorted((await session.scalars(stmt)).all())
+    if won:
+        return won
+    # Nothing inserted: no such product (NotFoundError), nothing left (None), or every pick
+    # lost a race to a concurrent claimer ([]: go another round).
+    owner = await get_product(session, tenant_id, product_id)
+    left = await session.scalar(unused_templates_query(tenant_id, product_id, owner.brand_id, 1))
+    return [] if left is not None else None
+
+
+async def _claim_round(
+    session: AsyncSession,
+    *,
+    tenant_id: uuid.UUID,
+    product_id: uuid.UUID,
+    brand_id: uuid.UUID | None,
+    flow_run_id: uuid.UUID,
+    need: int,
+    now: datetime,
+) -> list[str] | None:
+    """One round elsewhere (SQLite): pick, then insert; None when nothing was left."""
+    candidates = list(
+        (await session.scalars(unused_templates_query(tenant_id, product_id, brand_id, need))).all()
+    )
+    if not candidates:
+        return None
+    stmt = (
+        _insert(session)(ProductTemplateUsage)
+        .values(
+            [
+                {
+                    "id": uuid.uuid4(),
+                    "product_id": product_id,
+                    "template_storage_name": name,
+                    "tenant_id": tenant_id,
+                    "used_at": None,
+                    "use_count": 0,
+                    "claimed_by_flow_run_id": flow_run_id,
+                    "claimed_at": now,
+                }
+                for name in candidates
+            ]
+        )
+        .on_conflict_do_nothing(index_elements=["product_id", "template_storage_name"])
+        .returning(ProductTemplateUsage.template_storage_name)
+    )
+    won = set((await session.scalars(stmt)).all())
+    # Keep the scan's order: callers and tests see templates in catalog order.
+    return [name for name in candidates if name in won]
 
 
 async def _claim_least_recently_used(
