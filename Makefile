@@ -8,10 +8,12 @@ STAMP := $(VENV)/.installed-stamp
 
 .PHONY: setup run test lint lock clean
 
-$(STAMP): pyproject.toml requirements.lock
+# requirements.lock pins the runtime (what the Docker image installs); requirements-dev.lock
+# pins the same runtime plus the test and lint tools (what make installs here).
+$(STAMP): pyproject.toml requirements-dev.lock
 	test -x $(PY) || python3 -m venv $(VENV)
 	$(PY) -m pip install --quiet --disable-pip-version-check uv==0.13.9
-	$(UV) pip sync --python $(PY) requirements.lock
+	$(UV) pip sync --python $(PY) requirements-dev.lock
 	$(UV) pip install --python $(PY) --no-deps -e .
 	touch $(STAMP)
 
@@ -30,7 +32,9 @@ lint: setup
 
 # Re-pin every dependency (with hashes) after editing pyproject.toml.
 lock: setup
-	$(UV) pip compile pyproject.toml --extra dev --python-version 3.11 --generate-hashes -o requirements.lock
+	$(UV) pip compile pyproject.toml --python-version 3.11 --generate-hashes -o requirements.lock
+	$(UV) pip compile pyproject.toml --extra dev --python-version 3.11 --generate-hashes \
+		-o requirements-dev.lock
 
 clean:
 	rm -rf $(VENV) data .pytest_cache .mypy_cache .ruff_cache
