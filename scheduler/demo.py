@@ -91,7 +91,7 @@ async def _ensure_pool() -> None:
 
 async def _demo() -> None:
     from blocks.storage import default_storage
-    from db.models import AdRun, GeneratedAd, ScheduledJob, ScheduledJobRun
+    from db.models import AdRun, GeneratedAd
     from db.session import dispose_engines, session_scope
     from flows.sample_data import seed_sample_data
     from scheduler.sdk import AdScheduler
@@ -121,19 +121,11 @@ async def _demo() -> None:
     )
     deadline = time.monotonic() + DEMO_TIMEOUT_S
     last = ""
+    # The SDK is how people read a job and its history (database reads: no Prefect client).
+    reader = AdScheduler(DEMO_TENANT)
     while True:
-        async with session_scope() as session:
-            row = await session.get(ScheduledJob, job.id, populate_existing=True)
-            runs = list(
-                (
-                    await session.scalars(
-                        sa.select(ScheduledJobRun)
-                        .where(ScheduledJobRun.scheduled_job_id == job.id)
-                        .order_by(ScheduledJobRun.created_at)
-                    )
-                ).all()
-            )
-        assert row is not None
+        row = await reader.get(job.id)
+        runs = list(reversed(await reader.runs(job.id)))
         status = ", ".join(f"{r.status}" for r in runs) or "waiting for the first minute"
         line = f"job {row.status}: runs {row.runs_completed}/{row.max_runs} done ({status})"
         if line != last:
@@ -149,16 +141,8 @@ async def _demo() -> None:
 
     console.print("[bold]6/6[/] run history")
     table = Table("flow run", "trigger", "status", "templates", "error")
+    runs = list(reversed(await reader.runs(job.id)))
     async with session_scope() as session:
-        runs = list(
-            (
-                await session.scalars(
-                    sa.select(ScheduledJobRun)
-                    .where(ScheduledJobRun.scheduled_job_id == job.id)
-                    .order_by(ScheduledJobRun.created_at)
-                )
-            ).all()
-        )
         ads_made = (
             await session.execute(
                 sa.select(AdRun.template_storage_name, GeneratedAd.storage_path)
