@@ -72,6 +72,24 @@ class AdStorage(Block):
         """Write a file; returns the path the filesystem stored it under."""
         return await self.filesystem.awrite_path(path, data)
 
+    async def delete_file(self, path: str) -> None:
+        """Delete a stored file (used to clean up ads whose rows were never written).
+
+        A file that is already gone is not an error.
+        """
+        await asyncio.to_thread(self._delete, path)
+
+    def _delete(self, path: str) -> None:
+        local = self.local_path(path)
+        if local is not None:
+            local.unlink(missing_ok=True)
+            return
+        assert isinstance(self.filesystem, RemoteFileSystem)
+        try:
+            self.filesystem.filesystem.rm(f"{self.filesystem.basepath.rstrip('/')}/{path}")
+        except FileNotFoundError:
+            pass
+
     def local_path(self, path: str) -> Path | None:
         """The file's path on this machine, for local storage; None for remote storage."""
         if isinstance(self.filesystem, LocalFileSystem):

@@ -115,6 +115,10 @@ class AdTemplate(TimestampMixin, Base):
     brand_id: Mapped[uuid.UUID | None] = mapped_column(sa.ForeignKey("brands.id"), index=True)
     name: Mapped[str] = mapped_column(sa.Text, default="")
     active: Mapped[bool] = mapped_column(default=True, server_default=sa.true())
+    #: Why an inactive template is out of rotation: its file vanished from storage, or a run set
+    #: it aside after it failed for a reason of its own (added, revision 0003). `templates sync`
+    #: (file present again) or `templates enable` puts it back and clears this.
+    inactive_reason: Mapped[str | None] = mapped_column(sa.Text)
     width: Mapped[int] = mapped_column(default=1080)
     height: Mapped[int] = mapped_column(default=1080)
     tags: Mapped[list[str]] = mapped_column(sa.JSON, default=list)

@@ -18,6 +18,7 @@ from prefect.client.schemas.objects import FlowRun, State, StateType
 
 from db.queries.job_runs import JobRunEvent, RunStatus, derive_job_state, upsert_job_run
 from db.session import session_scope
+from flows.run_recovery import settle_run_work
 
 logger = logging.getLogger("ad_scheduler.history")
 
@@ -107,9 +108,19 @@ async def mirror_flow_run(flow_run: FlowRun, state: State | None = None) -> bool
 
             job = await session.get(ScheduledJob, event.scheduled_job_id)
             row.tenant_id = job.tenant_id if job else None
-        derived = await derive_job_state(session, event.scheduled_job_id)
+    # The row is committed on its own: nothing the job's derivation does can roll it back.
+    return await rederive_job(event.scheduled_job_id)
+
+
+async def rederive_job(job_id: uuid.UUID) -> bool:
+    """Re-derive one job's counters and status (own transaction); apply a change to Prefect.
+
+    Returns True when the job's status changed (completed or paused) as a result.
+    """
+    async with session_scope() as session:
+        derived = await derive_job_state(session, job_id)
     if derived.status_changed_to:
-        await apply_job_status(event.scheduled_job_id)
+        await apply_job_status(job_id)
         return True
     return False
 
@@ -152,6 +163,18 @@ async def _hook(flow: Any, flow_run: FlowRun, state: State) -> None:
             flow_run.id,
             type(exc).__name__,
         )
+    if state.type in (StateType.FAILED, StateType.CRASHED, StateType.CANCELLED):
+        # The run is over: whatever it left pending or claimed is settled now (after a SIGKILL
+        # this hook runs in a fresh process the worker starts; the run itself never got to).
+        reason = f"the run ended {state.name}" + (f": {state.message}" if state.message else "")
+        try:
+            await settle_run_work(flow_run.id, reason[:1000])
+        except Exception as exc:
+            logger.error(
+                "could not settle the work of flow run %s (%s); the reconciler will",
+                flow_run.id,
+                type(exc).__name__,
+            )
 
 
 # Prefect calls worker-side hooks with keyword arguments: the names must be exactly these.

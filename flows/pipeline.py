@@ -5,17 +5,29 @@ concurrently with an explicit bound (`template_concurrency`); every provider cal
 of the generator's provider limit, shared by every run on every worker (see `flows/limits.py`).
 A template whose generation fails is released (it stays unused); the others finish, and their ads
 and usage are recorded whatever happens to the export afterwards.
+
+A template that fails for a reason of its own (its file is missing or is not a readable image,
+or the provider permanently rejected the request: `RejectedRequestError`) is *set aside*: made
+inactive in the catalog with the reason, so no later run claims it first again, and, when the
+run's templates were claimed in `unused` mode, a replacement is claimed so the run still makes
+`template_count` ad runs when the catalog has them. Transient failures only release the claim.
+
+Whatever stops a run early (an exception anywhere, even before the first template), its
+unfinished ad runs are failed with the reason and its claims released before it re-raises
+(`flows/run_recovery.py`), and ad files written without their rows are deleted.
 """
 
 from __future__ import annotations
 
 import asyncio
+import io
 import uuid
 from contextlib import AsyncExitStack
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, cast
 
 import sqlalchemy as sa
+from PIL import Image
 from prefect import get_run_logger, task
 from prefect.artifacts import acreate_progress_artifact, aupdate_progress_artifact
 from prefect.blocks.core import Block
@@ -23,15 +35,28 @@ from prefect.cache_policies import NO_CACHE
 from prefect.client.orchestration import PrefectClient, get_client
 from pydantic import BaseModel, ConfigDict, Field
 
-from blocks.generators.base import AdGenerator, AdRequest, GenerationError, ProductBrief
+from blocks.generators.base import (
+    AdGenerator,
+    AdRequest,
+    GenerationError,
+    ProductBrief,
+    RejectedRequestError,
+)
 from blocks.generators.local import LocalAdRenderer
 from blocks.generators.retrying import generate_with_retries
 from blocks.storage import AdStorage
+from db.errors import TemplatesExhaustedError
 from db.models import AdRun, AdTemplate, Brand, GeneratedAd, Product
-from db.queries.templates import confirm_template_use, release_claims
+from db.queries.templates import (
+    claim_unused_templates,
+    confirm_template_use,
+    release_claims,
+    set_template_aside,
+)
 from db.session import session_scope
 from db.types import utcnow
 from flows.limits import ProviderSlots, ensure_provider_limit
+from flows.run_recovery import describe_failure, settle_run_work
 from scheduler.params import AdParameters, ExportSettings
 
 #: Generator block types a bare block name is looked up in, in this order.
@@ -58,6 +83,10 @@ class AdRunOutcome(BaseModel):
     ok: bool
     ads: list[AdSummary] = Field(default_factory=list)
     error: str | None = None
+    #: Set when the template failed for a reason of its own and was taken out of rotation.
+    set_aside: str | None = None
+    #: The template this one replaced (after that one was set aside), if any.
+    replaces: str | None = None
 
 
 class RunPlan(BaseModel):
@@ -74,6 +103,9 @@ class RunPlan(BaseModel):
     job_id: uuid.UUID | None = None
     job_run_id: uuid.UUID | None = None
     concurrency: int = Field(default=4, ge=1)
+    #: For templates claimed in `unused` mode: claim an unused replacement for each template
+    #: set aside (never for `specific` templates, which a person named).
+    replace_set_aside: bool = False
 
 
 class PipelineResult(BaseModel):
@@ -87,6 +119,23 @@ class PipelineResult(BaseModel):
     def failed(self) -> list[AdRunOutcome]:
         """Ad runs that did not produce their ads."""
         return [o for o in self.outcomes if not o.ok]
+
+    @property
+    def succeeded(self) -> list[AdRunOutcome]:
+        """Ad runs that produced their ads."""
+        return [o for o in self.outcomes if o.ok]
+
+    @property
+    def set_aside(self) -> list[AdRunOutcome]:
+        """Templates this run took out of rotation (with why)."""
+        return [o for o in self.outcomes if o.set_aside]
+
+    def set_aside_message(self) -> str:
+        """A sentence naming the templates set aside and why ("" when none)."""
+        if not self.set_aside:
+            return ""
+        parts = [f"{o.template} ({o.set_aside})" for o in self.set_aside]
+        return "set aside (re-enable with `ad-scheduler templates enable`): " + "; ".join(parts)
 
     @property
     def ad_run_ids(self) -> list[uuid.UUID]:
@@ -161,6 +210,28 @@ class RunResources:
     #: the next template's storage and database work overlaps the current generations while
     #: memory stays bounded.
     open_runs: asyncio.Semaphore
+    #: Templates generated so far in this run, and provider rejections set aside so far.
+    successes: int = 0
+    rejections_set_aside: int = 0
+
+    def note_success(self) -> None:
+        """Record that a template of this run was generated."""
+        self.successes += 1
+
+    def may_set_aside(self, exc: BaseException) -> bool:
+        """Whether a template-specific failure may take its template out of rotation.
+
+        A missing or unreadable file always does. A provider rejection can also come from the
+        request's settings or the product image, which every template shares: the first one is
+        set aside, further ones only while some template of this run did succeed — so one bad
+        setting never empties the catalog.
+        """
+        if not isinstance(exc, RejectedRequestError):
+            return True
+        if self.rejections_set_aside and not self.successes:
+            return False
+        self.rejections_set_aside += 1
+        return True
 
 
 class AdRunTicket(BaseModel):
@@ -226,16 +297,51 @@ async def generate_ad_run(
         return await _generate(plan, ticket, resources)
 
 
+class TemplateFault(Exception):
+    """The template itself cannot be used (missing or unreadable file): set it aside."""
+
+
+async def read_template(storage: AdStorage, template: str) -> bytes:
+    """The template's bytes, checked to be a readable image.
+
+    Raises:
+        TemplateFault: The file is missing from storage or is not a readable image.
+    """
+    try:
+        data = await storage.read(storage.template_path(template))
+    except (FileNotFoundError, ValueError) as exc:
+        # LocalFileSystem says "Path … does not exist." with a ValueError; fsspec raises
+        # FileNotFoundError.
+        raise TemplateFault("its file is missing from template storage") from exc
+    try:
+        with Image.open(io.BytesIO(data)) as image:
+            image.verify()
+    except Exception as exc:  # Pillow raises several types for bad images
+        raise TemplateFault(f"its file is not a readable image ({type(exc).__name__})") from exc
+    return data
+
+
+def template_fault(exc: BaseException) -> str | None:
+    """Why a failure is the template's own (set it aside), or None (transient: release)."""
+    if isinstance(exc, TemplateFault):
+        return str(exc)
+    if isinstance(exc, RejectedRequestError):
+        return f"the provider rejected it: {exc}"[:500]
+    return None
+
+
 async def _generate(plan: RunPlan, ticket: AdRunTicket, res: RunResources) -> AdRunOutcome:
     logger = get_run_logger()
     storage, template = res.storage, ticket.template
     started_at = utcnow()
     ads: list[AdSummary] = []
     rows: list[GeneratedAd] = []
+    written: list[str] = []
     error: str | None = None
+    fault: str | None = None
     attempted = 0
     try:
-        template_image = await storage.read(storage.template_path(template))
+        template_image = await read_template(storage, template)
         product_images: dict[str, bytes] = {}
         for index in range(plan.ad.variations):
             path = _product_image_path(plan.ad, res.image_paths, index)
@@ -260,6 +366,7 @@ async def _generate(plan: RunPlan, ticket: AdRunTicket, res: RunResources) -> Ad
                 res.slots.done()
                 attempted += 1
             stored_at = storage.ad_path(plan.tenant_id, ticket.ad_run_id, index, image.extension)
+            written.append(stored_at)
             await storage.write(stored_at, image.data)
             rows.append(
                 GeneratedAd(
@@ -281,42 +388,75 @@ async def _generate(plan: RunPlan, ticket: AdRunTicket, res: RunResources) -> Ad
                     url=storage.public_url(stored_at),
                 )
             )
-    except (GenerationError, FileNotFoundError, OSError, ValueError) as exc:
+    except (TemplateFault, GenerationError, FileNotFoundError, OSError, ValueError) as exc:
         res.slots.done(plan.ad.variations - attempted)  # the variations this run will not try
         error = str(exc) or type(exc).__name__
+        fault = template_fault(exc)
+        if fault and not res.may_set_aside(exc):
+            fault = None  # every template is being rejected: blame the request, not them
         logger.warning("template %s failed: %s", template, error)
+    except BaseException:
+        # Cancelled or a bug: the rows below will never be written, so neither may the files.
+        await _delete_quietly(storage, written)
+        raise
     # One transaction records the ads stored so far (even when a later variation failed), the
     # ad run's outcome and the template's usage: a generated template is confirmed as used with
-    # its ad run, a failed one has its claim released and stays unused.
-    async with session_scope() as session:
-        session.add_all(rows)
-        await session.execute(
-            sa.update(AdRun)
-            .where(AdRun.id == ticket.ad_run_id)
-            .values(
-                status="failed" if error else "completed",
-                error_message=error,
-                started_at=started_at,
-                completed_at=utcnow(),
+    # its ad run, a failed one has its claim released and stays unused (and one that failed for
+    # a reason of its own is set aside, so no later run claims it first again).
+    try:
+        async with session_scope() as session:
+            session.add_all(rows)
+            await session.execute(
+                sa.update(AdRun)
+                .where(AdRun.id == ticket.ad_run_id)
+                .values(
+                    status="failed" if error else "completed",
+                    error_message=f"{error} — template set aside" if fault else error,
+                    started_at=started_at,
+                    completed_at=utcnow(),
+                )
             )
-        )
-        if error:
-            await release_claims(session, flow_run_id=plan.flow_run_id, templates=[template])
-        else:
-            await confirm_template_use(
-                session,
-                tenant_id=plan.tenant_id,
-                product_id=plan.product_id,
-                template=template,
-                ad_run_id=ticket.ad_run_id,
-                flow_run_id=plan.flow_run_id,
-            )
+            if error:
+                await release_claims(session, flow_run_id=plan.flow_run_id, templates=[template])
+                if fault:
+                    await set_template_aside(
+                        session, tenant_id=plan.tenant_id, template=template, reason=fault
+                    )
+            else:
+                await confirm_template_use(
+                    session,
+                    tenant_id=plan.tenant_id,
+                    product_id=plan.product_id,
+                    template=template,
+                    ad_run_id=ticket.ad_run_id,
+                    flow_run_id=plan.flow_run_id,
+                )
+    except BaseException:
+        # The rows were not written: the files must not stay in storage without them.
+        await _delete_quietly(storage, written)
+        raise
     if error:
+        if fault:
+            logger.warning("template %s set aside: %s", template, fault)
         return AdRunOutcome(
-            ad_run_id=ticket.ad_run_id, template=template, ok=False, ads=ads, error=error
+            ad_run_id=ticket.ad_run_id,
+            template=template,
+            ok=False,
+            ads=ads,
+            error=error,
+            set_aside=fault,
         )
+    res.note_success()
     logger.info("template %s: %d ads", template, len(ads))
     return AdRunOutcome(ad_run_id=ticket.ad_run_id, template=template, ok=True, ads=ads)
+
+
+async def _delete_quietly(storage: AdStorage, paths: list[str]) -> None:
+    for path in paths:
+        try:
+            await storage.delete_file(path)
+        except Exception as exc:  # the reconciler's sweep gets what this could not
+            get_run_logger().warning("could not delete %s: %s", path, type(exc).__name__)
 
 
 class ProgressReporter:
@@ -386,24 +526,41 @@ async def export_outcomes(plan: RunPlan, outcomes: list[AdRunOutcome]) -> list[A
 
 
 async def make_ads(plan: RunPlan) -> PipelineResult:
-    """Generate, record and export the ads of one run (the core both flows share)."""
-    async with AsyncExitStack() as stack:
-        return await _make_ads(plan, stack)
+    """Generate, record and export the ads of one run (the core both flows share).
+
+    Whatever it raises, the run's unfinished ad runs are failed with the reason and its claims
+    released first (nothing stays pending or claimed behind an exception).
+    """
+    try:
+        async with AsyncExitStack() as stack:
+            return await _make_ads(plan, stack)
+    except BaseException as exc:
+        await asyncio.shield(settle_run_work(plan.flow_run_id, describe_failure(exc)))
+        raise
 
 
 async def _make_ads(plan: RunPlan, stack: AsyncExitStack) -> PipelineResult:
     logger = get_run_logger()
     total = len(plan.templates)
-    # Nothing below depends on anything else: load it all at once.
-    progress = ProgressReporter(total)
     # One API client for the limits and every provider call of this run.
     client = await stack.enter_async_context(get_client())
-    generator, storage, (brief, product), tickets = await asyncio.gather(
+    # Nothing below depends on anything else: load it all at once. Every part is awaited even
+    # when one fails, so no ad run is created after the failure has been cleaned up.
+    loaded = await asyncio.gather(
         _load_generator_with_limit(plan.ad.generator_block, client),
         _load_storage(),
         load_brief(plan.tenant_id, plan.product_id),
         create_ad_runs(plan),
+        return_exceptions=True,
     )
+    for part in loaded:
+        if isinstance(part, BaseException):
+            raise part
+    generator, storage, (brief, product), tickets = cast(
+        tuple[AdGenerator, AdStorage, tuple[ProductBrief, Product], list[AdRunTicket]],
+        tuple(loaded),
+    )
+    progress = ProgressReporter(total)
     slots = await stack.enter_async_context(
         ProviderSlots(generator, client, requests=total * plan.ad.variations)
     )
@@ -419,13 +576,25 @@ async def _make_ads(plan: RunPlan, stack: AsyncExitStack) -> PipelineResult:
         open_runs=asyncio.Semaphore(2 * plan.concurrency),
     )
     finished = 0
+    # Replacements for templates set aside: at most one per planned template.
+    replacements_left = total if plan.replace_set_aside else 0
 
-    async def one(ticket: AdRunTicket) -> AdRunOutcome:
-        nonlocal finished
+    async def one(ticket: AdRunTicket, replaces: str | None = None) -> list[AdRunOutcome]:
+        nonlocal finished, replacements_left
         outcome = await generate_ad_run(plan, ticket, resources)
+        outcome.replaces = replaces
         finished += 1
         progress.update(finished)
-        return outcome
+        if not outcome.set_aside or replacements_left <= 0:
+            return [outcome]
+        replacements_left -= 1
+        replacement = await _claim_replacement(plan)
+        if replacement is None:
+            return [outcome]
+        logger.info("template %s replaces %s (set aside)", replacement.template, ticket.template)
+        # The replacement's requests are new work for the provider slots (a negative "done").
+        resources.slots.done(-plan.ad.variations)
+        return [outcome, *await one(replacement, replaces=ticket.template)]
 
     logger.info(
         "generating %d templates, %d variations each, %d at a time",
@@ -434,17 +603,39 @@ async def _make_ads(plan: RunPlan, stack: AsyncExitStack) -> PipelineResult:
         plan.concurrency,
     )
     try:
-        outcomes = list(await asyncio.gather(*[one(t) for t in tickets]))
+        batches = await asyncio.gather(*[one(t) for t in tickets])
+        outcomes = [o for batch in batches for o in batch]
         await progress.close()
     except BaseException:
         progress.cancel()
-        # Anything unexpected (cancellation, a bug): do not keep templates claimed.
-        async with session_scope() as session:
-            await release_claims(session, flow_run_id=plan.flow_run_id)
         raise
     exported = await export_outcomes(plan, outcomes)
     failures = [f"{d.channel}: {d.error}" for d in exported if getattr(d, "status", "") == "failed"]
     return PipelineResult(outcomes=outcomes, export_failures=failures)
+
+
+async def _claim_replacement(plan: RunPlan) -> AdRunTicket | None:
+    """Claim one more unused template for the run and create its ad run; None when none left.
+
+    Only never-used templates replace (whatever the job's exhausted policy): recycling could
+    hand back a template this very run already used.
+    """
+    try:
+        async with session_scope() as session:
+            claim = await claim_unused_templates(
+                session,
+                tenant_id=plan.tenant_id,
+                product_id=plan.product_id,
+                flow_run_id=plan.flow_run_id,
+                count=1,
+                when_exhausted="skip",
+            )
+    except TemplatesExhaustedError:
+        return None
+    if not claim.templates:
+        return None
+    tickets = await create_ad_runs(plan.model_copy(update={"templates": claim.templates}))
+    return tickets[0]
 
 
 async def _load_generator_with_limit(block_name: str | None, client: PrefectClient) -> AdGenerator:

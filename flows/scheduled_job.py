@@ -30,7 +30,8 @@ from db.session import session_scope
 from db.types import utcnow
 from flows.artifacts import publish_run_artifact
 from flows.history import SKIPPED_STATE_NAME, on_state_change, run_trigger, scheduled_time
-from flows.pipeline import RunPlan, make_ads, rename_flow_run
+from flows.pipeline import PipelineResult, RunPlan, make_ads, rename_flow_run
+from flows.run_recovery import describe_failure, settle_run_work
 from scheduler.params import JobParameters
 
 
@@ -149,13 +150,27 @@ async def run_scheduled_job(job_id: uuid.UUID) -> JobRunSummary | State:
         await asyncio.sleep(delay)
 
     try:
+        return await _claim_and_make_ads(job, params, flow_run.id, job_run_id)
+    except BaseException as exc:
+        # Whatever stopped the run (a block that does not load, a database outage, a
+        # cancellation): nothing of it stays pending or claimed. The hooks and the reconciler
+        # do the same for the ends this line never sees (a killed process).
+        await asyncio.shield(settle_run_work(flow_run.id, describe_failure(exc)))
+        raise
+
+
+async def _claim_and_make_ads(
+    job: ScheduledJob, params: JobParameters, flow_run_id: uuid.UUID, job_run_id: uuid.UUID
+) -> JobRunSummary | State:
+    logger = get_run_logger()
+    try:
         async with session_scope() as session:
             if job.template_mode == "unused":
                 claim = await claim_unused_templates(
                     session,
                     tenant_id=job.tenant_id,  # type: ignore[arg-type]
                     product_id=job.product_id,
-                    flow_run_id=flow_run.id,
+                    flow_run_id=flow_run_id,
                     count=job.template_count or 1,
                     when_exhausted=job.exhausted_policy,  # type: ignore[arg-type]
                 )
@@ -172,7 +187,7 @@ async def run_scheduled_job(job_id: uuid.UUID) -> JobRunSummary | State:
     if not templates:
         return await _skip(
             job,
-            flow_run.id,
+            flow_run_id,
             "no_templates",
             "no unused template is left for this product and the job's policy is 'skip'",
         )
@@ -181,50 +196,70 @@ async def run_scheduled_job(job_id: uuid.UUID) -> JobRunSummary | State:
     plan = RunPlan(
         tenant_id=job.tenant_id,
         product_id=job.product_id,
-        flow_run_id=flow_run.id,
+        flow_run_id=flow_run_id,
         templates=templates,
         ad=params.ad,
         export=params.export,
         job_id=job.id,
         job_run_id=job_run_id,
         concurrency=params.template_concurrency,
+        # A template set aside in `unused` mode is replaced by another unused one.
+        replace_set_aside=job.template_mode == "unused",
     )
     beat = asyncio.create_task(_heartbeat(job_run_id))
     try:
         result = await make_ads(plan)
     finally:
         beat.cancel()
-    ads = sum(len(o.ads) for o in result.outcomes)
-    summary_line = (
-        f"{ads} ads from {len(templates) - len(result.failed)}/{len(templates)} templates"
-    )
+    return await _finish(job, flow_run_id, result)
+
+
+async def _finish(
+    job: ScheduledJob, flow_run_id: uuid.UUID, result: PipelineResult
+) -> JobRunSummary | State:
+    """Record the run's summary and decide its final state.
+
+    A run that made ads from at least one template is Completed (it counts toward `max_runs`
+    and ends a failure streak), its failed templates named in the row's `error_message`; a run
+    that made no ads at all is Failed (it counts toward the automatic pause). Templates set
+    aside are named in the run's note (`logs`) either way.
+    """
+    ads = sum(len(o.ads) for o in result.outcomes if o.ok)
+    made, planned = len(result.succeeded), len(result.outcomes)
+    summary_line = f"{ads} ads from {made}/{planned} templates"
+    notes = [summary_line]
+    if result.failed:
+        notes.append(result.failure_message())
+    if result.set_aside:
+        notes.append(result.set_aside_message())
+    errors = []
+    if result.failed and result.succeeded:
+        errors.append(result.failure_message())
+    if result.export_failures:
+        # The ads are made and kept; a failed export is the run's error to see.
+        errors.append("export failed: " + "; ".join(result.export_failures))
     await asyncio.gather(
         _record(
             JobRunEvent(
-                flow_run_id=flow_run.id,
+                flow_run_id=flow_run_id,
                 scheduled_job_id=job.id,
                 status="running",
                 ad_run_ids=result.ad_run_ids,
-                templates_used=[o.template for o in result.outcomes if o.ok],
-                logs=summary_line
-                if not result.failed
-                else f"{summary_line}; {result.failure_message()}",
-                # The ads are made and kept; a failed export is the run's error to see.
-                error_message="export failed: " + "; ".join(result.export_failures)
-                if result.export_failures
-                else None,
+                templates_used=[o.template for o in result.succeeded],
+                logs="; ".join(notes),
+                error_message="; ".join(errors)[:10_000] if errors else None,
             )
         ),
         publish_run_artifact(job.name, result),
     )
-    if result.failed:
-        return Failed(message=result.failure_message())
+    if not result.succeeded:
+        return Failed(message="; ".join(notes[1:]) or "no template produced ads")
     return JobRunSummary(
         job_id=job.id,
-        templates=templates,
+        templates=[o.template for o in result.outcomes],
         ad_run_ids=result.ad_run_ids,
         ads=ads,
-        failed_templates=[],
+        failed_templates=[o.template for o in result.failed],
     )
 
 

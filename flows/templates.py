@@ -33,6 +33,9 @@ async def sync_template_catalog(
 ) -> SyncReport:
     """Add stored templates missing from the catalog; deactivate catalogued ones that vanished.
 
+    A template a run set aside (missing or unreadable file, rejected by the provider) whose file
+    is in storage is re-enabled: a sync is how a person says "the files are fixed".
+
     Only library templates are managed here; uploaded (per-job) templates are left alone.
     """
     storage = storage or await load_storage()
@@ -79,10 +82,13 @@ async def sync_template_catalog(
             added.append(name)
         for name, row in rows.items():
             if name in stored and not row.active:
+                # Back in storage (or fixed after a run set it aside): in rotation again.
                 row.active = True
+                row.inactive_reason = None
                 reactivated.append(name)
             elif name not in stored and row.active:
                 row.active = False
+                row.inactive_reason = "its file is no longer in template storage"
                 deactivated.append(name)
     unchanged = len(stored) - len(added) - len(reactivated)
     return SyncReport(

@@ -89,6 +89,16 @@ class GenerationError(Exception):
         self.retry_after = retry_after
 
 
+class RejectedRequestError(GenerationError):
+    """The provider permanently refused this request's content (a 4xx other than credentials,
+    a missing model/URL or a rate limit): the same template fails the same way every time, so a
+    run sets the template aside instead of retrying it (`flows/pipeline.py`).
+    """
+
+    def __init__(self, message: str) -> None:
+        super().__init__(message, retryable=False)
+
+
 class AdGenerator(Block, abc.ABC):
     """Base class of generator blocks.
 

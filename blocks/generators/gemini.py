@@ -38,7 +38,13 @@ from typing import Any, Literal, get_args
 import httpx
 from pydantic import Field, SecretStr
 
-from blocks.generators.base import AdGenerator, AdImage, AdRequest, GenerationError
+from blocks.generators.base import (
+    AdGenerator,
+    AdImage,
+    AdRequest,
+    GenerationError,
+    RejectedRequestError,
+)
 from blocks.generators.content import pick_headline, pick_palette
 from blocks.generators.provider_http import (
     RETRYABLE_STATUSES,
@@ -340,6 +346,8 @@ class GeminiImageGenerator(AdGenerator):
             )
         elif status == 413:
             fix = "the request is too large: use smaller template or product images"
+            return RejectedRequestError(f"{PROVIDER} {label}: {fix}. Gemini said: {message}")
         else:
             fix = "the request was rejected: check the block's aspect_ratio and the input images"
+            return RejectedRequestError(f"{PROVIDER} {label}: {fix}. Gemini said: {message}")
         return GenerationError(f"{PROVIDER} {label}: {fix}. Gemini said: {message}")

@@ -69,7 +69,13 @@ from urllib.parse import urljoin, urlsplit
 import httpx
 from pydantic import Field, SecretStr
 
-from blocks.generators.base import AdGenerator, AdImage, AdRequest, GenerationError
+from blocks.generators.base import (
+    AdGenerator,
+    AdImage,
+    AdRequest,
+    GenerationError,
+    RejectedRequestError,
+)
 from blocks.generators.content import pick_headline, pick_palette
 from blocks.generators.provider_http import (
     RETRYABLE_STATUSES,
@@ -309,7 +315,11 @@ class HttpAdGenerator(AdGenerator):
         elif retryable:
             fix = "temporarily unavailable"
         else:
-            fix = "the service refused this request"
+            # A permanent refusal of this request's content: the template is set aside.
+            return RejectedRequestError(
+                f"{PROVIDER} {what} failed with HTTP {status}: the service refused this "
+                f"request. It said: {message}"
+            )
         return GenerationError(
             f"{PROVIDER} {what} failed with HTTP {status}: {fix}. It said: {message}",
             retryable=retryable,

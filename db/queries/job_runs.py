@@ -153,6 +153,8 @@ class JobState:
     Attributes:
         status_changed_to: "completed" or "paused" when this derivation changed the status.
         deactivate_schedule: True when the Prefect schedule must be switched off.
+        schedule_problem: Why `next_run_at` could not be computed (a cron or time zone that
+            Prefect rejects), else None.
     """
 
     runs_completed: int
@@ -162,6 +164,7 @@ class JobState:
     status: str
     status_changed_to: str | None
     deactivate_schedule: bool
+    schedule_problem: str | None = None
 
 
 async def next_fire_time(cron: str, timezone: str, after: datetime) -> datetime | None:
@@ -242,9 +245,18 @@ async def derive_job_state(
         status = job.status = changed_to
 
     next_run_at: datetime | None = None
+    schedule_problem: str | None = None
     if status == "active" and job.deleted_at is None:
         if job.schedule_type == "recurring" and job.cron_expression:
-            next_run_at = await next_fire_time(job.cron_expression, job.timezone, now)
+            try:
+                next_run_at = await next_fire_time(job.cron_expression, job.timezone, now)
+            except ValueError as exc:
+                # A row Prefect cannot schedule (written by hand, or adopted): its counters are
+                # still derived; the problem is reported, not raised over its history.
+                schedule_problem = (
+                    f"cron {job.cron_expression!r} in time zone {job.timezone!r} is not "
+                    f"schedulable: {_first_line(exc)}"
+                )
         elif job.schedule_type == "one_time" and not any_scheduled_ended:
             next_run_at = job.scheduled_at
 
@@ -261,4 +273,12 @@ async def derive_job_state(
         status=status,
         status_changed_to=changed_to,
         deactivate_schedule=status in ("completed", "paused") and changed_to is not None,
+        schedule_problem=schedule_problem,
     )
+
+
+def _first_line(exc: Exception) -> str:
+    """The useful line of a pydantic error ("Value error, Invalid cron string: …")."""
+    lines = [line.strip() for line in str(exc).splitlines() if line.strip()]
+    useful = [line for line in lines if line.lower().startswith("value error")]
+    return (useful or lines or [type(exc).__name__])[0][:300]

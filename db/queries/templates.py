@@ -445,3 +445,43 @@ async def runs_holding_claims(session: AsyncSession) -> list[uuid.UUID]:
         .distinct()
     )
     return [r for r in rows.all() if r is not None]
+
+
+async def set_template_aside(
+    session: AsyncSession, *, tenant_id: uuid.UUID, template: str, reason: str
+) -> bool:
+    """Take a template out of rotation after it failed for a reason of its own.
+
+    It becomes inactive with `reason` (shown in the catalog), so no `unused`-mode run claims it
+    again until `templates sync` finds its file again or `enable_template` puts it back.
+    Returns False when the template is not in the tenant's catalog.
+    """
+    result = await session.execute(
+        sa.update(AdTemplate)
+        .where(AdTemplate.tenant_id == tenant_id, AdTemplate.storage_name == template)
+        .values(active=False, inactive_reason=reason[:1000], updated_at=utcnow())
+    )
+    return bool(getattr(result, "rowcount", 0))
+
+
+async def enable_template(session: AsyncSession, *, tenant_id: uuid.UUID, template: str) -> bool:
+    """Put a template back in rotation (active, reason cleared).
+
+    Returns False when it was active already.
+
+    Raises:
+        NotFoundError: The tenant has no template of that storage name.
+    """
+    row = await session.scalar(
+        sa.select(AdTemplate)
+        .where(AdTemplate.tenant_id == tenant_id, AdTemplate.storage_name == template)
+        .with_for_update()
+    )
+    if row is None:
+        raise NotFoundError("template", template)
+    if row.active and row.inactive_reason is None:
+        return False
+    row.active = True
+    row.inactive_reason = None
+    await session.flush()
+    return True
