@@ -457,6 +457,55 @@ def templates_sync(
     )
 
 
+@templates_app.command("list")
+def templates_list(
+    inactive: bool = typer.Option(False, "--inactive", help="Only templates out of rotation."),
+    tenant: str | None = TenantOption,
+) -> None:
+    """The template catalog, with why a template is out of rotation."""
+    from db.queries.catalog import list_templates
+    from db.session import session_scope
+
+    async def _go() -> list[Any]:
+        async with session_scope() as session:
+            return await list_templates(session, tenant_id=_tenant(tenant), inactive_only=inactive)
+
+    rows = _run(_go)
+    table = Table(title=f"{len(rows)} template(s)")
+    for column in ("Template", "Source", "Size", "Status", "Why"):
+        table.add_column(column)
+    for row in rows:
+        table.add_row(
+            row.storage_name,
+            row.source,
+            f"{row.width}x{row.height}",
+            "active" if row.active else "inactive",
+            row.inactive_reason or "",
+        )
+    console.print(table)
+
+
+@templates_app.command("enable")
+def templates_enable(
+    names: Annotated[list[str], typer.Argument(metavar="NAME...", help="Template storage names.")],
+    tenant: str | None = TenantOption,
+) -> None:
+    """Put templates back in rotation (after fixing what got them set aside)."""
+    from db.queries.templates import enable_template
+    from db.session import session_scope
+
+    async def _go() -> list[bool]:
+        tenant_id = _tenant(tenant)
+        async with session_scope() as session:
+            return [
+                await enable_template(session, tenant_id=tenant_id, template=name) for name in names
+            ]
+
+    changed = _run(_go)
+    for name, did in zip(names, changed, strict=True):
+        console.print(f"{name}: {'enabled' if did else 'already active'}")
+
+
 def _mount_optional_commands() -> None:
     """Mount `scheduler/commands/*.py` modules that expose `register(app)` (e.g. export)."""
     folder = Path(__file__).parent / "commands"

@@ -55,3 +55,13 @@ async def add_template(
     except sa.exc.IntegrityError as exc:
         raise ConflictError("template", "storage_name", storage_name) from exc
     return template
+
+
+async def list_templates(
+    session: AsyncSession, *, tenant_id: uuid.UUID, inactive_only: bool = False
+) -> list[AdTemplate]:
+    """The tenant's catalog in storage-name order (only the inactive ones, when asked)."""
+    query = sa.select(AdTemplate).where(AdTemplate.tenant_id == tenant_id)
+    if inactive_only:
+        query = query.where(AdTemplate.active.is_(False))
+    return list((await session.scalars(query.order_by(AdTemplate.storage_name))).all())
