@@ -101,7 +101,11 @@ async def test_sigkilled_run_is_healed_and_its_claims_released(tenant_id) -> Non
         "rows_healed": 0,
         "runs_crashed": 0,
         "claims_released": 0,
+        "ad_runs_settled": 0,
+        "runs_finished": 0,
+        "ad_runs_exported": 0,
         "jobs_changed": 0,
+        "problems": [],
     }
 
 
