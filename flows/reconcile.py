@@ -168,8 +168,8 @@ async def reconcile_job_runs(
         if row is None or status_rank(event.status) > status_rank(row.status):
 
             async def heal(run: FlowRun = run, job_id: uuid.UUID = event.scheduled_job_id) -> None:
-                touched.add(job_id)
                 await mirror_flow_run(run)
+                touched.add(job_id)
                 report.rows_healed += 1
 
             await isolated(f"flow run {run.id}", heal)

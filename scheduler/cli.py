@@ -279,18 +279,25 @@ def jobs_list(
 ) -> None:
     """A table of the tenant's jobs."""
 
-    async def _go() -> tuple[list[ScheduledJob], dict[uuid.UUID, str]]:
+    async def _go() -> tuple[
+        list[ScheduledJob], dict[uuid.UUID, str], dict[uuid.UUID, ScheduledJobRun]
+    ]:
+        from db.queries.job_runs import latest_runs
+        from db.session import session_scope
+
         ads = AdScheduler(_tenant(tenant))
         jobs = await ads.list(
             brand_id=uuid.UUID(brand) if brand else None,
             product_id=uuid.UUID(product) if product else None,
             status=status,
         )
-        return jobs, await ads.product_names({j.product_id for j in jobs})
+        async with session_scope() as session:
+            last = await latest_runs(session, [j.id for j in jobs])
+        return jobs, await ads.product_names({j.product_id for j in jobs}), last
 
-    jobs, names = _run(_go)
+    jobs, names, last = _run(_go)
     table = Table(title=f"{len(jobs)} scheduled job(s)")
-    for column in ("Name", "Product", "Schedule", "Status", "Runs", "Next run"):
+    for column in ("Name", "Product", "Schedule", "Status", "Runs", "Next run", "Last run"):
         table.add_column(column)
     for job in jobs:
         runs = f"{job.runs_completed or 0}/{job.max_runs or '∞'}"
@@ -305,8 +312,17 @@ def jobs_list(
             status_text,
             runs,
             next_run,
+            _last_run_text(last.get(job.id)),
         )
     console.print(table)
+
+
+def _last_run_text(run: ScheduledJobRun | None) -> str:
+    """ "failed: Crashed: …" — the latest run's status and, when it did not complete, why."""
+    if run is None:
+        return "—"
+    reason = run.skip_reason or run.error_message if run.status != "completed" else None
+    return f"{run.status}: {reason[:80]}" if reason else str(run.status)
 
 
 def _runs_table(job: ScheduledJob, runs: list[ScheduledJobRun]) -> Table:

@@ -281,4 +281,30 @@ def _first_line(exc: Exception) -> str:
     """The useful line of a pydantic error ("Value error, Invalid cron string: …")."""
     lines = [line.strip() for line in str(exc).splitlines() if line.strip()]
     useful = [line for line in lines if line.lower().startswith("value error")]
-    return (useful or lines or [type(exc).__name__])[0][:300]
+    line = (useful or lines or [type(exc).__name__])[0]
+    line = line.split(" [type=", 1)[0]
+    return line.removeprefix("Value error, ")[:300]
+
+
+async def latest_runs(
+    session: AsyncSession, job_ids: list[uuid.UUID]
+) -> dict[uuid.UUID, ScheduledJobRun]:
+    """Each job's most recent run (by scheduled time, else creation), for listings."""
+    if not job_ids:
+        return {}
+    runs = ScheduledJobRun
+    at = sa.func.coalesce(runs.scheduled_for, runs.created_at)
+    newest = (
+        sa.select(
+            runs.id,
+            sa.func.row_number()
+            .over(partition_by=runs.scheduled_job_id, order_by=(at.desc(), runs.created_at.desc()))
+            .label("n"),
+        )
+        .where(runs.scheduled_job_id.in_(job_ids))
+        .subquery()
+    )
+    rows = await session.scalars(
+        sa.select(runs).join(newest, newest.c.id == runs.id).where(newest.c.n == 1)
+    )
+    return {r.scheduled_job_id: r for r in rows.all()}
