@@ -56,7 +56,7 @@ from db.queries.templates import (
 from db.session import session_scope
 from db.types import utcnow
 from flows.limits import ProviderSlots, ensure_provider_limit
-from flows.run_recovery import describe_failure, settle_run_work
+from flows.run_recovery import settle_after
 from scheduler.params import AdParameters, ExportSettings
 
 #: Generator block types a bare block name is looked up in, in this order.
@@ -535,7 +535,7 @@ async def make_ads(plan: RunPlan) -> PipelineResult:
         async with AsyncExitStack() as stack:
             return await _make_ads(plan, stack)
     except BaseException as exc:
-        await asyncio.shield(settle_run_work(plan.flow_run_id, describe_failure(exc)))
+        await settle_after(plan.flow_run_id, exc)
         raise
 
 
@@ -583,13 +583,13 @@ async def _make_ads(plan: RunPlan, stack: AsyncExitStack) -> PipelineResult:
         nonlocal finished, replacements_left
         outcome = await generate_ad_run(plan, ticket, resources)
         outcome.replaces = replaces
-        finished += 1
-        progress.update(finished)
-        if not outcome.set_aside or replacements_left <= 0:
-            return [outcome]
-        replacements_left -= 1
-        replacement = await _claim_replacement(plan)
+        replacement = None
+        if outcome.set_aside and replacements_left > 0:
+            replacements_left -= 1
+            replacement = await _claim_replacement(plan)
         if replacement is None:
+            finished += 1  # a replaced template's slot in the progress goes to its replacement
+            progress.update(finished)
             return [outcome]
         logger.info("template %s replaces %s (set aside)", replacement.template, ticket.template)
         # The replacement's requests are new work for the provider slots (a negative "done").
@@ -602,12 +602,18 @@ async def _make_ads(plan: RunPlan, stack: AsyncExitStack) -> PipelineResult:
         plan.ad.variations,
         plan.concurrency,
     )
+    running = [asyncio.ensure_future(one(t)) for t in tickets]
     try:
-        batches = await asyncio.gather(*[one(t) for t in tickets])
+        batches = await asyncio.gather(*running)
         outcomes = [o for batch in batches for o in batch]
         await progress.close()
     except BaseException:
         progress.cancel()
+        # Stop the other templates before the run's work is settled: none may record itself
+        # after its ad run was failed and its claim released.
+        for pending in running:
+            pending.cancel()
+        await asyncio.gather(*running, return_exceptions=True)
         raise
     exported = await export_outcomes(plan, outcomes)
     failures = [f"{d.channel}: {d.error}" for d in exported if getattr(d, "status", "") == "failed"]

@@ -21,6 +21,7 @@ tasks).
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import uuid
 from pathlib import PurePosixPath
@@ -80,6 +81,23 @@ async def settle_run_work(flow_run_id: uuid.UUID, reason: str) -> SettledWork:
             len(settled.released),
         )
     return settled
+
+
+async def settle_after(flow_run_id: uuid.UUID, exc: BaseException) -> None:
+    """`settle_run_work` for a run stopping on `exc`; never raises.
+
+    Called from an `except` block that re-raises `exc`: a failure here (the database is what
+    failed) must not replace the run's own error. Its hooks and the reconciler settle later.
+    """
+    try:
+        await asyncio.shield(settle_run_work(flow_run_id, describe_failure(exc)))
+    except Exception as settle_error:
+        logger.error(
+            "flow run %s stopped (%s); settling its work failed too (%s): the reconciler will",
+            flow_run_id,
+            type(exc).__name__,
+            type(settle_error).__name__,
+        )
 
 
 async def delete_orphan_ads(

@@ -31,7 +31,7 @@ from db.types import utcnow
 from flows.artifacts import publish_run_artifact
 from flows.history import SKIPPED_STATE_NAME, on_state_change, run_trigger, scheduled_time
 from flows.pipeline import PipelineResult, RunPlan, make_ads, rename_flow_run
-from flows.run_recovery import describe_failure, settle_run_work
+from flows.run_recovery import settle_after
 from scheduler.params import JobParameters
 
 
@@ -155,7 +155,7 @@ async def run_scheduled_job(job_id: uuid.UUID) -> JobRunSummary | State:
         # Whatever stopped the run (a block that does not load, a database outage, a
         # cancellation): nothing of it stays pending or claimed. The hooks and the reconciler
         # do the same for the ends this line never sees (a killed process).
-        await asyncio.shield(settle_run_work(flow_run.id, describe_failure(exc)))
+        await settle_after(flow_run.id, exc)
         raise
 
 

@@ -152,3 +152,81 @@ async def test_bad_input_raises_clear_errors(db_url, tenant_id) -> None:
             await claim_specific_templates(
                 s, tenant_id=tenant_id, product_id=product.id, names=["theirs-0000.png"]
             )
+
+
+async def test_set_aside_template_is_not_claimed_until_enabled(db_url, tenant_id) -> None:
+    from db.models import AdTemplate
+    from db.queries.templates import enable_template, set_template_aside
+
+    product = await _setup(db_url, tenant_id, 3)
+    async with session_scope(db_url) as s:
+        assert await set_template_aside(
+            s, tenant_id=tenant_id, template="tpl-0000.png", reason="its file is missing"
+        )
+        # Another tenant's template of the same name is not touched, nor found.
+        assert not await set_template_aside(
+            s, tenant_id=uuid.uuid4(), template="tpl-0000.png", reason="x"
+        )
+    _run, claim = await _claim(db_url, tenant_id, product, 3, policy="skip")
+    assert claim.templates == ["tpl-0001.png", "tpl-0002.png"]
+    async with session_scope(db_url) as s:
+        row = await s.scalar(
+            sa.select(AdTemplate).where(
+                AdTemplate.tenant_id == tenant_id, AdTemplate.storage_name == "tpl-0000.png"
+            )
+        )
+        assert row is not None and (row.active, row.inactive_reason) == (
+            False,
+            "its file is missing",
+        )
+        assert await enable_template(s, tenant_id=tenant_id, template="tpl-0000.png")
+        assert not await enable_template(s, tenant_id=tenant_id, template="tpl-0000.png")
+        with pytest.raises(NotFoundError):
+            await enable_template(s, tenant_id=tenant_id, template="missing.png")
+    _run, claim = await _claim(db_url, tenant_id, product, 1, policy="skip")
+    assert claim.templates == ["tpl-0000.png"]
+
+
+async def test_settling_a_dead_run_fails_its_pending_ad_runs_and_releases_its_claims(
+    db_url, tenant_id
+) -> None:
+    from db.models import AdRun
+    from db.queries.ad_runs import flow_runs_with_unfinished_ad_runs, settle_unfinished_ad_runs
+
+    product = await _setup(db_url, tenant_id, 4)
+    run, claim = await _claim(db_url, tenant_id, product, 2)
+    async with session_scope(db_url) as s:
+        done = await make_ad_run(s, tenant_id, product, claim.templates[0], flow_run_id=run)
+        await confirm_template_use(
+            s,
+            tenant_id=tenant_id,
+            product_id=product.id,
+            template=claim.templates[0],
+            ad_run_id=done.id,
+            flow_run_id=run,
+        )
+        pending = await make_ad_run(
+            s, tenant_id, product, claim.templates[1], flow_run_id=run, status="pending"
+        )
+        assert run in await flow_runs_with_unfinished_ad_runs(s)
+    async with session_scope(db_url) as s:
+        settled = await settle_unfinished_ad_runs(s, flow_run_id=run, reason="the run ended")
+    assert settled.failed_ad_runs == [(pending.id, tenant_id)]
+    assert settled.released == [claim.templates[1]]
+    async with session_scope(db_url) as s:
+        statuses = {
+            a.id: (a.status, a.error_message)
+            for a in (await s.scalars(sa.select(AdRun).where(AdRun.flow_run_id == run))).all()
+        }
+        usage = (
+            await s.scalars(
+                sa.select(ProductTemplateUsage).where(ProductTemplateUsage.product_id == product.id)
+            )
+        ).all()
+        assert run not in await flow_runs_with_unfinished_ad_runs(s)
+    assert statuses == {done.id: ("completed", None), pending.id: ("failed", "the run ended")}
+    assert [(u.template_storage_name, u.use_count, u.claimed_by_flow_run_id) for u in usage] == [
+        (claim.templates[0], 1, None)
+    ]
+    async with session_scope(db_url) as s:  # idempotent
+        assert not await settle_unfinished_ad_runs(s, flow_run_id=run, reason="again")

@@ -242,3 +242,13 @@ async def test_next_run_crosses_dst_in_the_job_time_zone(db_url, tenant_id) -> N
         after = await derive_job_state(s, job2.id, now=first.next_run_at)
     assert first.next_run_at == datetime(2026, 11, 1, 5, 30, tzinfo=UTC)
     assert after.next_run_at == datetime(2026, 11, 2, 6, 30, tzinfo=UTC)
+
+
+async def test_a_cron_prefect_rejects_is_reported_not_raised(db_url, tenant_id) -> None:
+    job = await _job(db_url, tenant_id, cron_expression="0 9 * * *", timezone="Mars/Olympus")
+    async with session_scope(db_url) as s:
+        state = await derive_job_state(s, job.id)
+    assert state.next_run_at is None and state.status == "active"
+    assert state.schedule_problem is not None
+    assert "'Mars/Olympus'" in state.schedule_problem
+    assert "Invalid timezone" in state.schedule_problem
