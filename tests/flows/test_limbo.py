@@ -314,3 +314,87 @@ async def test_database_outage_mid_run_leaves_no_orphan_image_and_nothing_pendin
     row = await run_row(flow_run.id)
     assert row is not None and row.status == "failed" and row.templates_used == []
     assert (await reconcile_job_runs(job_ids=[job.id])).model_dump() == NOTHING_TO_DO
+
+
+def _children(pid: int) -> list[int]:
+    """Processes whose parent is `pid` (read from /proc: the flow process a worker started)."""
+    found = []
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit():
+            continue
+        try:
+            stat = (entry / "stat").read_text()
+        except OSError:
+            continue
+        # "pid (comm) state ppid …": comm may hold spaces, so split after its closing paren.
+        if int(stat.rsplit(")", 1)[1].split()[1]) == pid:
+            found.append(int(entry.name))
+    return found
+
+
+@pytest.mark.usefixtures("prefect_api", "data_dir")
+async def test_flow_process_killed_under_a_live_worker_is_settled_by_its_crashed_hook(
+    pg_database_url, tenant_id, monkeypatch
+) -> None:
+    import tempfile
+
+    from prefect.client.schemas.actions import WorkPoolCreate
+
+    from flows.scheduled_job import run_scheduled_job
+    from scheduler.local_prefect import (
+        TUNED_WORKER_ENV,
+        background_process,
+        prefect_env,
+        worker_args,
+    )
+
+    monkeypatch.setenv("DATABASE_URL", pg_database_url)
+    get_settings.cache_clear()
+    suffix = tenant_id.hex[:10]
+    await LocalAdRenderer(latency_seconds=60, provider_limit=f"hook-{suffix}").asave(
+        f"hook-{suffix}"
+    )
+    params = JobParameters(ad=AdParameters(variations=1, generator_block=f"hook-{suffix}"))
+    job = await job_with_templates(
+        tenant_id, templates=3, template_count=2, parameters=params.model_dump(mode="json")
+    )
+    pool = f"hook-{suffix}"
+    async with get_client() as client:
+        await client.create_work_pool(WorkPoolCreate(name=pool, type="process"))
+    deployment = await run_scheduled_job.ato_deployment(  # type: ignore[attr-defined]
+        name=f"hook-{suffix}", work_pool_name=pool, job_variables={"working_dir": str(ROOT)}
+    )
+    deployment_id = await deployment.aapply()
+    flow_run = await scheduled_run(deployment_id, job.id, utcnow())
+
+    with tempfile.TemporaryDirectory(prefix="worker-home-") as home:
+        env = prefect_env(Path(home), extra=TUNED_WORKER_ENV)
+        env["PREFECT_API_URL"] = os.environ["PREFECT_API_URL"]  # the test server
+        with background_process(worker_args(pool), env, Path(home) / "worker.log") as worker:
+
+            async def generating() -> bool:
+                return await claims_of(flow_run.id) == 2 and len(await ad_runs_of(flow_run.id)) == 2
+
+            await wait_until(generating, timeout=120)
+            flow_processes = _children(worker.pid)
+            assert len(flow_processes) == 1, flow_processes
+            os.kill(flow_processes[0], signal.SIGKILL)  # the flow process only; the worker lives
+
+            async def settled() -> bool:
+                ad_runs = await ad_runs_of(flow_run.id)
+                return (
+                    all(a.status == "failed" for a in ad_runs) and await claims_of(flow_run.id) == 0
+                )
+
+            # No reconciler: the worker's crashed hook (a fresh process) settles the run.
+            await wait_until(settled, timeout=120)
+
+    async with get_client() as client:
+        assert (await client.read_flow_run(flow_run.id)).state.type == StateType.CRASHED
+    for ad_run in await ad_runs_of(flow_run.id):
+        assert "not finished: the run ended Crashed" in (ad_run.error_message or "")
+    row = await run_row(flow_run.id)
+    assert row is not None and (row.status, row.prefect_state) == ("failed", "Crashed")
+    assert await usage_of(job.product_id) == {}
+    report = await reconcile_job_runs(job_ids=[job.id], stale_after_seconds=0)
+    assert report.model_dump() == NOTHING_TO_DO | {"runs_finished": 1}
