@@ -185,12 +185,13 @@ async def _claim_and_make_ads(
     except TemplatesExhaustedError as exc:
         return Failed(message=str(exc))
     if not templates:
-        return await _skip(
-            job,
-            flow_run_id,
-            "no_templates",
-            "no unused template is left for this product and the job's policy is 'skip'",
+        why = (
+            "no unused template is left for this product and the job's policy is 'skip'"
+            if job.exhausted_policy == "skip"
+            else "no template is available to this product: every active one is held by "
+            "another run, or none is active (see `ad-scheduler templates list --inactive`)"
         )
+        return await _skip(job, flow_run_id, "no_templates", why)
     logger.info("templates for this run: %s", ", ".join(templates))
 
     plan = RunPlan(
@@ -254,6 +255,9 @@ async def _finish(
     )
     if not result.succeeded:
         return Failed(message="; ".join(notes[1:]) or "no template produced ads")
+    if result.failed:
+        # Shown on the run in the Prefect UI: completed, but not every template made ads.
+        return Completed(message="; ".join(notes))
     return JobRunSummary(
         job_id=job.id,
         templates=[o.template for o in result.outcomes],

@@ -97,6 +97,7 @@ async def test_partial_run_completes_naming_the_template_that_failed(tenant_id, 
     # Ads were made from two of three templates: the run completes (and counts); the third
     # is named in the run's error and set aside (no unused template is left to replace it).
     assert state.is_completed(), state.message
+    assert "sample-02.png" in (state.message or "")  # shown on the run in the Prefect UI
     assert set(await _used(job.product_id)) == {"sample-01.png", "sample-03.png"}
     row = (await _runs(job.id))[0]
     assert row.status == "completed"
