@@ -398,3 +398,63 @@ async def test_flow_process_killed_under_a_live_worker_is_settled_by_its_crashed
     assert await usage_of(job.product_id) == {}
     report = await reconcile_job_runs(job_ids=[job.id], stale_after_seconds=0)
     assert report.model_dump() == NOTHING_TO_DO | {"runs_finished": 1}
+
+
+@pytest.mark.usefixtures("prefect_api", "use_database")
+async def test_slack_post_cut_off_by_a_kill_is_surfaced_not_sent_again(tenant_id) -> None:
+    import threading
+
+    from tests.exports.fakes import FakeServer, Recorded, Reply
+
+    answered = threading.Event()
+
+    def slow_slack(request: Recorded) -> Reply:
+        answered.wait(timeout=60)  # Slack has the post; its answer never reaches the run
+        return Reply(200, b"ok", {"content-type": "text/html"})
+
+    slack = FakeServer(slow_slack).start()
+    try:
+        suffix = tenant_id.hex[:10]
+        await SlackIncomingWebhook(
+            url=f"{slack.url}/services/T000/B000/{suffix}", messages_per_second=50
+        ).asave(f"cut-{suffix}")
+        params = JobParameters(
+            ad=AdParameters(variations=1),
+            export=ExportSettings(destination="slack", slack_webhook_block=f"cut-{suffix}"),
+        )
+        job = await job_with_templates(
+            tenant_id, templates=2, template_count=1, parameters=params.model_dump(mode="json")
+        )
+        deployment_id = await deployment_for(f"cut-{tenant_id.hex[:8]}")
+        flow_run = await scheduled_run(deployment_id, job.id, utcnow())
+
+        proc = start_run(flow_run.id)
+        try:
+
+            async def posting() -> bool:
+                return len(slack.requests) == 1
+
+            await wait_until(posting)
+        finally:
+            os.killpg(proc.pid, signal.SIGKILL)
+            proc.wait(timeout=30)
+            answered.set()
+
+        report = await reconcile_job_runs(job_ids=[job.id], stale_after_seconds=0)
+        again = await reconcile_job_runs(job_ids=[job.id], stale_after_seconds=0)
+    finally:
+        slack.stop()
+
+    assert (report.runs_crashed, report.runs_finished, report.ad_runs_exported) == (1, 1, 0)
+    assert again.model_dump() == NOTHING_TO_DO
+    (ad_run,) = await ad_runs_of(flow_run.id)
+    assert ad_run.status == "completed"
+    async with session_scope() as s:
+        (delivery,) = (
+            await s.scalars(sa.select(ExportDelivery).where(ExportDelivery.ad_run_id == ad_run.id))
+        ).all()
+    assert (delivery.status, delivery.error_kind) == ("failed", "permanent")
+    assert (delivery.error_message or "").startswith("sent, not recorded — check")
+    assert len(slack.requests) == 1  # never posted twice
+    row = await run_row(flow_run.id)
+    assert row is not None and row.templates_used == [ad_run.template_storage_name]
