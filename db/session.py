@@ -27,7 +27,6 @@ from dataclasses import dataclass, field
 from typing import Any, TypeVar
 
 import asyncpg
-
 import sqlalchemy as sa
 from sqlalchemy import event
 from sqlalchemy.engine import URL, make_url
@@ -37,7 +36,6 @@ from sqlalchemy.ext.asyncio import (
     async_sessionmaker,
     create_async_engine,
 )
-
 from tenacity import (
     AsyncRetrying,
     RetryCallState,
@@ -202,7 +200,9 @@ def is_connection_error(error: BaseException) -> bool:
     if isinstance(error, sa.exc.DisconnectionError):
         return True
     for cause in _causes(error):
-        if isinstance(cause, asyncpg.exceptions.PostgresConnectionError | asyncpg.ConnectionDoesNotExistError):
+        if isinstance(
+            cause, asyncpg.exceptions.PostgresConnectionError | asyncpg.ConnectionDoesNotExistError
+        ):
             return True
         state = getattr(cause, "sqlstate", None)
         if isinstance(state, str) and (state.startswith("08") or state in _CONNECTION_SQLSTATES):

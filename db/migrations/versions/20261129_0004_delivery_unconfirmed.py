@@ -32,9 +32,7 @@ def upgrade() -> None:
 
 def downgrade() -> None:
     # An unconfirmed delivery may have gone out: keep it from being sent again by counting it sent.
-    op.execute(
-        "UPDATE export_deliveries SET status = 'sent' WHERE status = 'unconfirmed'"
-    )
+    op.execute("UPDATE export_deliveries SET status = 'sent' WHERE status = 'unconfirmed'")
     with op.batch_alter_table("export_deliveries", schema=None) as batch_op:
         batch_op.drop_constraint(op.f(NAME), type_="check")
         batch_op.create_check_constraint(op.f(NAME), "status IN ('pending', 'sent', 'failed')")
