@@ -39,7 +39,7 @@ import math
 import re
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
-from datetime import datetime
+from datetime import datetime, timedelta
 from pathlib import PurePosixPath
 from typing import Any, Literal, TypeVar
 from uuid import UUID
@@ -74,6 +74,7 @@ from blocks.storage import AdStorage, load_storage
 from config import get_settings
 from db.models import AdRun, AdTemplate, Brand, GeneratedAd, Product, ScheduledJob, ScheduledJobRun
 from db.queries.deliveries import (
+    IN_FLIGHT_LEASE,
     UNCONFIRMED_LABEL,
     Channel,
     DeliveryClaim,
@@ -828,6 +829,7 @@ async def _deliver(
     force: bool,
     send: Callable[[DeliveryClaim, list[str]], Awaitable[str]],
     logger: Any,
+    in_flight_lease: timedelta = IN_FLIGHT_LEASE,
 ) -> DeliveryOutcome:
     subject = f"ad run {ad_run_id}" if ad_run_id is not None else f"job run {job_run_id}"
     try:
@@ -839,6 +841,7 @@ async def _deliver(
                 ad_run_id=ad_run_id,
                 job_run_id=job_run_id,
                 force=force,
+                in_flight_lease=in_flight_lease,
             ),
             what=f"{channel} delivery claim",
         )
@@ -981,7 +984,11 @@ def _skipped(channels: list[Channel], reason: str) -> list[DeliveryOutcome]:
 
 @task(name="export-ad-run", cache_policy=NO_CACHE)
 async def export_ad_run(
-    ad_run_id: UUID, export: ExportSettings, *, force: bool = False
+    ad_run_id: UUID,
+    export: ExportSettings,
+    *,
+    force: bool = False,
+    in_flight_lease: timedelta = IN_FLIGHT_LEASE,
 ) -> list[DeliveryOutcome]:
     """Export one ad run: its email (in `per_ad_run` mode) and its Slack post.
 
@@ -993,6 +1000,7 @@ async def export_ad_run(
         ad_run_id: The ad run to export.
         export: The job's export settings (block names, recipients, email mode).
         force: Send again even what was already sent.
+        in_flight_lease: How long a claimed, still pending delivery is left to its sender.
 
     Returns:
         One outcome per channel the settings ask for (none when exports are off).
@@ -1048,6 +1056,7 @@ async def export_ad_run(
                 force=force,
                 send=send,
                 logger=logger,
+                in_flight_lease=in_flight_lease,
             )
         )
     await _publish(outcomes, f"ad run {ad_run_id}")
@@ -1056,7 +1065,11 @@ async def export_ad_run(
 
 @task(name="export-job-run-digest", cache_policy=NO_CACHE)
 async def export_job_run_digest(
-    job_run_id: UUID, export: ExportSettings, *, force: bool = False
+    job_run_id: UUID,
+    export: ExportSettings,
+    *,
+    force: bool = False,
+    in_flight_lease: timedelta = IN_FLIGHT_LEASE,
 ) -> list[DeliveryOutcome]:
     """Email one digest of every completed ad run of a job run (`digest` email mode).
 
@@ -1067,6 +1080,7 @@ async def export_job_run_digest(
         job_run_id: The `scheduled_job_runs` row whose ad runs are summarised.
         export: The job's export settings.
         force: Send again even if this digest was already sent (a manual re-send).
+        in_flight_lease: How long a claimed, still pending delivery is left to its sender.
 
     Returns:
         The email outcome, or nothing when the settings ask for no digest.
@@ -1107,6 +1121,7 @@ async def export_job_run_digest(
         force=force,
         send=send,
         logger=logger,
+        in_flight_lease=in_flight_lease,
     )
     await _publish([outcome], f"job run {job_run_id}")
     return [outcome]

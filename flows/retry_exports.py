@@ -19,13 +19,14 @@ send (each delivery's attempt count grows, and a delivery being sent is left to 
 
 from __future__ import annotations
 
+import logging
 import uuid
 from datetime import timedelta
 from typing import Any
 
 from prefect import flow, get_run_logger
 from prefect.client.orchestration import get_client
-from prefect.exceptions import ObjectNotFound
+from prefect.exceptions import MissingContextError, ObjectNotFound
 from pydantic import BaseModel, ValidationError
 
 from db.models import AdRun, ExportDelivery, ScheduledJob, ScheduledJobRun
@@ -94,7 +95,7 @@ async def _give_up(delivery: ExportDelivery, reason: str) -> None:
     )
 
 
-async def _retry_one(delivery: ExportDelivery) -> list[DeliveryOutcome]:
+async def _retry_one(delivery: ExportDelivery, lease: timedelta) -> list[DeliveryOutcome]:
     channel = delivery.channel
     values = await _export_settings(delivery)
     if values is None:
@@ -117,9 +118,11 @@ async def _retry_one(delivery: ExportDelivery) -> list[DeliveryOutcome]:
         return []
     await ensure_export_limits(export)
     if delivery.ad_run_id is not None:
-        return list(await export_ad_run(delivery.ad_run_id, export))
+        return list(await export_ad_run(delivery.ad_run_id, export, in_flight_lease=lease))
     assert delivery.scheduled_job_run_id is not None  # a delivery has exactly one subject
-    return list(await export_job_run_digest(delivery.scheduled_job_run_id, export))
+    return list(
+        await export_job_run_digest(delivery.scheduled_job_run_id, export, in_flight_lease=lease)
+    )
 
 
 async def retry_failed_exports(
@@ -139,7 +142,10 @@ async def retry_failed_exports(
     Returns:
         How many deliveries were looked at, and what became of them.
     """
-    logger = get_run_logger()
+    try:
+        logger: logging.Logger | logging.LoggerAdapter[logging.Logger] = get_run_logger()
+    except MissingContextError:  # called outside a flow (a script, the CLI)
+        logger = logging.getLogger("ad_scheduler.retry_exports")
     report = RetryExportsReport()
     async with session_scope() as session:
         todo = await deliveries_to_retry(
@@ -148,7 +154,7 @@ async def retry_failed_exports(
     for delivery in todo:
         report.looked_at += 1
         try:
-            outcomes = await _retry_one(delivery)
+            outcomes = await _retry_one(delivery, in_flight_lease)
         except Exception as exc:  # one delivery never stops the others
             logger.error("retrying delivery %s failed: %s", delivery.id, type(exc).__name__)
             report.failed += 1
