@@ -16,9 +16,9 @@ from config.settings import PROJECT_ROOT
 from db.models import ExportDelivery, ScheduledJob
 from db.session import session_scope
 from flows.export import (
+    RETRIED_LATER,
     RETRY_EXPORTS_EVERY_MINUTES,
     RETRY_EXPORTS_MAX_ATTEMPTS,
-    RETRIED_LATER,
     export_ad_run,
 )
 from flows.retry_exports import retry_exports
