@@ -283,3 +283,27 @@ async def test_integrity_errors_are_never_retried(tenant_id, db_waits: DbWaits) 
     with pytest.raises(sa.exc.IntegrityError):
         await retry_transaction(violate, what="bad insert")
     assert calls == 1 and db_waits.asked == []
+
+
+async def test_a_transaction_cut_mid_way_is_run_again_whole(
+    tenant_id, db_waits: DbWaits, outage: DatabaseOutage
+) -> None:
+    job_id = await _slack_job(tenant_id, FakeSlackWebhook())
+    db_waits.on_wait = _end_at(outage, 1)
+    calls = 0
+
+    async def note(session) -> int:
+        nonlocal calls
+        calls += 1
+        job = await session.get_one(ScheduledJob, job_id, with_for_update=True)
+        if calls == 1:
+            await outage.begin()  # the server drops this very session mid-transaction
+        job.pause_note = f"written by attempt {calls}"
+        await session.flush()
+        return calls
+
+    assert await retry_transaction(note, what="note") == 2
+    assert outage.began == 1 and len(db_waits.asked) == 1
+    async with session_scope() as s:
+        job = await s.get_one(ScheduledJob, job_id)
+    assert job.pause_note == "written by attempt 2"
