@@ -22,12 +22,12 @@ from __future__ import annotations
 import logging
 import uuid
 from datetime import timedelta
-from typing import Any
+from typing import Annotated, Any
 
 from prefect import flow, get_run_logger
 from prefect.client.orchestration import get_client
 from prefect.exceptions import MissingContextError, ObjectNotFound
-from pydantic import BaseModel, ValidationError
+from pydantic import BaseModel, Field, ValidationError
 
 from db.models import AdRun, ExportDelivery, ScheduledJob, ScheduledJobRun
 from db.queries.deliveries import (
@@ -176,7 +176,8 @@ async def retry_failed_exports(
 
 @flow(name="retry-exports", log_prints=False)
 async def retry_exports(
-    max_attempts: int = RETRY_EXPORTS_MAX_ATTEMPTS, lease_minutes: int = 30
+    max_attempts: Annotated[int, Field(ge=1, le=50)] = RETRY_EXPORTS_MAX_ATTEMPTS,
+    lease_minutes: Annotated[int, Field(ge=0, le=24 * 60)] = 30,
 ) -> RetryExportsReport:
     """Send again the exports that failed for a retryable reason (scheduled every 10 minutes).
 

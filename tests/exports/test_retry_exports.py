@@ -116,3 +116,10 @@ def test_prefect_yaml_deploys_the_retry_flow_as_often_as_the_note_says(db_url: s
     assert schedule["interval"] == RETRY_EXPORTS_EVERY_MINUTES * 60 and schedule["active"]
     assert f"up to {RETRY_EXPORTS_MAX_ATTEMPTS} attempts" in deployment["description"]
     assert deployment["concurrency_limit"]["limit"] == 1
+
+
+@pytest.mark.parametrize("db_url", ["sqlite"], indirect=True)
+async def test_bad_retry_parameters_are_refused_naming_the_field(db_url: str, prefect_api) -> None:
+    state = await retry_exports(max_attempts=0, return_state=True)  # type: ignore[call-overload]
+    assert state.is_failed()
+    assert "max_attempts" in (state.message or "")
