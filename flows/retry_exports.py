@@ -130,6 +130,7 @@ async def retry_failed_exports(
     max_attempts: int = RETRY_EXPORTS_MAX_ATTEMPTS,
     max_age: timedelta = IDEMPOTENCY_WINDOW,
     in_flight_lease: timedelta = IN_FLIGHT_LEASE,
+    tenant_id: uuid.UUID | None = None,
 ) -> RetryExportsReport:
     """One pass over the deliveries to retry (see the module docstring).
 
@@ -138,6 +139,7 @@ async def retry_failed_exports(
         max_age: Only deliveries first claimed less than this ago are retried (Resend keeps an
             idempotency key 24 h).
         in_flight_lease: A pending claim older than this is taken to be abandoned.
+        tenant_id: Only this tenant's deliveries (default: every tenant's).
 
     Returns:
         How many deliveries were looked at, and what became of them.
@@ -149,7 +151,11 @@ async def retry_failed_exports(
     report = RetryExportsReport()
     async with session_scope() as session:
         todo = await deliveries_to_retry(
-            session, max_attempts=max_attempts, max_age=max_age, in_flight_lease=in_flight_lease
+            session,
+            max_attempts=max_attempts,
+            max_age=max_age,
+            in_flight_lease=in_flight_lease,
+            tenant_id=tenant_id,
         )
     for delivery in todo:
         report.looked_at += 1
@@ -169,7 +175,9 @@ async def retry_failed_exports(
             else:
                 report.skipped += 1
     async with session_scope() as session:
-        report.gave_up = await give_up_retries(session, max_attempts=max_attempts, max_age=max_age)
+        report.gave_up = await give_up_retries(
+            session, max_attempts=max_attempts, max_age=max_age, tenant_id=tenant_id
+        )
     logger.info("retry-exports: %s", report.model_dump())
     return report
 
@@ -178,6 +186,7 @@ async def retry_failed_exports(
 async def retry_exports(
     max_attempts: Annotated[int, Field(ge=1, le=50)] = RETRY_EXPORTS_MAX_ATTEMPTS,
     lease_minutes: Annotated[int, Field(ge=0, le=24 * 60)] = 30,
+    tenant_id: uuid.UUID | None = None,
 ) -> RetryExportsReport:
     """Send again the exports that failed for a retryable reason (scheduled every 10 minutes).
 
@@ -185,12 +194,15 @@ async def retry_exports(
         max_attempts: Attempts per delivery (the run's own included) before giving up.
         lease_minutes: A delivery claimed this long ago and still pending is taken to be
             abandoned by its sender.
+        tenant_id: Only this tenant's deliveries (default: every tenant's).
 
     Returns:
         What the pass did.
     """
     return await retry_failed_exports(
-        max_attempts=max_attempts, in_flight_lease=timedelta(minutes=lease_minutes)
+        max_attempts=max_attempts,
+        in_flight_lease=timedelta(minutes=lease_minutes),
+        tenant_id=tenant_id,
     )
 
 

@@ -284,13 +284,15 @@ async def deliveries_to_retry(
     max_attempts: int,
     max_age: timedelta = IDEMPOTENCY_WINDOW,
     in_flight_lease: timedelta = IN_FLIGHT_LEASE,
+    tenant_id: uuid.UUID | None = None,
     limit: int = 200,
 ) -> list[ExportDelivery]:
     """Deliveries an automatic retry should look at again, oldest first.
 
     Failed ones whose error is `retryable`, with fewer than `max_attempts` attempts and first
     claimed less than `max_age` ago; and claims left pending past `in_flight_lease` (their
-    claim turns them `unconfirmed`, or re-sends an email under its idempotency key).
+    claim turns them `unconfirmed`, or re-sends an email under its idempotency key). Every
+    tenant's, or one tenant's.
     """
     now = utcnow()
     failed = sa.and_(
@@ -304,16 +306,20 @@ async def deliveries_to_retry(
         ExportDelivery.attempts > 0,
         ExportDelivery.updated_at <= now - in_flight_lease,
     )
-    rows = await session.scalars(
-        sa.select(ExportDelivery)
-        .where(sa.or_(failed, stale))
-        .order_by(ExportDelivery.created_at)
-        .limit(limit)
-    )
+    query = sa.select(ExportDelivery).where(sa.or_(failed, stale))
+    if tenant_id is not None:
+        query = query.where(ExportDelivery.tenant_id == tenant_id)
+    rows = await session.scalars(query.order_by(ExportDelivery.created_at).limit(limit))
     return list(rows.all())
 
 
-async def give_up_retries(session: AsyncSession, *, max_attempts: int, max_age: timedelta) -> int:
+async def give_up_retries(
+    session: AsyncSession,
+    *,
+    max_attempts: int,
+    max_age: timedelta,
+    tenant_id: uuid.UUID | None = None,
+) -> int:
     """Make retryable failures that automatic retries will not try again `permanent`.
 
     Their note says so; `ad-scheduler export` can still send them. Returns how many changed.
@@ -324,6 +330,7 @@ async def give_up_retries(session: AsyncSession, *, max_attempts: int, max_age: 
         .where(
             ExportDelivery.status == "failed",
             ExportDelivery.error_kind == "retryable",
+            sa.true() if tenant_id is None else ExportDelivery.tenant_id == tenant_id,
             sa.or_(
                 ExportDelivery.attempts >= max_attempts,
                 ExportDelivery.created_at <= now - max_age,

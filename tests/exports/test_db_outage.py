@@ -182,7 +182,7 @@ async def test_brief_outage_after_slack_accepted_the_post_is_recorded_once(
     export = JobParameters.model_validate(await _job_params(job_id)).export
     [again] = await export_ad_run(ad_run_id, export)
     assert again.status == "already_sent"
-    report = await retry_failed_exports(in_flight_lease=timedelta(0))
+    report = await retry_failed_exports(in_flight_lease=timedelta(0), tenant_id=tenant_id)
     assert report.looked_at == 0
     assert len(fake_slack.posts) == 1
 
@@ -215,13 +215,15 @@ async def test_outage_outlasting_the_retries_leaves_slack_unconfirmed_never_repo
     assert (delivery.status, delivery.attempts) == ("pending", 1)  # claimed, outcome unknown
 
     # The retry flow finds the abandoned claim and flags it; nothing is posted again.
-    report = await retry_failed_exports(in_flight_lease=timedelta(0))
+    report = await retry_failed_exports(in_flight_lease=timedelta(0), tenant_id=tenant_id)
     assert (report.looked_at, report.unconfirmed) == (1, 1)
     _ad_run_id, delivery = await _delivery(row, "slack")
     assert delivery.status == "unconfirmed"
     assert delivery.error_message and "sent, not recorded — check" in delivery.error_message
     assert len(fake_slack.posts) == 1
-    assert (await retry_failed_exports(in_flight_lease=timedelta(0))).looked_at == 0
+    assert (
+        await retry_failed_exports(in_flight_lease=timedelta(0), tenant_id=tenant_id)
+    ).looked_at == 0
 
     # The export command shows it and sends nothing; --force says what it re-sends, then does.
     code, output = await asyncio.to_thread(
@@ -262,7 +264,7 @@ async def test_unrecorded_email_is_retried_safely_under_its_idempotency_key(
     assert delivery.status == "pending"
 
     # Resend answers the repeated key with the original email: recorded, not sent twice.
-    report = await retry_failed_exports(in_flight_lease=timedelta(0))
+    report = await retry_failed_exports(in_flight_lease=timedelta(0), tenant_id=tenant_id)
     assert (report.looked_at, report.sent) == (1, 1)
     assert len(fake_resend.posts) == 2 and len(fake_resend.delivered) == 1
     assert fake_resend.posts[1].headers["idempotency-key"] == key

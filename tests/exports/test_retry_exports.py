@@ -66,7 +66,7 @@ async def test_retryable_failures_are_sent_by_the_retry_flow_and_given_up_in_tim
     posts = len(fake_slack.posts)
 
     # The deployed flow, run here against the real Prefect server: Slack is back.
-    report = await retry_exports(lease_minutes=30)
+    report = await retry_exports(lease_minutes=30, tenant_id=tenant_id)
     assert (report.looked_at, report.sent, report.failed) == (1, 1, 0)
     assert len(fake_slack.posts) == posts + 1 and len(fake_slack.delivered) == 1
     row = await _slack_row(runs[0].ad_run_id)
@@ -74,7 +74,7 @@ async def test_retryable_failures_are_sent_by_the_retry_flow_and_given_up_in_tim
     assert (await _slack_row(runs[1].ad_run_id)).status == "failed"
 
     # A second pass finds nothing to do.
-    again = await retry_exports(lease_minutes=30)
+    again = await retry_exports(lease_minutes=30, tenant_id=tenant_id)
     assert again.looked_at == 0 and len(fake_slack.posts) == posts + 1
 
 
@@ -94,12 +94,16 @@ async def test_retries_give_up_after_the_attempts_the_note_promises(
     for _ in range(10):
         fake_slack.fail_next(503, "service_unavailable")
     await export_ad_run(runs[0].ad_run_id, export)  # attempt 1
-    report = await retry_exports(max_attempts=2, lease_minutes=30)  # attempt 2, then give up
+    report = await retry_exports(
+        max_attempts=2, lease_minutes=30, tenant_id=tenant_id
+    )  # attempt 2, then give up
     assert (report.looked_at, report.failed, report.gave_up) == (1, 1, 1)
     row = await _slack_row(runs[0].ad_run_id)
     assert (row.status, row.error_kind, row.attempts) == ("failed", "permanent", 2)
     assert row.error_message and "automatic retries gave up" in row.error_message
-    assert (await retry_exports(max_attempts=2, lease_minutes=30)).looked_at == 0
+    assert (
+        await retry_exports(max_attempts=2, lease_minutes=30, tenant_id=tenant_id)
+    ).looked_at == 0
     assert len(fake_slack.delivered) == 0
 
 
