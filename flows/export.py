@@ -740,7 +740,13 @@ async def _send_slack(
             )
         except SlackDeliveryError as exc:
             if number > 1:
-                exc.message += f" (after {number - 1} of {len(messages)} messages were posted)"
+                # Slack has no idempotency key: retrying would post the first parts again.
+                exc.message += (
+                    f" (after {number - 1} of {len(messages)} messages were posted; not retried "
+                    "automatically, which would post those again: check Slack, then re-send "
+                    "with `ad-scheduler export --force`)"
+                )
+                exc.kind = "permanent"
             raise
     logger.info(
         "Posted ad run %s to Slack (%d ad(s), %d message(s))",

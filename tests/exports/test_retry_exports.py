@@ -24,7 +24,7 @@ from flows.export import (
 from flows.retry_exports import retry_exports
 from scheduler.params import JobParameters
 from tests.exports.conftest import SavedBlocks, seed_runs, settings_for
-from tests.exports.fakes import FakeSlackWebhook
+from tests.exports.fakes import FakeSlackWebhook, Reply
 
 pytestmark = pytest.mark.usefixtures("use_database")
 
@@ -127,3 +127,26 @@ async def test_bad_retry_parameters_are_refused_naming_the_field(db_url: str, pr
     state = await retry_exports(max_attempts=0, return_state=True)  # type: ignore[call-overload]
     assert state.is_failed()
     assert "max_attempts" in (state.message or "")
+
+
+async def test_a_partly_posted_slack_export_is_not_retried_automatically(
+    db_url: str,
+    tenant_id,
+    storage_root: Path,
+    saved_blocks: SavedBlocks,
+    fake_slack: FakeSlackWebhook,
+    public_storage: str,
+    waits: list[float],
+) -> None:
+    [run] = await seed_runs(db_url, tenant_id, storage_root, ads=60, image_size=8)  # 2 messages
+    export = settings_for(saved_blocks, destination="slack")
+    fake_slack.script.append(Reply(200, b"ok", {"content-type": "text/html"}))  # part 1 posted
+    for _ in range(5):
+        fake_slack.fail_next(503, "service_unavailable")  # part 2 never makes it
+
+    [failed] = await export_ad_run(run.ad_run_id, export)
+
+    assert (failed.status, failed.error_kind) == ("failed", "permanent")
+    assert failed.error and "after 1 of 2 messages were posted" in failed.error
+    assert (await retry_exports(lease_minutes=30, tenant_id=tenant_id)).looked_at == 0
+    assert len(fake_slack.posts) == 6  # part 1 once, part 2 five times; nothing re-posted
