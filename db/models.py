@@ -41,7 +41,9 @@ OVERLAP_POLICIES = ("skip", "queue")
 EXHAUSTED_POLICIES = ("recycle", "skip", "fail")
 AD_RUN_STATUSES = ("pending", "running", "completed", "failed")
 EXPORT_CHANNELS = ("email", "slack")
-DELIVERY_STATUSES = ("pending", "sent", "failed")
+#: "unconfirmed": the provider may have accepted it but the outcome was never recorded (revision
+#: 0004); shown as "sent, not recorded — check" and never re-sent automatically.
+DELIVERY_STATUSES = ("pending", "sent", "failed", "unconfirmed")
 
 
 def _in(column: str, values: tuple[str, ...]) -> str:

@@ -8,16 +8,25 @@ belong to the loop that opened them, and Prefect runs sync tasks' coroutines on 
 SQLite notes (https://docs.sqlalchemy.org/en/20/dialects/sqlite.html#serializable-isolation-savepoints-transactional-ddl):
 every transaction starts with `BEGIN IMMEDIATE` so that two writers queue on the busy timeout
 instead of failing with "database is locked" when a read lock is upgraded; WAL lets readers on.
+
+Brief outages (a PostgreSQL restart or failover, terminated backends) are waited out by the one
+database retry policy here, `DB_RETRY` (tenacity, like the provider retries in
+`blocks/generators/retrying.py` and `flows/export.py`): `session_scope` retries taking its
+connection, and `retry_transaction` re-runs a whole short transaction. Only connection-class
+errors are retried (`is_connection_error`); integrity, data and programming errors never are.
 """
 
 from __future__ import annotations
 
 import asyncio
+import logging
 import weakref
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
-from typing import Any
+from dataclasses import dataclass, field
+from typing import Any, TypeVar
 
+import asyncpg
 import sqlalchemy as sa
 from sqlalchemy import event
 from sqlalchemy.engine import URL, make_url
@@ -27,8 +36,19 @@ from sqlalchemy.ext.asyncio import (
     async_sessionmaker,
     create_async_engine,
 )
+from tenacity import (
+    AsyncRetrying,
+    RetryCallState,
+    retry_if_exception,
+    stop_after_attempt,
+    wait_exponential_jitter,
+)
+from tenacity.wait import wait_base
 
 from config import Settings, get_settings
+
+logger = logging.getLogger(__name__)
+T = TypeVar("T")
 
 _ENGINES: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, dict[str, AsyncEngine]] = (
     weakref.WeakKeyDictionary()
@@ -120,12 +140,156 @@ async def get_engine(url: URL | str | None = None) -> AsyncEngine:
     return engine
 
 
+# --------------------------------------------------------------------------------------------
+# Retrying through brief outages
+
+
+@dataclass
+class DbRetrySettings:
+    """How database work is retried through a brief outage; tests swap in their own `sleep`.
+
+    The default waits 0.5, 1, 2, 4, 8, 8 s (plus up to 0.5 s jitter each): about 25 s in all,
+    enough for a PostgreSQL restart or a managed failover, short enough that a real outage is
+    reported within half a minute.
+
+    Attributes:
+        attempts: Attempts in all, the first included.
+        backoff: Tenacity wait strategy between attempts.
+        sleep: Awaited with the seconds to wait between attempts.
+    """
+
+    attempts: int = 7
+    backoff: wait_base = field(
+        default_factory=lambda: wait_exponential_jitter(multiplier=0.5, max=8, jitter=0.5)
+    )
+    sleep: Callable[[float], Awaitable[None]] = asyncio.sleep
+
+
+#: The one database retry policy (replace the object to change it, e.g. in tests).
+DB_RETRY = DbRetrySettings()
+
+#: SQLSTATEs of a server that is going away or not letting us in: connection exceptions (08…),
+#: operator intervention (57P01 admin shutdown, 57P02 crash shutdown, 57P03 cannot connect now)
+#: and too many connections (53300).
+_CONNECTION_SQLSTATES = ("57P01", "57P02", "57P03", "53300")
+
+
+def _causes(error: BaseException) -> list[BaseException]:
+    seen: list[BaseException] = []
+    current: BaseException | None = error
+    while current is not None and current not in seen and len(seen) < 10:
+        seen.append(current)
+        orig = getattr(current, "orig", None)
+        current = orig if isinstance(orig, BaseException) else current.__cause__
+    return seen
+
+
+def is_connection_error(error: BaseException) -> bool:
+    """True when `error` says the database connection was lost or could not be made.
+
+    Connection-class errors only: a dropped or terminated connection (SQLAlchemy marks it
+    `connection_invalidated`), asyncpg's connection errors and SQLSTATE class 08, a server
+    shutting down or refusing connections (57P01-03, 53300, a database not accepting
+    connections), and the socket errors of a refused or reset connection. Integrity, data and
+    programming errors are never connection errors, whatever caused them.
+    """
+    if isinstance(error, sa.exc.IntegrityError | sa.exc.DataError | sa.exc.ProgrammingError):
+        return False
+    if isinstance(error, sa.exc.DBAPIError) and error.connection_invalidated:
+        return True
+    if isinstance(error, sa.exc.DisconnectionError):
+        return True
+    for cause in _causes(error):
+        if isinstance(
+            cause, asyncpg.exceptions.PostgresConnectionError | asyncpg.ConnectionDoesNotExistError
+        ):
+            return True
+        state = getattr(cause, "sqlstate", None)
+        if isinstance(state, str) and (state.startswith("08") or state in _CONNECTION_SQLSTATES):
+            return True
+        if isinstance(cause, asyncpg.exceptions.ObjectNotInPrerequisiteStateError):
+            # 55000 is a general SQLSTATE; only its "not accepting connections" use is an outage.
+            return "not currently accepting connections" in str(cause)
+        if isinstance(cause, ConnectionError | TimeoutError):
+            return True
+    return False
+
+
+def _retrying(what: str) -> AsyncRetrying:
+    def log_retry(state: RetryCallState) -> None:
+        error = state.outcome.exception() if state.outcome else None
+        wait = state.next_action.sleep if state.next_action else 0.0
+        # The type only: driver messages can carry host names and user names.
+        logger.warning(
+            "database unreachable during %s (attempt %d/%d, %s); retrying in %.1fs",
+            what,
+            state.attempt_number,
+            DB_RETRY.attempts,
+            type(error).__name__,
+            wait,
+        )
+
+    async def sleep(seconds: float) -> None:
+        await DB_RETRY.sleep(seconds)
+
+    return AsyncRetrying(
+        stop=stop_after_attempt(DB_RETRY.attempts),
+        wait=DB_RETRY.backoff,
+        retry=retry_if_exception(is_connection_error),
+        sleep=sleep,
+        before_sleep=log_retry,
+        reraise=True,
+    )
+
+
+async def retry_transaction(
+    work: Callable[[AsyncSession], Awaitable[T]],
+    *,
+    what: str,
+    url: URL | str | None = None,
+) -> T:
+    """Run `work` in a short transaction of its own, re-run whole on connection errors.
+
+    For short writes that must survive a brief outage (export bookkeeping, run records). `work`
+    must be safe to run again: a connection lost during COMMIT may have committed the first
+    attempt (write absolute values, or check the row's state first).
+
+    Args:
+        work: Called with a session inside a transaction; committed when it returns.
+        what: What is being written, for the retry log line (no values, no secrets).
+        url: The database (default: from settings).
+
+    Returns:
+        What `work` returned, from the attempt that committed.
+
+    Raises:
+        Exception: The last connection error once `DB_RETRY.attempts` are spent, or at once
+            any other error.
+    """
+    async for attempt in _retrying(what):
+        with attempt:
+            async with session_scope(url, retry_connect=False) as session:
+                return await work(session)
+    raise AssertionError("unreachable: tenacity either returns or re-raises")  # pragma: no cover
+
+
 @asynccontextmanager
-async def session_scope(url: URL | str | None = None) -> AsyncIterator[AsyncSession]:
-    """A session in one transaction: committed on success, rolled back on error."""
+async def session_scope(
+    url: URL | str | None = None, *, retry_connect: bool = True
+) -> AsyncIterator[AsyncSession]:
+    """A session in one transaction: committed on success, rolled back on error.
+
+    On a server database, the connection is taken before the body runs, retried by `DB_RETRY`
+    while the server is unreachable (nothing has been executed yet, so this is always safe).
+    An outage that begins inside the body is the caller's: see `retry_transaction`.
+    """
     engine = await get_engine(url)
     maker = async_sessionmaker(engine, expire_on_commit=False)
     async with maker() as session, session.begin():
+        if retry_connect and engine.dialect.name != "sqlite":
+            async for attempt in _retrying("connect"):
+                with attempt:
+                    await session.connection()
         yield session
 
 

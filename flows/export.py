@@ -7,6 +7,15 @@ What holds, whatever the providers do:
   nothing goes out, unless the caller forces a manual re-send. Emails also carry a Resend
   idempotency key derived from the run and the channel, so a retry after a lost answer is
   answered with the original email instead of a second one.
+- **Recorded through a brief database outage.** The claim and the outcome are short writes
+  retried by the one database retry policy (`db.session.retry_transaction`, connection errors
+  only). A send whose outcome still cannot be recorded is returned `unconfirmed` ("sent, not
+  recorded — check") and its row stays claimed; whoever next looks at it (`retry-exports`, a
+  later export) never re-posts it to Slack — it is set `unconfirmed` for a person to check —
+  while an email is safely re-sent under the same idempotency key (Resend answers with the
+  original email), which records it `sent`.
+- **Retried later.** A delivery that failed for a retryable reason is sent again by the
+  `retry-exports` flow (`flows/retry_exports.py`, deployed every 10 minutes from prefect.yaml).
 - **Never raises for provider or network errors.** Failures are recorded on the delivery (and in
   the ad run's `error_message`) as `permanent` or `retryable`, and returned as outcomes. The
   generated ads and their usage are never touched.
@@ -30,7 +39,7 @@ import math
 import re
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
-from datetime import datetime
+from datetime import datetime, timedelta
 from pathlib import PurePosixPath
 from typing import Any, Literal, TypeVar
 from uuid import UUID
@@ -48,6 +57,7 @@ from prefect.client.schemas.actions import (
 from prefect.concurrency.asyncio import ConcurrencySlotAcquisitionError, rate_limit
 from prefect.exceptions import ObjectAlreadyExists, ObjectNotFound
 from pydantic import BaseModel
+from sqlalchemy.ext.asyncio import AsyncSession
 from tenacity import (
     AsyncRetrying,
     RetryCallState,
@@ -63,11 +73,19 @@ from blocks.slack_webhook import SlackDeliveryError, SlackIncomingWebhook
 from blocks.storage import AdStorage, load_storage
 from config import get_settings
 from db.models import AdRun, AdTemplate, Brand, GeneratedAd, Product, ScheduledJob, ScheduledJobRun
-from db.queries.deliveries import Channel, DeliveryClaim, claim_delivery, mark_failed, mark_sent
-from db.session import session_scope
+from db.queries.deliveries import (
+    IN_FLIGHT_LEASE,
+    UNCONFIRMED_LABEL,
+    Channel,
+    DeliveryClaim,
+    claim_delivery,
+    mark_failed,
+    mark_sent,
+)
+from db.session import is_connection_error, retry_transaction, session_scope
 from scheduler.params import ExportSettings
 
-DeliveryStatus = Literal["sent", "failed", "already_sent", "skipped"]
+DeliveryStatus = Literal["sent", "failed", "already_sent", "skipped", "unconfirmed"]
 T = TypeVar("T")
 
 #: Slack's limits (https://docs.slack.dev/reference/block-kit/blocks).
@@ -81,6 +99,13 @@ EMAIL_ENVELOPE_RESERVE = 256 * 1024
 ATTACHMENT_OVERHEAD = 512
 
 LIMIT_PREFIX = "ad-scheduler"
+#: What a retryable failure's note promises; `flows/retry_exports.py` keeps the promise.
+RETRY_EXPORTS_EVERY_MINUTES = 10
+RETRY_EXPORTS_MAX_ATTEMPTS = 6
+RETRIED_LATER = (
+    f"the retry-exports flow tries again (every {RETRY_EXPORTS_EVERY_MINUTES} min, "
+    f"up to {RETRY_EXPORTS_MAX_ATTEMPTS} attempts within 23 h)"
+)
 
 
 class DeliveryOutcome(BaseModel):
@@ -88,8 +113,9 @@ class DeliveryOutcome(BaseModel):
 
     Attributes:
         channel: `email` or `slack`.
-        status: `sent`, `failed`, `already_sent` (an earlier run sent it; nothing went out) or
-            `skipped` (nothing to send).
+        status: `sent`, `failed`, `already_sent` (an earlier run sent it; nothing went out),
+            `skipped` (nothing to send) or `unconfirmed` (sent, not recorded — check: it may
+            have gone out but that could not be recorded; never re-sent automatically).
         provider_message_id: Resend's email id; for Slack, how many messages were posted.
         error: Why it failed or was skipped (never contains a secret).
         error_kind: `permanent` (needs a person: reconfigure, fix data) or `retryable`.
@@ -282,7 +308,7 @@ def _provider_failure(error: ProviderError) -> tuple[str, ErrorKind]:
         if error.retry_after > RETRY.max_retry_after:
             message += f"; asked to wait {error.retry_after:.0f}s, longer than we wait"
     if error.retryable:
-        message += "; a later export of this run will try again"
+        message += f"; {RETRIED_LATER}"
     return message, error.kind
 
 
@@ -714,7 +740,13 @@ async def _send_slack(
             )
         except SlackDeliveryError as exc:
             if number > 1:
-                exc.message += f" (after {number - 1} of {len(messages)} messages were posted)"
+                # Slack has no idempotency key: retrying would post the first parts again.
+                exc.message += (
+                    f" (after {number - 1} of {len(messages)} messages were posted; not retried "
+                    "automatically, which would post those again: check Slack, then re-send "
+                    "with `ad-scheduler export --force`)"
+                )
+                exc.kind = "permanent"
             raise
     logger.info(
         "Posted ad run %s to Slack (%d ad(s), %d message(s))",
@@ -772,7 +804,8 @@ def _scrub(text: str, secrets: list[str]) -> str:
 async def _note_on_ad_run(ad_run_id: UUID, channel: Channel, error: str | None) -> None:
     """Keep the ad run's `error_message` in step with its export failures (never its ads)."""
     prefix = f"export to {channel} failed: "
-    async with session_scope() as session:
+
+    async def note(session: AsyncSession) -> None:
         run = await session.get(AdRun, ad_run_id, with_for_update=True)
         if run is None:
             return
@@ -781,6 +814,16 @@ async def _note_on_ad_run(ad_run_id: UUID, channel: Channel, error: str | None) 
             run.error_message = (prefix + error)[:2000]
         elif error is None and current is not None and current.startswith(prefix):
             run.error_message = None
+
+    try:
+        await retry_transaction(note, what="ad run export note")
+    except Exception as exc:
+        if not is_connection_error(exc):
+            raise
+        # The delivery row is what counts; the ad run's note is a convenience.
+        get_run_logger().warning(
+            "could not note the %s export on ad run %s: database unreachable", channel, ad_run_id
+        )
 
 
 async def _deliver(
@@ -792,16 +835,36 @@ async def _deliver(
     force: bool,
     send: Callable[[DeliveryClaim, list[str]], Awaitable[str]],
     logger: Any,
+    in_flight_lease: timedelta = IN_FLIGHT_LEASE,
 ) -> DeliveryOutcome:
     subject = f"ad run {ad_run_id}" if ad_run_id is not None else f"job run {job_run_id}"
-    async with session_scope() as session:
-        claim = await claim_delivery(
-            session,
-            tenant_id=tenant_id,
+    try:
+        claim = await retry_transaction(
+            lambda session: claim_delivery(
+                session,
+                tenant_id=tenant_id,
+                channel=channel,
+                ad_run_id=ad_run_id,
+                job_run_id=job_run_id,
+                force=force,
+                in_flight_lease=in_flight_lease,
+            ),
+            what=f"{channel} delivery claim",
+        )
+    except Exception as exc:
+        if not is_connection_error(exc):
+            raise
+        logger.error("%s of %s not sent: the database is unreachable", channel, subject)
+        return DeliveryOutcome(
             channel=channel,
-            ad_run_id=ad_run_id,
-            job_run_id=job_run_id,
-            force=force,
+            status="failed",
+            error="not sent: the database was unreachable, so the send could not be claimed",
+            error_kind="retryable",
+        )
+    if claim.unconfirmed:
+        logger.warning("%s of %s: %s", channel, subject, claim.note or UNCONFIRMED_LABEL)
+        return DeliveryOutcome(
+            channel=channel, status="unconfirmed", error=claim.note or UNCONFIRMED_LABEL
         )
     if claim.already_sent:
         logger.info(
@@ -839,19 +902,70 @@ async def _deliver(
         error = f"unexpected {type(exc).__name__} while exporting: {_scrub(str(exc), secrets)}"
         kind = "retryable"
     else:
-        async with session_scope() as session:
-            await mark_sent(session, claim.delivery_id, provider_message_id=provider_id)
-        if ad_run_id is not None:
-            await _note_on_ad_run(ad_run_id, channel, None)
-        return DeliveryOutcome(channel=channel, status="sent", provider_message_id=provider_id)
+        return await _record_sent(
+            channel, subject, claim, provider_id, ad_run_id=ad_run_id, logger=logger
+        )
 
     error = _scrub(error, secrets)[:1000]  # scrub first: truncation could cut a secret in half
     logger.error("%s of %s failed (%s): %s", channel, subject, kind, error)
-    async with session_scope() as session:
-        await mark_failed(session, claim.delivery_id, error_message=error, error_kind=kind)
+    try:
+        await retry_transaction(
+            lambda session: mark_failed(
+                session, claim.delivery_id, error_message=error, error_kind=kind
+            ),
+            what=f"{channel} delivery failure",
+        )
+    except Exception as exc:
+        if not is_connection_error(exc):
+            raise
+        # Nothing went out; the row stays claimed, and the claim's lease says what happens next.
+        logger.error(
+            "could not record the failure of %s of %s: database unreachable", channel, subject
+        )
     if ad_run_id is not None:
         await _note_on_ad_run(ad_run_id, channel, error)
     return DeliveryOutcome(channel=channel, status="failed", error=error, error_kind=kind)
+
+
+async def _record_sent(
+    channel: Channel,
+    subject: str,
+    claim: DeliveryClaim,
+    provider_id: str,
+    *,
+    ad_run_id: UUID | None,
+    logger: Any,
+) -> DeliveryOutcome:
+    """Record a send the provider accepted; through a brief outage, else say it is unrecorded."""
+    try:
+        await retry_transaction(
+            lambda session: mark_sent(session, claim.delivery_id, provider_message_id=provider_id),
+            what=f"{channel} delivery sent",
+        )
+    except Exception as exc:
+        if not is_connection_error(exc):
+            raise
+        # The row stays claimed (pending). Nobody re-posts it to Slack: once its lease is over,
+        # the next look (retry-exports, an export) sets it `unconfirmed` for a person to check.
+        # An email goes again under the same idempotency key, which Resend answers with this
+        # very email — so that retry records it `sent` without a second email.
+        then = (
+            "it will not be posted again automatically"
+            if channel == "slack"
+            else "a retry re-sends it under the same Resend idempotency key, which returns this "
+            "email instead of sending another"
+        )
+        note = (
+            f"{UNCONFIRMED_LABEL}: {channel} accepted it ({provider_id}) but the database was "
+            f"unreachable, so it is not recorded; {then}"
+        )
+        logger.error("%s of %s: %s", channel, subject, note)
+        return DeliveryOutcome(
+            channel=channel, status="unconfirmed", provider_message_id=provider_id, error=note
+        )
+    if ad_run_id is not None:
+        await _note_on_ad_run(ad_run_id, channel, None)
+    return DeliveryOutcome(channel=channel, status="sent", provider_message_id=provider_id)
 
 
 async def _publish(outcomes: list[DeliveryOutcome], subject: str) -> None:
@@ -876,7 +990,11 @@ def _skipped(channels: list[Channel], reason: str) -> list[DeliveryOutcome]:
 
 @task(name="export-ad-run", cache_policy=NO_CACHE)
 async def export_ad_run(
-    ad_run_id: UUID, export: ExportSettings, *, force: bool = False
+    ad_run_id: UUID,
+    export: ExportSettings,
+    *,
+    force: bool = False,
+    in_flight_lease: timedelta = IN_FLIGHT_LEASE,
 ) -> list[DeliveryOutcome]:
     """Export one ad run: its email (in `per_ad_run` mode) and its Slack post.
 
@@ -888,6 +1006,7 @@ async def export_ad_run(
         ad_run_id: The ad run to export.
         export: The job's export settings (block names, recipients, email mode).
         force: Send again even what was already sent.
+        in_flight_lease: How long a claimed, still pending delivery is left to its sender.
 
     Returns:
         One outcome per channel the settings ask for (none when exports are off).
@@ -943,6 +1062,7 @@ async def export_ad_run(
                 force=force,
                 send=send,
                 logger=logger,
+                in_flight_lease=in_flight_lease,
             )
         )
     await _publish(outcomes, f"ad run {ad_run_id}")
@@ -951,7 +1071,11 @@ async def export_ad_run(
 
 @task(name="export-job-run-digest", cache_policy=NO_CACHE)
 async def export_job_run_digest(
-    job_run_id: UUID, export: ExportSettings, *, force: bool = False
+    job_run_id: UUID,
+    export: ExportSettings,
+    *,
+    force: bool = False,
+    in_flight_lease: timedelta = IN_FLIGHT_LEASE,
 ) -> list[DeliveryOutcome]:
     """Email one digest of every completed ad run of a job run (`digest` email mode).
 
@@ -962,6 +1086,7 @@ async def export_job_run_digest(
         job_run_id: The `scheduled_job_runs` row whose ad runs are summarised.
         export: The job's export settings.
         force: Send again even if this digest was already sent (a manual re-send).
+        in_flight_lease: How long a claimed, still pending delivery is left to its sender.
 
     Returns:
         The email outcome, or nothing when the settings ask for no digest.
@@ -1002,6 +1127,7 @@ async def export_job_run_digest(
         force=force,
         send=send,
         logger=logger,
+        in_flight_lease=in_flight_lease,
     )
     await _publish([outcome], f"job run {job_run_id}")
     return [outcome]

@@ -20,13 +20,14 @@ from prefect import flow, get_run_logger
 from prefect.context import get_run_context
 from prefect.states import Completed, Failed, State
 from pydantic import BaseModel
+from sqlalchemy.ext.asyncio import AsyncSession
 
 from config import get_settings
 from db.errors import NotFoundError, TemplatesExhaustedError
 from db.models import ScheduledJob, ScheduledJobRun
 from db.queries.job_runs import JobRunEvent, claim_schedule_slot, upsert_job_run
 from db.queries.templates import claim_specific_templates, claim_unused_templates
-from db.session import session_scope
+from db.session import retry_transaction, session_scope
 from db.types import utcnow
 from flows.artifacts import publish_run_artifact
 from flows.history import SKIPPED_STATE_NAME, on_state_change, run_trigger, scheduled_time
@@ -46,9 +47,11 @@ class JobRunSummary(BaseModel):
 
 
 async def _record(event: JobRunEvent) -> uuid.UUID:
-    async with session_scope() as session:
-        row = await upsert_job_run(session, event)
-        return row.id
+    # Retried whole through a brief database outage: the upsert is idempotent and monotonic.
+    async def upsert(session: AsyncSession) -> uuid.UUID:
+        return (await upsert_job_run(session, event)).id
+
+    return await retry_transaction(upsert, what="run record")
 
 
 async def _skip(job: ScheduledJob, flow_run_id: uuid.UUID, reason: str, message: str) -> State:

@@ -1,11 +1,16 @@
-"""`ad-scheduler export <ad-run-or-job-run> --channel email|slack`: a deliberate re-send.
+"""`ad-scheduler export <ad-run-or-job-run> --channel email|slack [--force]`: export a run.
 
-Exports normally happen once, after each ad run, and a delivery already sent is never sent
-again. This command is the explicit override: it sends again (`force=True`), says so in the log,
-and prints what happened. The id may be an ad run (its email and/or Slack post) or a job run
-(`scheduled_job_runs.id` or its Prefect flow run id: the digest email, or the Slack post of each
-of its ad runs). Where the ads go comes from the job's export settings; `--to`, `--email-block`
-and `--slack-block` override them (needed for manual ad runs, which have no job).
+Exports normally happen once, after each ad run. This command sends what was not sent yet (never
+sent, or failed) and shows the rest as it stands: `already_sent` with the earlier send's id, and
+`unconfirmed` — "sent, not recorded — check" — for a send that may have gone out but could not
+be recorded. Nothing already sent (or possibly sent) goes out again unless `--force` is given;
+`--force` first prints every delivery it will re-send (when it was sent, as what), then sends
+them again and says so in the log.
+
+The id may be an ad run (its email and/or Slack post) or a job run (`scheduled_job_runs.id` or
+its Prefect flow run id: the digest email, or the Slack post of each of its ad runs). Where the
+ads go comes from the job's export settings; `--to`, `--email-block` and `--slack-block`
+override them (needed for manual ad runs, which have no job).
 """
 
 from __future__ import annotations
@@ -14,6 +19,7 @@ import asyncio
 import enum
 import logging
 import uuid
+from collections.abc import Callable
 from typing import Annotated
 
 import sqlalchemy as sa
@@ -21,7 +27,8 @@ import typer
 from pydantic import ValidationError
 
 from config import get_settings
-from db.models import AdRun, ScheduledJob, ScheduledJobRun
+from db.models import AdRun, ExportDelivery, ScheduledJob, ScheduledJobRun
+from db.queries.deliveries import UNCONFIRMED_LABEL
 from db.session import dispose_engines, session_scope
 from scheduler.params import ExportSettings, JobParameters
 
@@ -92,16 +99,72 @@ def _settings(
         raise _Usage(f"cannot export to {channel.value}: {problems}") from None
 
 
-async def resend(
+Row = tuple[uuid.UUID, str, str, str]
+Announce = Callable[[str], None]
+
+
+async def _ad_runs_of(job_run: ScheduledJobRun) -> list[uuid.UUID]:
+    async with session_scope() as session:
+        return list(
+            (
+                await session.scalars(
+                    sa.select(AdRun.id)
+                    .where(AdRun.scheduled_job_run_id == job_run.id, AdRun.status == "completed")
+                    .order_by(AdRun.created_at)
+                )
+            ).all()
+        )
+
+
+async def _already_out(
+    channel: ExportChannel, *, ad_run_ids: list[uuid.UUID], job_run_id: uuid.UUID | None
+) -> list[ExportDelivery]:
+    """Deliveries to `channel` of these subjects that went out (or may have)."""
+    subject = (
+        ExportDelivery.scheduled_job_run_id == job_run_id
+        if job_run_id is not None
+        else ExportDelivery.ad_run_id.in_(ad_run_ids)
+    )
+    async with session_scope() as session:
+        return list(
+            (
+                await session.scalars(
+                    sa.select(ExportDelivery)
+                    .where(
+                        subject,
+                        ExportDelivery.channel == channel.value,
+                        ExportDelivery.status.in_(("sent", "unconfirmed")),
+                    )
+                    .order_by(ExportDelivery.created_at)
+                )
+            ).all()
+        )
+
+
+def _describe(delivery: ExportDelivery) -> str:
+    subject = delivery.ad_run_id or delivery.scheduled_job_run_id
+    if delivery.status == "unconfirmed":
+        return f"{subject}  {delivery.channel}  {UNCONFIRMED_LABEL} (may have gone out)"
+    when = delivery.sent_at.isoformat(timespec="seconds") if delivery.sent_at else "?"
+    return f"{subject}  {delivery.channel}  sent at {when} as {delivery.provider_message_id}"
+
+
+async def export_run(
     run_id: uuid.UUID,
     channel: ExportChannel,
     *,
     tenant_id: uuid.UUID,
+    force: bool = False,
     to: list[str] | None = None,
     email_block: str | None = None,
     slack_block: str | None = None,
-) -> list[tuple[uuid.UUID, str, str, str]]:
-    """Re-send one run's export on purpose; returns (run id, channel, status, detail) rows.
+    announce: Announce | None = None,
+) -> list[Row]:
+    """Export one run to a channel; returns (run id, channel, status, detail) rows.
+
+    Without `force`, only what was never sent or failed goes out; a delivery `sent` or
+    `unconfirmed` is reported, not sent. With `force`, `announce` is first called with one line
+    per delivery that will go out again, then everything is sent.
 
     Raises:
         _Usage: The run does not exist for the tenant, or the channel is not configured.
@@ -113,47 +176,47 @@ async def resend(
     export = _settings(
         job, channel, digest=digest, to=to, email_block=email_block, slack_block=slack_block
     )
-    await ensure_export_limits(export)
-    rows: list[tuple[uuid.UUID, str, str, str]] = []
     if ad_run is not None:
-        logger.warning("Manual re-send of ad run %s to %s (forced)", ad_run.id, channel.value)
-        for outcome in await export_ad_run(ad_run.id, export, force=True):
-            rows.append((ad_run.id, outcome.channel, outcome.status, _detail(outcome)))
-        return rows
-    assert job_run is not None
+        ad_run_ids = [ad_run.id]
+    elif digest:
+        ad_run_ids = []
+    else:
+        assert job_run is not None
+        ad_run_ids = await _ad_runs_of(job_run)
+    if force:
+        again = await _already_out(
+            channel, ad_run_ids=ad_run_ids, job_run_id=job_run.id if digest and job_run else None
+        )
+        for delivery in again:
+            line = f"re-sending (--force): {_describe(delivery)}"
+            logger.warning("Manual re-send: %s", line)
+            if announce is not None:
+                announce(line)
+    await ensure_export_limits(export)
+    rows: list[Row] = []
     if digest:
-        logger.warning("Manual re-send of the digest of job run %s (forced)", job_run.id)
-        for outcome in await export_job_run_digest(job_run.id, export, force=True):
+        assert job_run is not None
+        for outcome in await export_job_run_digest(job_run.id, export, force=force):
             rows.append((job_run.id, outcome.channel, outcome.status, _detail(outcome)))
         return rows
-    async with session_scope() as session:
-        ad_run_ids = list(
-            (
-                await session.scalars(
-                    sa.select(AdRun.id)
-                    .where(AdRun.scheduled_job_run_id == job_run.id, AdRun.status == "completed")
-                    .order_by(AdRun.created_at)
-                )
-            ).all()
-        )
-    logger.warning(
-        "Manual re-send of %d ad run(s) of job run %s to %s (forced)",
-        len(ad_run_ids),
-        job_run.id,
-        channel.value,
-    )
     for ad_run_id in ad_run_ids:
-        for outcome in await export_ad_run(ad_run_id, export, force=True):
+        for outcome in await export_ad_run(ad_run_id, export, force=force):
             rows.append((ad_run_id, outcome.channel, outcome.status, _detail(outcome)))
     return rows
 
 
 def _detail(outcome: object) -> str:
+    status = getattr(outcome, "status", None)
     error = getattr(outcome, "error", None)
     kind = getattr(outcome, "error_kind", None)
+    provider_id = str(getattr(outcome, "provider_message_id", "") or "")
+    if status == "already_sent":
+        return f"{provider_id} (not sent again; --force re-sends it)".lstrip()
+    if status == "unconfirmed":
+        return f"{error or UNCONFIRMED_LABEL}"
     if error:
         return f"{kind}: {error}" if kind else str(error)
-    return str(getattr(outcome, "provider_message_id", "") or "")
+    return provider_id
 
 
 def export_command(
@@ -173,8 +236,15 @@ def export_command(
     slack_block: Annotated[
         str | None, typer.Option("--slack-block", help="Slack webhook block name.")
     ] = None,
+    force: Annotated[
+        bool,
+        typer.Option(
+            "--force",
+            help="Also re-send what was already sent (or may have been); lists it first.",
+        ),
+    ] = False,
 ) -> None:
-    """Send a run's ads again to a channel, on purpose (even if they were already sent)."""
+    """Export a run's ads to a channel: what was not sent yet, or everything with --force."""
     try:
         subject = uuid.UUID(run_id)
         tenant_id = uuid.UUID(tenant or get_settings().tenant_id)
@@ -182,15 +252,17 @@ def export_command(
         typer.echo("error: the run id and the tenant must be UUIDs", err=True)
         raise typer.Exit(2) from None
 
-    async def main() -> list[tuple[uuid.UUID, str, str, str]]:
+    async def main() -> list[Row]:
         try:
-            return await resend(
+            return await export_run(
                 subject,
                 channel,
                 tenant_id=tenant_id,
+                force=force,
                 to=to,
                 email_block=email_block,
                 slack_block=slack_block,
+                announce=typer.echo,
             )
         finally:
             await dispose_engines()

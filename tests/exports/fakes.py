@@ -112,6 +112,9 @@ class FakeResend:
         self.api_key = api_key
         self.script: deque[Reply] = deque()
         self.delivered: list[dict[str, Any]] = []  # emails that would really go out
+        #: Called (in the server's thread) with each email that really goes out, before the
+        #: answer is sent: a test can make something happen while the sender waits.
+        self.on_delivered: Callable[[dict[str, Any]], None] | None = None
         self._idempotency: dict[str, tuple[str, str]] = {}  # key -> (body hash, email id)
         self.server = FakeServer(self._handle)
 
@@ -160,6 +163,8 @@ class FakeResend:
         if key:
             self._idempotency[key] = (digest, email_id)
         self.delivered.append(request.json)
+        if self.on_delivered is not None:
+            self.on_delivered(request.json)
         return _json_reply(200, {"id": email_id}, {"ratelimit-limit": "2"})
 
 
@@ -170,6 +175,8 @@ class FakeSlackWebhook:
         self.secret_path = f"/services/T000/B000/{uuid.uuid4().hex}"
         self.script: deque[Reply] = deque()
         self.delivered: list[dict[str, Any]] = []
+        #: Called (in the server's thread) with each accepted post, before Slack's `ok` is sent.
+        self.on_delivered: Callable[[dict[str, Any]], None] | None = None
         self.server = FakeServer(self._handle)
 
     @property
@@ -198,4 +205,6 @@ class FakeSlackWebhook:
         if len(payload.get("blocks", [])) > 50:
             return Reply(400, b"invalid_blocks", {"content-type": "text/plain"})
         self.delivered.append(payload)
+        if self.on_delivered is not None:
+            self.on_delivered(payload)
         return Reply(200, b"ok", {"content-type": "text/html"})

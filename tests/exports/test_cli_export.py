@@ -38,7 +38,7 @@ async def _invoke(*args: str) -> tuple[int, str]:
     return result.exit_code, result.output
 
 
-async def test_export_command_resends_on_purpose(
+async def test_export_sends_only_what_was_not_sent_unless_forced(
     db_url: str,
     tenant_id,
     storage_root: Path,
@@ -57,19 +57,33 @@ async def test_export_command_resends_on_purpose(
     assert len(fake_slack.delivered) == 1 and len(fake_resend.delivered) == 1
     caplog.set_level(logging.INFO)
 
+    # Re-export without --force: nothing goes out, on either channel; the output says why.
+    for channel in ("slack", "email"):
+        code, output = await _invoke(
+            str(runs[0].ad_run_id), "--channel", channel, "--tenant", str(tenant_id)
+        )
+        assert code == 0, output
+        assert f"{runs[0].ad_run_id}  {channel}  already_sent" in output
+        assert "--force re-sends it" in output
+    assert len(fake_slack.posts) == 1 and len(fake_resend.posts) == 1
+
+    # A job run id with --channel slack sends only its ad run that was never posted.
+    code, output = await _invoke(str(runs[0].job_run_id), "-c", "slack", "--tenant", str(tenant_id))
+    assert code == 0, output
+    assert f"{runs[0].ad_run_id}  slack  already_sent" in output
+    assert f"{runs[1].ad_run_id}  slack  sent" in output
+    assert len(fake_slack.posts) == 2
+
+    # --force says what it will re-send, then re-sends it once.
     code, output = await _invoke(
-        str(runs[0].ad_run_id), "--channel", "slack", "--tenant", str(tenant_id)
+        str(runs[0].ad_run_id), "--channel", "slack", "--tenant", str(tenant_id), "--force"
     )
     assert code == 0, output
-    assert f"{runs[0].ad_run_id}  slack  sent" in output
-    assert len(fake_slack.delivered) == 2 and len(fake_resend.delivered) == 1
-    assert any("Manual re-send of ad run" in r.getMessage() for r in caplog.records)
-
-    # A job run id with --channel email re-sends the job run's digest (both ad runs).
-    code, output = await _invoke(str(runs[0].job_run_id), "-c", "email", "--tenant", str(tenant_id))
-    assert code == 0, output
-    assert len(fake_resend.delivered) == 2
-    assert len(fake_resend.delivered[-1]["attachments"]) == 2
+    announced = f"re-sending (--force): {runs[0].ad_run_id}  slack  sent at "
+    assert announced in output
+    assert output.index(announced) < output.index(f"{runs[0].ad_run_id}  slack  sent  ")
+    assert len(fake_slack.posts) == 3 and len(fake_resend.posts) == 1
+    assert any("Manual re-send" in r.getMessage() for r in caplog.records)
     async with session_scope() as session:
         slack_row = await session.scalar(
             sa.select(ExportDelivery).where(
@@ -78,9 +92,26 @@ async def test_export_command_resends_on_purpose(
         )
     assert slack_row is not None and (slack_row.status, slack_row.attempts) == ("sent", 2)
 
+    # The digest of the job run: sent once, then only with --force (a fresh idempotency key).
+    code, output = await _invoke(str(runs[0].job_run_id), "-c", "email", "--tenant", str(tenant_id))
+    assert code == 0, output
+    assert len(fake_resend.delivered) == 2
+    assert len(fake_resend.delivered[-1]["attachments"]) == 2
+    code, output = await _invoke(str(runs[0].job_run_id), "-c", "email", "--tenant", str(tenant_id))
+    assert code == 0 and "already_sent" in output, output
+    assert len(fake_resend.posts) == 2
+    code, output = await _invoke(
+        str(runs[0].job_run_id), "-c", "email", "--tenant", str(tenant_id), "--force"
+    )
+    assert code == 0, output
+    assert f"re-sending (--force): {runs[0].job_run_id}  email  sent at " in output
+    assert len(fake_resend.delivered) == 3
+    keys = [p.headers["idempotency-key"] for p in fake_resend.posts[1:]]
+    assert keys[0] != keys[1]
+
     # Another tenant cannot see the run.
     code, output = await _invoke(
         str(runs[0].ad_run_id), "-c", "slack", "--tenant", str(uuid.uuid4())
     )
     assert code == 2 and "no ad run or job run" in output
-    assert len(fake_slack.delivered) == 2
+    assert len(fake_slack.posts) == 3

@@ -95,7 +95,7 @@ RESEND_CASES = [
         kind="retryable",
         requests=5,
         waits=4,
-        says="a later export of this run will try again",
+        says="the retry-exports flow tries again",
     ),
     Case(
         "Retry-After longer than we wait",
