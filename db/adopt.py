@@ -195,9 +195,10 @@ class AdoptionReport:
             ("constraints replaced", self.constraints_replaced),
             ("indexes added", self.indexes_added),
             ("views / trigger replaced", self.replaced),
-            ("constraints blocked by existing rows (fix the rows, then run it again)", [
-                str(b) for b in self.blocked
-            ]),
+            (
+                "constraints blocked by existing rows (fix the rows, then run it again)",
+                [str(b) for b in self.blocked],
+            ),
             ("warnings", self.warnings),
         ]
         lines = [head]
@@ -216,14 +217,8 @@ def _scalar_list(conn: sa.Connection, sql: str, **params: Any) -> list[Any]:
 
 
 def existing_tables(conn: sa.Connection) -> set[str]:
-    """Base tables of the current schema."""
-    return set(
-        _scalar_list(
-            conn,
-            "SELECT table_name FROM information_schema.tables "
-            "WHERE table_schema = current_schema() AND table_type = 'BASE TABLE'",
-        )
-    )
+    """Base tables of the current schema (any database)."""
+    return set(sa.inspect(conn).get_table_names())
 
 
 def needs_adoption(conn: sa.Connection) -> bool:
@@ -326,7 +321,7 @@ def _triggers(conn: sa.Connection, table: str) -> dict[str, str]:
 
 
 def _pg_type(column: sa.Column[Any]) -> str:
-    return column.type.compile(dialect=postgresql.dialect()).lower()  # type: ignore[no-untyped-call]
+    return column.type.compile(dialect=postgresql.dialect()).lower()
 
 
 def _base_type(formatted: str) -> str:
@@ -428,7 +423,9 @@ def check_adoptable(conn: sa.Connection) -> list[str]:
     return problems
 
 
-def adopt_schema(conn: sa.Connection, tenant_id: uuid.UUID, *, dry_run: bool = False) -> AdoptionReport:
+def adopt_schema(
+    conn: sa.Connection, tenant_id: uuid.UUID, *, dry_run: bool = False
+) -> AdoptionReport:
     """Bring an existing PostgreSQL database to the project's schema, in place.
 
     Runs inside the caller's transaction (the caller commits, or rolls back for a dry run).
@@ -452,10 +449,10 @@ def adopt_schema(conn: sa.Connection, tenant_id: uuid.UUID, *, dry_run: bool = F
     tables = existing_tables(conn)
     ours = {t.name for t in Base.metadata.sorted_tables}
     adopted = tables & ours
-    report.tables_adopted = sorted(adopted)
     first_time = BOOKKEEPING_TABLE not in tables
     if first_time:
         _record_before(conn, adopted)
+    report.tables_adopted = sorted(t for t, _n, _d in _recorded(conn, "table") if t)
 
     if first_time:
         _drop_seed_views_and_trigger(conn, adopted, report)
@@ -552,9 +549,7 @@ def _add_columns(
                 if sql is None and isinstance(text, str):
                     sql = "'" + text.replace("'", "''") + "'"
                 elif sql is None and text is not None:
-                    sql = str(
-                        text.compile(dialect=conn.dialect)  # type: ignore[union-attr]
-                    )
+                    sql = str(text.compile(dialect=conn.dialect))
                 ddl += f" DEFAULT {sql}"
                 note = f"default {sql}"
             elif not column.nullable:
@@ -627,11 +622,11 @@ def _backfill(
                 f"brands: {count} row(s) created from the distinct brand_ids of "
                 f"{' and '.join(sources)} (named 'Brand <id>'; rename them as you like)"
             )
-    for (table, column), (sql, how) in _DERIVED_BACKFILLS.items():
-        if column in added.get(table, set()):
+    for (table_name, column_name), (sql, how) in _DERIVED_BACKFILLS.items():
+        if column_name in added.get(table_name, set()):
             count = conn.execute(sa.text(sql)).rowcount
             if count:
-                report.backfilled.append(f"{table}.{column} {how}: {count} row(s)")
+                report.backfilled.append(f"{table_name}.{column_name} {how}: {count} row(s)")
 
 
 def _sample(conn: sa.Connection, table: str, where: str) -> tuple[int, list[str]]:
@@ -650,7 +645,9 @@ def _not_null(conn: sa.Connection, table: sa.Table, report: AdoptionReport) -> N
         count, ids = _sample(conn, table.name, f'"{column.name}" IS NULL')
         if count:
             report.blocked.append(
-                Blocked(table.name, f"NOT NULL on {column.name}", f"have no {column.name}", count, ids)
+                Blocked(
+                    table.name, f"NOT NULL on {column.name}", f"have no {column.name}", count, ids
+                )
             )
             continue
         conn.execute(sa.text(f'ALTER TABLE {table.name} ALTER COLUMN "{column.name}" SET NOT NULL'))
@@ -689,13 +686,15 @@ def _checks(conn: sa.Connection, table: sa.Table, report: AdoptionReport) -> Non
 
 def _uniques(conn: sa.Connection, table: sa.Table, report: AdoptionReport) -> None:
     indexes = _indexes(conn, table.name)
-    covered = [set(cols) for unique, partial, cols, _d in indexes.values() if unique and not partial]
+    covered = [
+        set(cols) for unique, partial, cols, _d in indexes.values() if unique and not partial
+    ]
     for unique in [c for c in table.constraints if isinstance(c, sa.UniqueConstraint)]:
         cols = [c.name for c in unique.columns]
         if set(cols) in covered:
             continue
         name = _constraint_name(conn, unique)
-        if _duplicates(conn, table.name, cols, None, name, report):
+        if _duplicates(conn, table.name, cols=cols, where=None, name=name, report=report):
             continue
         conn.execute(sa.schema.AddConstraint(unique))
         report.constraints_added.append(f"{table.name}: UNIQUE {name} ({', '.join(cols)})")
@@ -704,6 +703,7 @@ def _uniques(conn: sa.Connection, table: sa.Table, report: AdoptionReport) -> No
 def _duplicates(
     conn: sa.Connection,
     table: str,
+    *,
     cols: list[str],
     where: str | None,
     name: str,
@@ -711,7 +711,9 @@ def _duplicates(
 ) -> bool:
     key = ", ".join(f'"{c}"' for c in cols)
     filters = " AND ".join([f'"{c}" IS NOT NULL' for c in cols] + ([f"({where})"] if where else []))
-    dup = f"({key}) IN (SELECT {key} FROM {table} WHERE {filters} GROUP BY {key} HAVING count(*) > 1)"
+    dup = (
+        f"({key}) IN (SELECT {key} FROM {table} WHERE {filters} GROUP BY {key} HAVING count(*) > 1)"
+    )
     count, ids = _sample(conn, table, f"{filters} AND {dup}")
     if count:
         report.blocked.append(
@@ -729,7 +731,8 @@ def _foreign_keys(conn: sa.Connection, table: sa.Table, report: AdoptionReport) 
             continue
         name = _constraint_name(conn, fk)
         remote = [e.column.name for e in fk.elements]
-        match = " AND ".join(f'r."{rc}" = {table.name}."{lc}"' for lc, rc in zip(cols, remote))
+        pairs = zip(cols, remote, strict=True)
+        match = " AND ".join(f'r."{rc}" = {table.name}."{lc}"' for lc, rc in pairs)
         orphan = " AND ".join(f'"{c}" IS NOT NULL' for c in cols)
         count, ids = _sample(
             conn,
@@ -763,7 +766,7 @@ def _indexes_for(conn: sa.Connection, table: sa.Table, report: AdoptionReport) -
         if index.unique:
             where = index.dialect_options["postgresql"].get("where")
             where_sql = str(where) if where is not None else None
-            if _duplicates(conn, table.name, cols, where_sql, name, report):
+            if _duplicates(conn, table.name, cols=cols, where=where_sql, name=name, report=report):
                 continue
         conn.execute(sa.schema.CreateIndex(index))
         report.indexes_added.append(f"{table.name}: {name} ({', '.join(cols)})")
@@ -820,25 +823,27 @@ def downgrade_adopted(conn: sa.Connection) -> None:
             if (table, column) not in kept["column"]:
                 conn.execute(sa.text(f'ALTER TABLE {table} DROP COLUMN "{column}"'))
     # NOT NULL that adoption set on a column that allowed NULL before.
-    for table, column, was in _recorded(conn, "column"):
-        if was == "null" and table in tables and column in _columns(conn, table):
-            conn.execute(sa.text(f'ALTER TABLE {table} ALTER COLUMN "{column}" DROP NOT NULL'))
+    for owner, column_name, was in _recorded(conn, "column"):
+        if was == "null" and owner in tables and column_name in _columns(conn, str(owner)):
+            conn.execute(sa.text(f'ALTER TABLE {owner} ALTER COLUMN "{column_name}" DROP NOT NULL'))
     backfilled = conn.execute(
         sa.text(f"SELECT DISTINCT table_name, column_name FROM {BACKFILL_TABLE}")
     ).all()
-    for table, column in backfilled:
+    for owner, column_name in backfilled:
         conn.execute(
             sa.text(
-                f'UPDATE {table} SET "{column}" = NULL WHERE id IN (SELECT row_id FROM '
+                f'UPDATE {owner} SET "{column_name}" = NULL WHERE id IN (SELECT row_id FROM '
                 f"{BACKFILL_TABLE} WHERE table_name = :t AND column_name = :c)"
             ),
-            {"t": table, "c": column},
+            {"t": owner, "c": column_name},
         )
-    for table, name, definition in _recorded(conn, "dropped_constraint"):
-        conn.execute(sa.text(f'ALTER TABLE {table} ADD CONSTRAINT "{name}" {definition} NOT VALID'))
+    for owner, constraint, definition in _recorded(conn, "dropped_constraint"):
+        conn.execute(
+            sa.text(f'ALTER TABLE {owner} ADD CONSTRAINT "{constraint}" {definition} NOT VALID')
+        )
         try:
             with conn.begin_nested():
-                conn.execute(sa.text(f'ALTER TABLE {table} VALIDATE CONSTRAINT "{name}"'))
+                conn.execute(sa.text(f'ALTER TABLE {owner} VALIDATE CONSTRAINT "{constraint}"'))
         except sa.exc.DBAPIError:
             pass  # rows the project wrote (e.g. a "skipped" run) stay; new rows are checked
     function = next(iter(_recorded(conn, "function")), None)
@@ -846,10 +851,10 @@ def downgrade_adopted(conn: sa.Connection) -> None:
         conn.execute(sa.text(function[2]))
     else:
         conn.execute(sa.text(f"DROP FUNCTION IF EXISTS {UPDATED_AT_FUNCTION}()"))
-    for _t, name, definition in _recorded(conn, "view"):
-        conn.execute(sa.text(f"CREATE OR REPLACE VIEW {name} AS {definition}"))
-    for table, name, definition in _recorded(conn, "trigger"):
-        if name and definition and name not in _triggers(conn, str(table)):
+    for _t, view, definition in _recorded(conn, "view"):
+        conn.execute(sa.text(f"CREATE OR REPLACE VIEW {view} AS {definition}"))
+    for owner, trigger, definition in _recorded(conn, "trigger"):
+        if trigger and definition and trigger not in _triggers(conn, str(owner)):
             conn.execute(sa.text(definition))
     conn.execute(sa.text(f"DROP TABLE {BACKFILL_TABLE}"))
     conn.execute(sa.text(f"DROP TABLE {BOOKKEEPING_TABLE}"))

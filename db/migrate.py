@@ -19,10 +19,12 @@ from alembic import command
 from alembic.config import Config
 from alembic.runtime.migration import MigrationContext
 from alembic.script import ScriptDirectory
+from alembic.util import CommandError
 from sqlalchemy.engine import URL, make_url
 
 from config import get_settings
-from db.adopt import AdoptionError, AdoptionReport, adopt_schema, needs_adoption
+from db.adopt import AdoptionError, AdoptionReport, adopt_schema, is_adopted, needs_adoption
+from db.errors import AdSchedulerError
 from db.session import new_async_engine, resolve_database_url
 
 MIGRATIONS_DIR = Path(__file__).resolve().parent / "migrations"
@@ -80,13 +82,38 @@ def upgrade(
         AdoptionError: The existing database cannot be adopted (the message says why and what
             to do); nothing was changed.
     """
-    return asyncio.run(_upgrade(url, revision, tenant_id, dry_run))
+    try:
+        return asyncio.run(_upgrade(url, revision, tenant_id, dry_run))
+    except AdSchedulerError:
+        raise
+    except CommandError as exc:
+        raise MigrationError(f"database upgrade failed: {exc}") from exc
+    except (sa.exc.SQLAlchemyError, OSError) as exc:
+        raise MigrationError(
+            f"database upgrade failed, nothing was changed (it runs in one transaction): "
+            f"{_short(exc)}. Check DATABASE_URL and that the database is reachable, then run "
+            "`ad-scheduler db upgrade` again (add --dry-run to see the plan first)"
+        ) from exc
+
+
+class MigrationError(AdSchedulerError):
+    """The upgrade failed (unreachable database, a refused statement); nothing was changed."""
+
+
+def _short(exc: BaseException) -> str:
+    """The driver's own message, first line, without the SQL and parameters SQLAlchemy adds."""
+    orig = getattr(exc, "orig", None) or exc
+    text = str(orig).strip().splitlines()[0] if str(orig).strip() else type(orig).__name__
+    return f"{type(orig).__name__}: {text}"
 
 
 async def _upgrade(
     url: URL | str | None, revision: str, tenant_id: uuid.UUID | None, dry_run: bool
 ) -> UpgradeResult:
-    resolved = make_url(url) if url is not None else await resolve_database_url()
+    try:
+        resolved = make_url(url) if url is not None else await resolve_database_url()
+    except ValueError as exc:  # says which setting is wrong, never echoes a password
+        raise MigrationError(f"{exc}; fix DATABASE_URL and run it again") from None
     tenant = tenant_id or uuid.UUID(get_settings().tenant_id)
     engine = new_async_engine(resolved)
     try:
@@ -133,9 +160,15 @@ def _upgrade_on(
     result.pending = list(reversed(pending))
     if dry_run:
         result.after = tuple(r.revision for r in target if r)
+        if is_adopted(conn) and not result.pending:
+            result.adoption = adopt_schema(conn, tenant_id, dry_run=True)
         return result
     command.upgrade(config, revision)
     result.after = _heads(conn)
+    if is_adopted(conn):
+        # An adopted database: add what earlier runs held back once the rows allow it (a run
+        # with nothing left to do changes nothing).
+        result.adoption = adopt_schema(conn, tenant_id, dry_run=dry_run)
     return result
 
 
@@ -155,10 +188,21 @@ async def aupgrade(
     dry_run: bool = False,
 ) -> UpgradeResult:
     """`upgrade` in a worker thread (the URL resolved here, so a block name works too)."""
-    resolved = make_url(url) if url is not None else await resolve_database_url()
+    try:
+        resolved = make_url(url) if url is not None else await resolve_database_url()
+    except ValueError as exc:
+        raise MigrationError(f"{exc}; fix DATABASE_URL and run it again") from None
     return await asyncio.to_thread(
         upgrade, resolved, revision, tenant_id=tenant_id, dry_run=dry_run
     )
 
 
-__all__ = ["AdoptionError", "UpgradeResult", "alembic_config", "aupgrade", "downgrade", "upgrade"]
+__all__ = [
+    "AdoptionError",
+    "MigrationError",
+    "UpgradeResult",
+    "alembic_config",
+    "aupgrade",
+    "downgrade",
+    "upgrade",
+]
