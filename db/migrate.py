@@ -104,7 +104,8 @@ def _short(exc: BaseException) -> str:
     """The driver's own message, first line, without the SQL and parameters SQLAlchemy adds."""
     orig = getattr(exc, "orig", None) or exc
     text = str(orig).strip().splitlines()[0] if str(orig).strip() else type(orig).__name__
-    return f"{type(orig).__name__}: {text}"
+    kind = type(orig).__name__
+    return text if kind in ("Error", "DBAPIError") else f"{kind}: {text}"
 
 
 async def _upgrade(
