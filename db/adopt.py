@@ -135,6 +135,15 @@ class AdoptionError(AdSchedulerError):
     """The database cannot be adopted as it is; nothing was changed."""
 
 
+def short_db_error(exc: BaseException) -> str:
+    """The driver's own message, first line, without the SQL and parameters SQLAlchemy adds
+    (they may hold row values); never the URL."""
+    orig = getattr(exc, "orig", None) or exc
+    text = str(orig).strip().splitlines()[0] if str(orig).strip() else type(orig).__name__
+    kind = type(orig).__name__
+    return text if kind in ("Error", "DBAPIError") else f"{kind}: {text}"
+
+
 @dataclass(frozen=True)
 class Blocked:
     """A constraint the existing rows do not satisfy (it was not added)."""

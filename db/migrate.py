@@ -23,7 +23,14 @@ from alembic.util import CommandError
 from sqlalchemy.engine import URL, make_url
 
 from config import get_settings
-from db.adopt import AdoptionError, AdoptionReport, adopt_schema, is_adopted, needs_adoption
+from db.adopt import (
+    AdoptionError,
+    AdoptionReport,
+    adopt_schema,
+    is_adopted,
+    needs_adoption,
+    short_db_error,
+)
 from db.errors import AdSchedulerError
 from db.session import new_async_engine, resolve_database_url
 
@@ -90,22 +97,14 @@ def upgrade(
         raise MigrationError(f"database upgrade failed: {exc}") from exc
     except (sa.exc.SQLAlchemyError, OSError) as exc:
         raise MigrationError(
-            f"database upgrade failed, nothing was changed (it runs in one transaction): "
-            f"{_short(exc)}. Check DATABASE_URL and that the database is reachable, then run "
-            "`ad-scheduler db upgrade` again (add --dry-run to see the plan first)"
+            "database upgrade failed, nothing was changed (it runs in one transaction): "
+            f"{short_db_error(exc)}. Check DATABASE_URL and that the database is reachable, "
+            "then run `ad-scheduler db upgrade` again (add --dry-run to see the plan first)"
         ) from exc
 
 
 class MigrationError(AdSchedulerError):
     """The upgrade failed (unreachable database, a refused statement); nothing was changed."""
-
-
-def _short(exc: BaseException) -> str:
-    """The driver's own message, first line, without the SQL and parameters SQLAlchemy adds."""
-    orig = getattr(exc, "orig", None) or exc
-    text = str(orig).strip().splitlines()[0] if str(orig).strip() else type(orig).__name__
-    kind = type(orig).__name__
-    return text if kind in ("Error", "DBAPIError") else f"{kind}: {text}"
 
 
 async def _upgrade(

@@ -28,14 +28,17 @@ from typing import TYPE_CHECKING, Any
 
 import sqlalchemy as sa
 
+from db.adopt import short_db_error
 from db.errors import AdSchedulerError
-from db.models import ScheduledJob, ScheduledJobRun
+from db.models import AdTemplate, ProductTemplateUsage, ScheduledJob, ScheduledJobRun
 from db.queries.job_runs import derive_job_state
 from db.session import session_scope
 from scheduler import deployments as dep
 from scheduler.spec import FieldProblem, InvalidJobSpec, JobSpec
 
 if TYPE_CHECKING:
+    from sqlalchemy.ext.asyncio import AsyncSession
+
     from scheduler.sdk import AdScheduler
 
 #: The old scheduler page's parameter keys, and where each one goes in the job spec.
@@ -87,11 +90,16 @@ class AdoptedJob:
     notes: list[str] = field(default_factory=list)
 
 
+class AdoptJobsError(AdSchedulerError):
+    """The jobs could not be read at all (database unreachable or not upgraded yet)."""
+
+
 @dataclass
 class JobAdoptionReport:
-    """Per-row results of `adopt_jobs`."""
+    """Per-row results of `adopt_jobs`, plus notes about the tenant's old template usage."""
 
     rows: list[AdoptedJob] = field(default_factory=list)
+    notes: list[str] = field(default_factory=list)
 
     @property
     def adopted(self) -> list[AdoptedJob]:
@@ -106,8 +114,10 @@ class JobAdoptionReport:
     def render(self) -> str:
         """One block per row: ✓ adopted (with notes) or ✗ not adopted (field: reason)."""
         if not self.rows:
-            return "no job to adopt: every job of this tenant already has a deployment"
-        lines = [f"{len(self.adopted)} job(s) adopted, {len(self.failed)} not adopted"]
+            return "\n".join(
+                ["no job to adopt: every job of this tenant already has a deployment", *self.notes]
+            )
+        lines = [f"{len(self.adopted)} job(s) adopted, {len(self.failed)} not adopted", *self.notes]
         for row in self.rows:
             mark = "✓ adopted" if row.outcome == "adopted" else "✗ not adopted (row unchanged)"
             lines.append(f"{mark}: {row.name} ({row.job_id})")
@@ -138,6 +148,7 @@ def legacy_spec(
     *,
     email_block: str | None = None,
     slack_webhook_block: str | None = None,
+    catalog: set[str] | None = None,
 ) -> tuple[dict[str, Any], list[str]]:
     """The job spec of an old row, and notes (e.g. ignored parameter keys).
 
@@ -147,6 +158,8 @@ def legacy_spec(
             global API key; the project keeps it in a block).
         slack_webhook_block: Slack webhook block for rows that post to Slack without their own
             `slack_webhook_url` (the old worker's global webhook).
+        catalog: The tenant's template storage names: `template_ids` written as storage paths
+            are matched to them (see `catalog_name`).
 
     Raises:
         InvalidJobSpec: A field cannot be read; each problem names the row's column or key.
@@ -219,7 +232,10 @@ def legacy_spec(
         if row.template_count is None:
             problem("template_count", "empty; allowed: how many unused templates per run (1..50)")
     else:
-        templates = {"mode": "specific", "templates": list(row.template_ids or [])}
+        names = list(row.template_ids or [])
+        if catalog is not None:
+            names = [catalog_name(n, catalog) or n for n in names]
+        templates = {"mode": "specific", "templates": names}
         if not row.template_ids:
             problem("template_ids", f"empty; {row.template_mode!r} mode needs template names")
     if problems:
@@ -242,7 +258,7 @@ def legacy_spec(
     return spec, notes
 
 
-async def _completed_history(session: Any, job_id: uuid.UUID) -> int:
+async def _completed_history(session: AsyncSession, job_id: uuid.UUID) -> int:
     return int(
         await session.scalar(
             sa.select(sa.func.count()).where(
@@ -266,6 +282,40 @@ async def adopt_jobs(
     A failed row changes nothing (each row is one atomic SDK write); the others go on.
     """
     report = JobAdoptionReport()
+    try:
+        rows, names, history = await _rows_to_adopt(ads)
+    except (sa.exc.SQLAlchemyError, OSError) as exc:
+        raise AdoptJobsError(
+            f"cannot read the jobs to adopt: {short_db_error(exc)}. Check DATABASE_URL, and run "
+            "`ad-scheduler db upgrade` first (it adopts an existing database)"
+        ) from exc
+    async with session_scope(ads.database_url) as session:
+        catalog = await _match_catalog_names(session, ads.tenant_id, report)
+    for row in rows:
+        try:
+            outcome = await _adopt_one(
+                ads,
+                row,
+                names.get(row.name, 1),
+                history[row.id],
+                email_block=email_block,
+                slack_webhook_block=slack_webhook_block,
+                catalog=catalog,
+            )
+        except sa.exc.SQLAlchemyError as exc:
+            outcome = AdoptedJob(
+                job_id=row.id,
+                name=row.name,
+                outcome="failed",
+                problems=[FieldProblem(field="database", message=short_db_error(exc))],
+            )
+        report.rows.append(outcome)
+    return report
+
+
+async def _rows_to_adopt(
+    ads: AdScheduler,
+) -> tuple[list[ScheduledJob], dict[str, int], dict[uuid.UUID, int]]:
     async with session_scope(ads.database_url) as session:
         rows = list(
             (
@@ -292,18 +342,76 @@ async def adopt_jobs(
             ).all()
         )
         history = {row.id: await _completed_history(session, row.id) for row in rows}
-    for row in rows:
-        report.rows.append(
-            await _adopt_one(
-                ads,
-                row,
-                names.get(row.name, 1),
-                history[row.id],
-                email_block=email_block,
-                slack_webhook_block=slack_webhook_block,
+    return rows, names, history
+
+
+def catalog_name(name: str, catalog: set[str]) -> str | None:
+    """The catalog's storage name for a template name the old scheduler wrote, or None.
+
+    The old worker may have stored a path ("templates/summer.png", "bucket/templates/…") where
+    the catalog holds names relative to the templates folder ("summer.png"): the longest
+    trailing part of the path that the catalog knows is the match.
+    """
+    parts = name.strip().split("/")
+    for start in range(len(parts)):
+        candidate = "/".join(parts[start:])
+        if candidate in catalog:
+            return candidate
+    return None
+
+
+async def _match_catalog_names(
+    session: AsyncSession, tenant_id: uuid.UUID, report: JobAdoptionReport
+) -> set[str]:
+    """Key the tenant's old usage rows by the catalog's storage names, so that `unused` mode
+    (which compares usage with the catalog by storage name) does not pick them again."""
+    catalog = set(
+        (
+            await session.scalars(
+                sa.select(AdTemplate.storage_name).where(AdTemplate.tenant_id == tenant_id)
+            )
+        ).all()
+    )
+    usage = ProductTemplateUsage
+    rows = (
+        await session.execute(
+            sa.select(usage.id, usage.product_id, usage.template_storage_name).where(
+                usage.tenant_id == tenant_id, usage.template_storage_name.not_in(catalog)
             )
         )
-    return report
+    ).all()
+    taken = {(r.product_id, r.template_storage_name) for r in rows}
+    if rows:
+        taken |= set(
+            (
+                await session.execute(
+                    sa.select(usage.product_id, usage.template_storage_name).where(
+                        usage.product_id.in_({r.product_id for r in rows})
+                    )
+                )
+            ).all()
+        )
+    renamed, unknown = 0, 0
+    for row in rows:
+        match = catalog_name(row.template_storage_name, catalog)
+        if match is None or (row.product_id, match) in taken:
+            unknown += 1
+            continue
+        taken.add((row.product_id, match))
+        await session.execute(
+            sa.update(usage).where(usage.id == row.id).values(template_storage_name=match)
+        )
+        renamed += 1
+    if renamed:
+        report.notes.append(
+            f"{renamed} template usage row(s) renamed to the catalog's storage names"
+        )
+    if unknown:
+        report.notes.append(
+            f"{unknown} template usage row(s) name templates that are not in the catalog (kept "
+            "as they are; run `ad-scheduler templates sync` if those templates are in storage)"
+        )
+    return catalog
 
 
 async def _adopt_one(
@@ -314,6 +422,7 @@ async def _adopt_one(
     *,
     email_block: str | None,
     slack_webhook_block: str | None,
+    catalog: set[str],
 ) -> AdoptedJob:
     result = AdoptedJob(job_id=row.id, name=row.name, outcome="failed")
     if same_name > 1:
@@ -339,7 +448,7 @@ async def _adopt_one(
         return result
     try:
         spec, notes = legacy_spec(
-            row, email_block=email_block, slack_webhook_block=slack_webhook_block
+            row, email_block=email_block, slack_webhook_block=slack_webhook_block, catalog=catalog
         )
         job = await ads.apply(spec)
     except InvalidJobSpec as exc:

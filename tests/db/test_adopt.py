@@ -141,7 +141,7 @@ async def test_dry_run_upgrade_rerun_and_downgrade(
     )
     assert [r[1:] for r in ad_runs] == [
         ("p1", "tpl-a.png", True),
-        ("p2", "tpl-b.png", True),
+        ("p2", "templates/tpl-b.png", True),
         (None, "tpl-a.png", True),
     ]
     # The views are the project's own, exactly as a fresh database has them.

@@ -106,6 +106,7 @@ async def test_jobs_adopt_deploys_each_job_and_reports_the_bad_one(
     assert "parameters.num_variations:" in out and "parameters.color_mode:" in out
     assert SLACK_URL not in out and "legacysecret" not in out
     assert "Traceback" not in out
+    assert "1 template usage row(s) renamed to the catalog's storage names" in out
     # The bad row is untouched.
     assert await _row(url, JOB_BAD) == bad_before
 
@@ -199,6 +200,46 @@ async def test_jobs_adopt_deploys_each_job_and_reports_the_bad_one(
     async with session_scope() as session:
         job = await session.get(ScheduledJob, recurring.id)
     assert job is not None and job.runs_completed == 3
+
+    # The bad row, fixed by a person: a claimed run count without history is refused (it would
+    # mean extra runs), then, corrected, the row is adopted.
+    await _execute(
+        url,
+        "UPDATE scheduled_jobs SET parameters = '{\"num_variations\": 2}', runs_completed = 3 "
+        f"WHERE id = '{JOB_BAD}'",
+    )
+    refused = await _adopt_cli(tenant)
+    assert "runs_completed: 3 runs completed, but scheduled_job_runs holds 0" in refused.output
+    await _execute(url, f"UPDATE scheduled_jobs SET runs_completed = 0 WHERE id = '{JOB_BAD}'")
+    fixed = await _adopt_cli(tenant)
+    assert fixed.exit_code == 0, fixed.output
+    assert "1 job(s) adopted, 0 not adopted" in fixed.output
+
+
+async def test_jobs_adopt_before_db_upgrade_says_what_to_do(
+    postgres_available: bool, prefect_api: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    require_postgres(postgres_available)
+    name, url = await create_legacy_database()
+    monkeypatch.setenv("DATABASE_URL", url)
+    get_settings.cache_clear()
+    try:
+        result = await _adopt_cli(uuid.uuid4())
+        assert result.exit_code == 1
+        assert "cannot read the jobs to adopt" in result.output
+        assert "ad-scheduler db upgrade" in result.output
+        assert "Traceback" not in result.output
+    finally:
+        get_settings.cache_clear()
+        await drop_pg_database(name)
+
+
+async def _execute(url: str, sql: str) -> None:
+    conn = await asyncpg.connect(url.replace("postgresql+asyncpg://", "postgresql://"))
+    try:
+        await conn.execute(sql)
+    finally:
+        await conn.close()
 
 
 def _tenant_jobs(tenant: uuid.UUID) -> Any:

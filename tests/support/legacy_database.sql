@@ -82,7 +82,7 @@ INSERT INTO scheduled_jobs (id, product_id, brand_id, name, schedule_type, cron_
     ('22222222-0000-0000-0000-000000000004', '11111111-0000-0000-0000-000000000001',
      'bbbbbbbb-0000-0000-0000-000000000001', 'Black Friday', 'one_time', NULL,
      NOW() + INTERVAL '30 days', NOW() + INTERVAL '30 days', NULL, 0, 'active', 'specific', 2,
-     ARRAY['tpl-a.png', 'tpl-e.png'],
+     ARRAY['tpl-a.png', 'templates/tpl-e.png'],
      '{"num_variations": 1, "content_source": "recreate_template", "color_mode": "complementary",
        "export_destination": "email", "export_email": "team@example.com, Boss@Example.com"}'),
     -- bad parameters: cannot be adopted, must be reported and left as it is
@@ -109,7 +109,9 @@ INSERT INTO scheduled_job_runs (id, scheduled_job_id, started_at, completed_at, 
 INSERT INTO product_template_usage (id, product_id, template_storage_name, used_at, ad_run_id) VALUES
     ('44444444-0000-0000-0000-000000000001', '11111111-0000-0000-0000-000000000001', 'tpl-a.png',
      NOW() - INTERVAL '14 days', 'aaaaaaaa-0000-0000-0000-000000000001'),
-    ('44444444-0000-0000-0000-000000000002', '11111111-0000-0000-0000-000000000001', 'tpl-b.png',
+    -- the old worker sometimes stored the template's storage path, not its name
+    ('44444444-0000-0000-0000-000000000002', '11111111-0000-0000-0000-000000000001',
+     'templates/tpl-b.png',
      NOW() - INTERVAL '7 days', 'aaaaaaaa-0000-0000-0000-000000000002'),
     ('44444444-0000-0000-0000-000000000003', '11111111-0000-0000-0000-000000000003', 'tpl-a.png',
      NOW() - INTERVAL '20 days', 'aaaaaaaa-0000-0000-0000-000000000003');
