@@ -35,6 +35,8 @@ from db.errors import AdSchedulerError
 from db.session import new_async_engine, resolve_database_url
 
 MIGRATIONS_DIR = Path(__file__).resolve().parent / "migrations"
+#: Transaction-scoped advisory lock held by an upgrade on PostgreSQL ("adsched" in ASCII).
+UPGRADE_LOCK_KEY = 0x61647363686564
 
 
 @dataclass
@@ -136,6 +138,9 @@ def _heads(conn: sa.Connection) -> tuple[str, ...]:
 def _upgrade_on(
     conn: sa.Connection, revision: str, tenant_id: uuid.UUID, dry_run: bool
 ) -> UpgradeResult:
+    if conn.dialect.name == "postgresql":
+        # Two upgrades at once queue here: the second then finds the first one's work done.
+        conn.execute(sa.text("SELECT pg_advisory_xact_lock(:key)"), {"key": UPGRADE_LOCK_KEY})
     config = alembic_config()
     config.attributes["connection"] = conn
     result = UpgradeResult(url=conn.engine.url, dry_run=dry_run)

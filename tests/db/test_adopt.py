@@ -212,3 +212,19 @@ def test_sqlite_with_tables_but_no_history_is_refused(tmp_path: Any, on_database
     result = _cli_sync("db", "upgrade")
     assert result.exit_code == 1
     assert "PostgreSQL only" in result.output and "Traceback" not in result.output
+
+
+async def test_two_upgrades_at_once_adopt_once(legacy_url: str) -> None:
+    from db.migrate import upgrade
+
+    tenant = uuid.uuid4()
+    first, second = await asyncio.gather(
+        asyncio.to_thread(upgrade, legacy_url, tenant_id=tenant),
+        asyncio.to_thread(upgrade, legacy_url, tenant_id=tenant),
+    )
+    reports = sorted(
+        (r.adoption.changes for r in (first, second) if r.adoption is not None), reverse=True
+    )
+    assert reports[0] > 0 and reports[1:] == [0]
+    brands = await _fetch(legacy_url, "SELECT count(*) FROM brands")
+    assert brands == [(2,)]
