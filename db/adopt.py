@@ -52,14 +52,20 @@ UPDATED_AT_TABLES = (
 SAMPLE_ROWS = 5
 
 # The project's views and trigger function, as revision 0001 creates them on PostgreSQL (a test
-# compares an adopted database's view definitions with a fresh one's).
+# compares an adopted database's views with a fresh one's). `{extra}` takes the columns of the
+# seed's own view that the project's lacks, so that queries written for the old view still work.
+#: Each view's main table and its alias in the view.
+VIEW_BASE = {
+    "v_active_scheduled_jobs": ("scheduled_jobs", "j"),
+    "v_recent_job_runs": ("scheduled_job_runs", "r"),
+}
 VIEW_SQL = {
     "v_active_scheduled_jobs": """
         CREATE VIEW v_active_scheduled_jobs AS
         SELECT j.id, j.tenant_id, j.name, j.brand_id, j.product_id, p.name AS product_name,
                j.schedule_type, j.cron_expression, j.timezone, j.scheduled_at, j.next_run_at,
                j.max_runs, j.runs_completed, j.template_mode, j.template_count,
-               j.prefect_deployment_id, j.last_run_at, j.created_at
+               j.prefect_deployment_id, j.last_run_at, j.created_at{extra}
         FROM scheduled_jobs j
         JOIN products p ON p.id = j.product_id
         WHERE j.status = 'active' AND j.deleted_at IS NULL
@@ -69,7 +75,7 @@ VIEW_SQL = {
         SELECT r.id, r.tenant_id, r.scheduled_job_id, j.name AS job_name, j.product_id,
                j.brand_id, r.flow_run_id, r.trigger, r.status, r.prefect_state, r.skip_reason,
                r.scheduled_for, r.started_at, r.completed_at, r.error_message, r.ad_run_ids,
-               r.templates_used, r.created_at
+               r.templates_used, r.created_at{extra}
         FROM scheduled_job_runs r
         JOIN scheduled_jobs j ON j.id = r.scheduled_job_id
         WHERE r.created_at > NOW() - INTERVAL '7 days'
@@ -175,6 +181,8 @@ class AdoptionReport:
     blocked: list[Blocked] = field(default_factory=list)
     replaced: list[str] = field(default_factory=list)
     warnings: list[str] = field(default_factory=list)
+    #: Columns of the seed's views before they were replaced (for the warnings).
+    old_view_columns: dict[str, list[str]] = field(default_factory=dict)
 
     @property
     def changes(self) -> int:
@@ -305,6 +313,18 @@ def _views(conn: sa.Connection) -> dict[str, str]:
         )
     ).all()
     return {r[0]: r[1] for r in rows}
+
+
+def _view_columns(conn: sa.Connection, view: str) -> list[str]:
+    return [
+        str(c)
+        for c in _scalar_list(
+            conn,
+            "SELECT column_name FROM information_schema.columns "
+            "WHERE table_schema = current_schema() AND table_name = :v ORDER BY ordinal_position",
+            v=view,
+        )
+    ]
 
 
 def _function_def(conn: sa.Connection) -> str | None:
@@ -490,6 +510,7 @@ def _drop_seed_views_and_trigger(
     views = _views(conn)
     for name in SEED_VIEWS:
         if name in views:
+            report.old_view_columns[name] = _view_columns(conn, name)
             conn.execute(sa.text(f"DROP VIEW {name}"))
     for table in sorted(adopted):
         for name in _triggers(conn, table):
@@ -501,9 +522,26 @@ def _drop_seed_views_and_trigger(
 
 def _create_views_and_trigger(conn: sa.Connection, report: AdoptionReport) -> None:
     for name, sql in VIEW_SQL.items():
-        conn.execute(sa.text(sql))
+        conn.execute(sa.text(sql.format(extra="")))
+        ours = _view_columns(conn, name)
+        base, alias = VIEW_BASE[name]
+        table_columns = _columns(conn, base)
+        old = [c for c in report.old_view_columns.get(name, []) if c not in ours]
+        kept = [c for c in old if c in table_columns]
+        gone = [c for c in old if c not in table_columns]
+        if kept:
+            conn.execute(sa.text(f"DROP VIEW {name}"))
+            extra = "".join(f', {alias}."{c}"' for c in kept)
+            conn.execute(sa.text(sql.format(extra=extra)))
         if f"view {name}" not in report.replaced:
             report.replaced.append(f"view {name} (created)")
+        elif kept:
+            report.replaced.append(f"view {name} keeps the old view's columns {', '.join(kept)}")
+        if gone:
+            report.warnings.append(
+                f"view {name}: the old view's columns {', '.join(gone)} are not in the new one; "
+                "queries that read them should read the tables instead"
+            )
     conn.execute(sa.text(FUNCTION_SQL))
     for table in UPDATED_AT_TABLES:
         conn.execute(

@@ -144,9 +144,24 @@ async def test_dry_run_upgrade_rerun_and_downgrade(
         ("p2", "templates/tpl-b.png", True),
         (None, "tpl-a.png", True),
     ]
-    # The views are the project's own, exactly as a fresh database has them.
-    views = "SELECT viewname, definition FROM pg_views WHERE schemaname = 'public' ORDER BY 1"
-    assert await _fetch(legacy_url, views) == await _fetch(pg_database_url, views)
+    # The views are the project's own (as a fresh database has them), plus the columns the
+    # seed's views had, so queries written for the old views keep working.
+    for view, old_columns in (
+        ("v_active_scheduled_jobs", ["status", "template_ids", "parameters", "updated_at"]),
+        ("v_recent_job_runs", ["logs"]),
+    ):
+        columns = (
+            "SELECT column_name FROM information_schema.columns "
+            f"WHERE table_name = '{view}' ORDER BY ordinal_position"
+        )
+        fresh = [r[0] for r in await _fetch(pg_database_url, columns)]
+        assert [r[0] for r in await _fetch(legacy_url, columns)] == fresh + old_columns
+    active = await _fetch(
+        legacy_url, "SELECT name, product_name, status FROM v_active_scheduled_jobs ORDER BY name"
+    )
+    assert [r[0] for r in active] == ["Black Friday", "Broken job", "Weekly trail ads"]
+    # Runs of the last 7 days (by the run's own time, backfilled into created_at).
+    assert await _fetch(legacy_url, "SELECT logs FROM v_recent_job_runs") == [("failed",)]
     # The project's trigger keeps updated_at on a table the seed's trigger did not cover.
     before = await _fetch(legacy_url, "SELECT max(updated_at) FROM scheduled_job_runs")
     await _fetch(legacy_url, "UPDATE scheduled_job_runs SET logs = logs")
