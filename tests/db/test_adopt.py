@@ -106,6 +106,8 @@ async def test_dry_run_upgrade_rerun_and_downgrade(
         "trigger update_scheduled_jobs_updated_at",
         "CHECK ck_ad_runs_status",
         "aaaaaaaa-0000-0000-0000-000000000003",  # the row that blocks it
+        # The team's own required column: the project's inserts would not fill it.
+        "products.region is NOT NULL without a default",
     ):
         assert expected in text, expected
     assert await snapshot(legacy_url) == original

@@ -21,7 +21,7 @@ from typer.testing import CliRunner
 from blocks.slack_webhook import SlackIncomingWebhook
 from blocks.storage import default_storage
 from config import get_settings
-from db.migrate import upgrade
+from db.migrate import downgrade, upgrade
 from db.models import ScheduledJob
 from db.session import dispose_engines, session_scope
 from db.types import utcnow
@@ -214,6 +214,39 @@ async def test_jobs_adopt_deploys_each_job_and_reports_the_bad_one(
     fixed = await _adopt_cli(tenant)
     assert fixed.exit_code == 0, fixed.output
     assert "1 job(s) adopted, 0 not adopted" in fixed.output
+
+    # A downgrade after the project has worked keeps the team's tables and every row in them,
+    # the project's own rows included (in the columns that were there before).
+    await dispose_engines()
+    await asyncio.to_thread(downgrade, url)
+    conn = await asyncpg.connect(url.replace("postgresql+asyncpg://", "postgresql://"))
+    try:
+        counts = {
+            t: await conn.fetchval(f"SELECT count(*) FROM {t}")
+            for t in (
+                "products",
+                "ad_runs",
+                "scheduled_jobs",
+                "scheduled_job_runs",
+                "product_template_usage",
+            )
+        }
+        tables = {
+            r[0]
+            for r in await conn.fetch(
+                "SELECT table_name FROM information_schema.tables WHERE table_schema = 'public'"
+            )
+        }
+    finally:
+        await conn.close()
+    assert counts == {
+        "products": 3,
+        "ad_runs": 5,
+        "scheduled_jobs": 5,
+        "scheduled_job_runs": 5,
+        "product_template_usage": 5,
+    }
+    assert "brands" not in tables and "ad_templates" not in tables
 
 
 async def test_jobs_adopt_before_db_upgrade_says_what_to_do(

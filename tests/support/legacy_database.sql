@@ -9,6 +9,7 @@ CREATE TABLE products (
     name TEXT NOT NULL,
     sku TEXT,
     description TEXT,
+    region TEXT NOT NULL,
     created_at TIMESTAMP WITH TIME ZONE DEFAULT NOW()
 );
 
@@ -44,13 +45,13 @@ CREATE TRIGGER update_scheduled_jobs_updated_at BEFORE UPDATE ON scheduled_jobs
 
 -- rows -------------------------------------------------------------------------------------------
 
-INSERT INTO products (id, brand_id, name, sku, description) VALUES
+INSERT INTO products (id, brand_id, name, sku, description, region) VALUES
     ('11111111-0000-0000-0000-000000000001', 'bbbbbbbb-0000-0000-0000-000000000001',
-     'Trail Runner 2', 'TR-2', 'A light trail shoe.'),
+     'Trail Runner 2', 'TR-2', 'A light trail shoe.', 'eu'),
     ('11111111-0000-0000-0000-000000000002', 'bbbbbbbb-0000-0000-0000-000000000001',
-     'Summit Jacket', 'SJ-1', NULL),
+     'Summit Jacket', 'SJ-1', NULL, 'eu'),
     ('11111111-0000-0000-0000-000000000003', 'bbbbbbbb-0000-0000-0000-000000000002',
-     'Camp Mug', NULL, NULL);
+     'Camp Mug', NULL, NULL, 'us');
 
 INSERT INTO ad_runs (id, product_id, status, prompt) VALUES
     ('aaaaaaaa-0000-0000-0000-000000000001', '11111111-0000-0000-0000-000000000001', 'completed', 'p1'),
