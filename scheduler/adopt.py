@@ -459,32 +459,47 @@ async def _adopt_one(
     except AdSchedulerError as exc:
         result.problems.append(FieldProblem(field="deployment", message=str(exc)))
         return result
+    result.outcome = "adopted"
+    name = job.deployment_name or dep.deployment_name(job.id, job.name)
+    result.notes = [
+        _schedule_note(job),
+        f"deployment run-scheduled-job/{name} ({job.prefect_deployment_id})",
+        *notes,
+    ]
+    try:
+        result.notes.insert(1, await _follow_history(ads, job, row, name))
+    except (AdSchedulerError, sa.exc.SQLAlchemyError) as exc:
+        # The job is adopted (row and deployment); its counters follow after its next run.
+        result.notes.insert(1, f"counters not derived yet ({short_db_error(exc)})")
+    if (row.parameters or {}).get("slack_webhook_url"):
+        block = (job.parameters or {}).get("export", {}).get("slack_webhook_block")
+        result.notes.append(f"Slack webhook moved into the secret block {block!r}")
+    return result
+
+
+async def _follow_history(
+    ads: AdScheduler, job: ScheduledJob, row: ScheduledJob, deployment_name: str
+) -> str:
+    """Store the deployment's name and derive the counters from the run history (old runs
+    count like the project's own); returns the status note."""
     async with session_scope(ads.database_url) as session:
         stored = await session.get(ScheduledJob, job.id, with_for_update=True)
         assert stored is not None
-        stored.deployment_name = stored.deployment_name or dep.deployment_name(job.id, job.name)
+        stored.deployment_name = deployment_name
         state = await derive_job_state(session, job.id)
     if state.status_changed_to is not None:
         # The history says the job is done (max_runs reached) or must pause: the deployment
         # follows the row, as after any run.
         await ads.resync(job.id)
-    result.outcome = "adopted"
-    result.notes = [
-        _schedule_note(job),
-        f"status {state.status}"
-        + (
-            f" (was {row.status}: {state.status_changed_to} by its history)"
-            if state.status_changed_to
-            else ""
-        )
-        + f"; runs {state.runs_completed}/{job.max_runs or '∞'} (from its run history)",
-        f"deployment run-scheduled-job/{stored.deployment_name} ({job.prefect_deployment_id})",
-        *notes,
-    ]
-    if (row.parameters or {}).get("slack_webhook_url"):
-        block = (job.parameters or {}).get("export", {}).get("slack_webhook_block")
-        result.notes.append(f"Slack webhook moved into the secret block {block!r}")
-    return result
+    changed = (
+        f" (was {row.status}: {state.status_changed_to} by its history)"
+        if state.status_changed_to
+        else ""
+    )
+    return (
+        f"status {state.status}{changed}; runs {state.runs_completed}/{job.max_runs or '∞'} "
+        "(from its run history)"
+    )
 
 
 def _schedule_note(job: ScheduledJob) -> str:

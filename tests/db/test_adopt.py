@@ -98,7 +98,7 @@ async def test_dry_run_upgrade_rerun_and_downgrade(
         "columns added:",
         "products.hooks",
         "scheduled_jobs.timezone text (default 'UTC')",
-        f"scheduled_jobs.tenant_id = {tenant}: 5 row(s)",
+        f"scheduled_jobs.tenant_id = {tenant}: 6 row(s)",
         "brands: 2 row(s) created",
         "ad_runs.template_storage_name from product_template_usage.ad_run_id: 3 row(s)",
         "scheduled_job_runs_status_check",  # the seed's narrower status check is replaced
@@ -161,7 +161,12 @@ async def test_dry_run_upgrade_rerun_and_downgrade(
     active = await _fetch(
         legacy_url, "SELECT name, product_name, status FROM v_active_scheduled_jobs ORDER BY name"
     )
-    assert [r[0] for r in active] == ["Black Friday", "Broken job", "Weekly trail ads"]
+    assert [r[0] for r in active] == [
+        "Black Friday",
+        "Broken job",
+        "Spring sale",
+        "Weekly trail ads",
+    ]
     # Runs of the last 7 days (by the run's own time, backfilled into created_at).
     assert await _fetch(legacy_url, "SELECT logs FROM v_recent_job_runs") == [("failed",)]
     # The project's trigger keeps updated_at on a table the seed's trigger did not cover.

@@ -36,6 +36,7 @@ from tests.support.databases import drop_pg_database
 from tests.support.legacy_database import (
     JOB_BAD,
     JOB_COMPLETED,
+    JOB_DONE_BY_HISTORY,
     JOB_ONE_TIME,
     JOB_PAUSED,
     JOB_RECURRING,
@@ -101,7 +102,7 @@ async def test_jobs_adopt_deploys_each_job_and_reports_the_bad_one(
     result = await _adopt_cli(tenant)
     out = result.output
     assert result.exit_code == 1, out  # one row could not be adopted
-    assert "4 job(s) adopted, 1 not adopted" in out
+    assert "5 job(s) adopted, 1 not adopted" in out
     assert "✗ not adopted (row unchanged): Broken job" in out
     assert "parameters.num_variations:" in out and "parameters.color_mode:" in out
     assert SLACK_URL not in out and "legacysecret" not in out
@@ -131,6 +132,10 @@ async def test_jobs_adopt_deploys_each_job_and_reports_the_bad_one(
         "generator_block": None,
     }
     assert (paused.status, completed.status, completed.runs_completed) == ("paused", "completed", 1)
+    # Active in the old table, but its one allowed run is in the history: completed.
+    done = jobs[JOB_DONE_BY_HISTORY]
+    assert (done.status, done.runs_completed, done.next_run_at) == ("completed", 1, None)
+    assert "status completed (was active: completed by its history)" in out
     assert one_time.parameters["export"]["email_recipients"] == [
         "team@example.com",
         "boss@example.com",
@@ -150,6 +155,7 @@ async def test_jobs_adopt_deploys_each_job_and_reports_the_bad_one(
             (recurring, "0 9 * * 1", False, True),
             (paused, "30 14 * * *", True, True),
             (completed, "0 8 * * *", True, False),
+            (done, "0 7 * * *", True, False),
         ):
             assert job.prefect_deployment_id is not None
             deployment = await client.read_deployment(job.prefect_deployment_id)
@@ -242,8 +248,8 @@ async def test_jobs_adopt_deploys_each_job_and_reports_the_bad_one(
     assert counts == {
         "products": 3,
         "ad_runs": 5,
-        "scheduled_jobs": 5,
-        "scheduled_job_runs": 5,
+        "scheduled_jobs": 6,
+        "scheduled_job_runs": 6,
         "product_template_usage": 5,
     }
     assert "brands" not in tables and "ad_templates" not in tables

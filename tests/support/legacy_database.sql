@@ -86,6 +86,10 @@ INSERT INTO scheduled_jobs (id, product_id, brand_id, name, schedule_type, cron_
      ARRAY['tpl-a.png', 'templates/tpl-e.png'],
      '{"num_variations": 1, "content_source": "recreate_template", "color_mode": "complementary",
        "export_destination": "email", "export_email": "team@example.com, Boss@Example.com"}'),
+    -- still "active", but its history shows max_runs reached: completed once adopted
+    ('22222222-0000-0000-0000-000000000006', '11111111-0000-0000-0000-000000000003',
+     'bbbbbbbb-0000-0000-0000-000000000002', 'Spring sale', 'recurring', '0 7 * * *',
+     NULL, NULL, 1, 0, 'active', 'unused', 1, NULL, '{"num_variations": 1}'),
     -- bad parameters: cannot be adopted, must be reported and left as it is
     ('22222222-0000-0000-0000-000000000005', '11111111-0000-0000-0000-000000000002',
      'bbbbbbbb-0000-0000-0000-000000000001', 'Broken job', 'recurring', '0 10 * * *',
@@ -105,7 +109,10 @@ INSERT INTO scheduled_job_runs (id, scheduled_job_id, started_at, completed_at, 
      'generator timed out', NULL, NULL, 'failed'),
     ('33333333-0000-0000-0000-000000000004', '22222222-0000-0000-0000-000000000003',
      NOW() - INTERVAL '20 days', NOW() - INTERVAL '20 days' + INTERVAL '1 minute', 'completed',
-     NULL, ARRAY['aaaaaaaa-0000-0000-0000-000000000003']::uuid[], ARRAY['tpl-a.png'], 'ok');
+     NULL, ARRAY['aaaaaaaa-0000-0000-0000-000000000003']::uuid[], ARRAY['tpl-a.png'], 'ok'),
+    ('33333333-0000-0000-0000-000000000005', '22222222-0000-0000-0000-000000000006',
+     NOW() - INTERVAL '10 days', NOW() - INTERVAL '10 days' + INTERVAL '1 minute', 'completed',
+     NULL, NULL, NULL, 'ok');
 
 INSERT INTO product_template_usage (id, product_id, template_storage_name, used_at, ad_run_id) VALUES
     ('44444444-0000-0000-0000-000000000001', '11111111-0000-0000-0000-000000000001', 'tpl-a.png',
