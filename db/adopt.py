@@ -621,6 +621,8 @@ def _backfill(
     added: dict[str, set[str]],
     report: AdoptionReport,
 ) -> None:
+    # Columns that were there before adoption: their emptied values come back on a downgrade.
+    before = {(t, n) for t, n, _d in _recorded(conn, "column")}
     for table in Base.metadata.sorted_tables:
         if table.name not in adopted:
             continue
@@ -633,7 +635,7 @@ def _backfill(
             if name in added.get(table.name, set()) and name != "tenant_id":
                 continue  # filled when it was added
             where = f'"{name}" IS NULL'
-            if name not in added.get(table.name, set()):
+            if (table.name, name) in before:
                 # A pre-existing column: remember which rows were empty, for a downgrade.
                 conn.execute(
                     sa.text(
@@ -877,6 +879,8 @@ def downgrade_adopted(conn: sa.Connection) -> None:
         sa.text(f"SELECT DISTINCT table_name, column_name FROM {BACKFILL_TABLE}")
     ).all()
     for owner, column_name in backfilled:
+        if column_name not in _columns(conn, owner):
+            continue
         conn.execute(
             sa.text(
                 f'UPDATE {owner} SET "{column_name}" = NULL WHERE id IN (SELECT row_id FROM '
