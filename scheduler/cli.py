@@ -28,6 +28,7 @@ from db.errors import AdSchedulerError
 from db.migrate import aupgrade
 from db.models import ScheduledJob, ScheduledJobRun
 from db.session import dispose_engines
+from scheduler.adopt import JobAdoptionReport
 from scheduler.sdk import AdScheduler
 
 T = TypeVar("T")
@@ -312,7 +313,7 @@ def jobs_adopt(
         raise typer.Exit(1)
 
 
-async def _adopt_with(tenant_id: uuid.UUID, **options: str | None) -> Any:
+async def _adopt_with(tenant_id: uuid.UUID, **options: str | None) -> JobAdoptionReport:
     async with AdScheduler(tenant_id) as ads:
         return await ads.adopt_existing(**options)
 
