@@ -116,7 +116,7 @@ async def _upgrade(
         resolved = make_url(url) if url is not None else await resolve_database_url()
     except ValueError as exc:  # says which setting is wrong, never echoes a password
         raise MigrationError(f"{exc}; fix DATABASE_URL and run it again") from None
-    tenant = tenant_id or uuid.UUID(get_settings().tenant_id)
+    tenant = tenant_id or _configured_tenant()
     engine = new_async_engine(resolved)
     try:
         async with engine.connect() as conn:
@@ -129,6 +129,16 @@ async def _upgrade(
         await engine.dispose()
     result.url = resolved
     return result
+
+
+def _configured_tenant() -> uuid.UUID:
+    raw = get_settings().tenant_id
+    try:
+        return uuid.UUID(raw)
+    except ValueError:
+        raise MigrationError(
+            f"AD_SCHEDULER_TENANT_ID: {raw!r} is not a UUID; set it or pass --tenant"
+        ) from None
 
 
 def _heads(conn: sa.Connection) -> tuple[str, ...]:
