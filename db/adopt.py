@@ -10,7 +10,8 @@ brings such a database to the shape of `db.models` without losing a table, colum
 - NOT NULL, CHECK, UNIQUE and FOREIGN KEY constraints and unique indexes are added only where the
   existing rows satisfy them; otherwise the report names the constraint and the rows that block it
   (nothing else is held back);
-- the seed's views and trigger are replaced with the project's (compatible: same names).
+- the seed's views and trigger are replaced with the project's (same names; the new views keep
+  every column the old ones had that the tables still hold, so old queries keep working).
 
 Everything happens in one transaction (PostgreSQL DDL is transactional), so a failure leaves the
 database as it was, and a dry run is the same work rolled back: its report is exactly what the
