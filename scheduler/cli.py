@@ -28,6 +28,7 @@ from db.errors import AdSchedulerError
 from db.migrate import aupgrade
 from db.models import ScheduledJob, ScheduledJobRun
 from db.session import dispose_engines
+from scheduler.adopt import JobAdoptionReport
 from scheduler.sdk import AdScheduler
 
 T = TypeVar("T")
@@ -84,16 +85,32 @@ def _tenant(tenant: str | None) -> uuid.UUID:
 
 
 @db_app.command("upgrade")
-def db_upgrade(revision: str = typer.Argument("head", help="Target revision.")) -> None:
-    """Create or migrate the application database to the latest schema."""
+def db_upgrade(
+    revision: str = typer.Argument("head", help="Target revision."),
+    dry_run: bool = typer.Option(
+        False, "--dry-run", help="Print what would change (an adoption plan too); write nothing."
+    ),
+    tenant: str | None = TenantOption,
+) -> None:
+    """Create or migrate the application database to the latest schema.
 
-    async def _migrate() -> str:
-        url = await aupgrade(revision=revision)
-        await dispose_engines()
-        return url.render_as_string(hide_password=True)
-
-    url = asyncio.run(_migrate())
-    typer.echo(f"database migrated to {revision}: {url}")
+    A PostgreSQL database that already holds the seed's tables (and your own products/ad_runs)
+    is adopted in place: every table and row kept, what the project needs added, rows without a
+    tenant given --tenant. Run `ad-scheduler jobs adopt` afterwards to deploy its jobs.
+    """
+    tenant_id = _tenant(tenant)
+    result = _run(lambda: aupgrade(revision=revision, tenant_id=tenant_id, dry_run=dry_run))
+    url = result.url.render_as_string(hide_password=True)
+    if result.adoption is not None:
+        typer.echo(result.adoption.render())
+    if dry_run:
+        pending = ", ".join(result.pending) or "none"
+        typer.echo(f"dry run on {url}: nothing written; revisions to apply: {pending}")
+    elif result.adoption is not None and result.before == ():
+        typer.echo(f"database adopted and stamped at {', '.join(result.after)}: {url}")
+        typer.echo("next: `ad-scheduler templates sync`, then `ad-scheduler jobs adopt`")
+    else:
+        typer.echo(f"database migrated to {revision}: {url}")
 
 
 @app.command("demo")
@@ -268,6 +285,37 @@ def _schedule_text(job: ScheduledJob) -> str:
     if job.schedule_type == "recurring":
         return f"{job.cron_expression} ({job.timezone})"
     return f"once at {_when(job.scheduled_at, job)}"
+
+
+@jobs_app.command("adopt")
+def jobs_adopt(
+    email_block: str | None = typer.Option(
+        None, help="Resend email block for jobs that email their ads (the old global key)."
+    ),
+    slack_webhook_block: str | None = typer.Option(
+        None, help="Slack webhook block for Slack jobs without their own webhook URL."
+    ),
+    tenant: str | None = TenantOption,
+) -> None:
+    """Deploy the jobs already in the database (after `db upgrade` adopted it).
+
+    Every job without a deployment gets one (schedule, status, runs and parameters kept); a job
+    that cannot be adopted is listed with the field and the reason and left as it is.
+    Exits with 1 when any job was not adopted.
+    """
+    report = _run(
+        lambda: _adopt_with(
+            _tenant(tenant), email_block=email_block, slack_webhook_block=slack_webhook_block
+        )
+    )
+    console.print(report.render(), markup=False, highlight=False)
+    if report.failed:
+        raise typer.Exit(1)
+
+
+async def _adopt_with(tenant_id: uuid.UUID, **options: str | None) -> JobAdoptionReport:
+    async with AdScheduler(tenant_id) as ads:
+        return await ads.adopt_existing(**options)
 
 
 @jobs_app.command("list")

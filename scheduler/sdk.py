@@ -33,7 +33,7 @@ from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import TYPE_CHECKING, Any, TypeVar
 from zoneinfo import ZoneInfo
 
 import httpx
@@ -59,6 +59,9 @@ from scheduler.spec import (
     UnusedTemplates,
     UploadedTemplates,
 )
+
+if TYPE_CHECKING:
+    from scheduler.adopt import JobAdoptionReport
 
 logger = logging.getLogger(__name__)
 
@@ -650,6 +653,25 @@ class AdScheduler:
                 logger.warning("could not delete the Slack webhook block %s", slack)
         return job
 
+    @property
+    def database_url(self) -> str | None:
+        """The application database this SDK writes to (None: the configured one)."""
+        return self._db_url
+
+    async def adopt_existing(
+        self, *, email_block: str | None = None, slack_webhook_block: str | None = None
+    ) -> JobAdoptionReport:
+        """Give each of the tenant's rows without a deployment (jobs of an adopted database)
+        its deployment; rows that cannot be adopted are reported and left untouched.
+
+        See `scheduler.adopt.adopt_jobs`.
+        """
+        from scheduler.adopt import adopt_jobs
+
+        return await adopt_jobs(
+            self, email_block=email_block, slack_webhook_block=slack_webhook_block
+        )
+
     async def run_now(
         self, job_ref: uuid.UUID | str, idempotency_key: str | None = None
     ) -> uuid.UUID:
@@ -785,6 +807,10 @@ class SyncAdScheduler:
     def runs(self, job_ref: uuid.UUID | str, limit: int = 50) -> builtins.list[ScheduledJobRun]:
         """See `AdScheduler.runs`."""
         return self._run(lambda a: a.runs(job_ref, limit))
+
+    def adopt_existing(self, **options: str | None) -> JobAdoptionReport:
+        """See `AdScheduler.adopt_existing`."""
+        return self._run(lambda a: a.adopt_existing(**options))
 
 
 # --- helpers ----------------------------------------------------------------------------------

@@ -428,6 +428,14 @@ def _create_views() -> None:
 
 
 def downgrade() -> None:
+    if _is_postgres():
+        # An adopted database (the team's own, see db/adopt.py) keeps every table and column
+        # that was there before the project came; only what the project added goes.
+        from db.adopt import downgrade_adopted, is_adopted
+
+        if is_adopted(op.get_bind()):
+            downgrade_adopted(op.get_bind())
+            return
     op.execute("DROP VIEW IF EXISTS v_recent_job_runs")
     op.execute("DROP VIEW IF EXISTS v_active_scheduled_jobs")
     if _is_postgres():
