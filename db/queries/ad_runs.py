@@ -24,6 +24,7 @@ import sqlalchemy as sa
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from db.models import TERMINAL_RUN_STATUSES, AdRun, ExportDelivery, ScheduledJobRun
+from db.queries.deliveries import unconfirmed_note
 from db.queries.templates import release_claims
 from db.types import utcnow
 
@@ -177,9 +178,10 @@ async def abandon_pending_deliveries(
     """Close the deliveries a dead run left `pending` mid-send; returns how many.
 
     Whether the provider received such a send is unknown. Email carries an idempotency key, so
-    a later export can safely send it again: it becomes `failed`/`retryable`. Slack has no
-    idempotency: it becomes `failed`/`permanent` with a note to check the channel, and is only
-    sent again when a person forces it.
+    a later export (the retry-exports flow) can safely send it again: it becomes
+    `failed`/`retryable`. Slack has no idempotency: it becomes `unconfirmed` ("sent, not recorded
+    — check"), the same state the export path gives a send it could not record, and is only sent
+    again when a person forces it.
     """
     subject: sa.ColumnElement[bool] = ExportDelivery.ad_run_id.in_(list(ad_run_ids))
     if job_run_id is not None:
@@ -195,19 +197,15 @@ async def abandon_pending_deliveries(
     )
     for delivery in pending:
         if delivery.channel == "slack":
-            delivery.error_kind = "permanent"
-            delivery.error_message = (
-                "sent, not recorded — check: the run ended while posting to Slack, so whether "
-                "the post arrived is unknown; look in the channel and re-send with --force "
-                "only if it is missing"
-            )
+            delivery.status = "unconfirmed"
+            delivery.error_message = unconfirmed_note(delivery.channel, delivery.updated_at)
         else:
+            delivery.status = "failed"
             delivery.error_kind = "retryable"
             delivery.error_message = (
-                "the run ended while sending this email; a later export sends it again under "
-                "the same idempotency key, so it cannot arrive twice"
+                "the run ended while sending this email; the retry-exports flow sends it again "
+                "under the same idempotency key, so it cannot arrive twice"
             )
-        delivery.status = "failed"
         delivery.updated_at = utcnow()
     await session.flush()
     return len(pending)
