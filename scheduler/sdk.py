@@ -40,7 +40,7 @@ from typing import Any, TypeVar
 import httpx
 import sqlalchemy as sa
 from prefect.client.orchestration import PrefectClient, get_client
-from prefect.exceptions import ObjectNotFound, PrefectHTTPStatusError
+from prefect.exceptions import ObjectNotFound, PrefectException, PrefectHTTPStatusError
 from pydantic import SecretStr
 from sqlalchemy.ext.asyncio import AsyncSession
 
@@ -75,6 +75,10 @@ class PrefectApiError(AdSchedulerError):
 
 class DatabaseError(AdSchedulerError):
     """The application database could not be reached or refused the query; nothing changed."""
+
+
+class StorageError(AdSchedulerError):
+    """Template storage refused a write; nothing was changed."""
 
 
 class JobStateError(AdSchedulerError):
@@ -169,7 +173,7 @@ class AdScheduler:
                 await probe_prefect_api()
                 async with get_client() as client:
                     yield client
-        except (httpx.HTTPError, PrefectHTTPStatusError) as exc:
+        except (httpx.HTTPError, PrefectHTTPStatusError, PrefectException) as exc:
             raise PrefectApiError(f"Prefect API error: {_short(exc)}") from exc
 
     @asynccontextmanager
@@ -374,7 +378,13 @@ class AdScheduler:
         )
         for name, data, width, height, original in cat.uploads:
             # Content-addressed names: writing the same file again is harmless (idempotent).
-            await storage.write(storage.template_path(name), data)
+            try:
+                await storage.write(storage.template_path(name), data)
+            except (OSError, ValueError) as exc:
+                raise StorageError(
+                    f"could not store the uploaded template {original} ({type(exc).__name__}); "
+                    "check the template storage block or AD_SCHEDULER_DATA_DIR"
+                ) from exc
             if name not in existing:
                 existing.add(name)
                 session.add(
@@ -1005,7 +1015,12 @@ async def _converge_back(
 def _read_upload(index: int, path: Path) -> tuple[str, bytes, int, int, str]:
     from PIL import Image, UnidentifiedImageError
 
-    data = path.read_bytes()
+    try:
+        data = path.read_bytes()
+    except OSError as exc:
+        raise InvalidJobSpec.one(
+            f"templates.files.{index}", f"{path.name} cannot be read ({exc.strerror})"
+        ) from exc
     try:
         with Image.open(io.BytesIO(data)) as image:
             width, height = image.size
