@@ -38,7 +38,13 @@ from db.errors import AdSchedulerError, ConflictError, NotFoundError
 from db.migrate import aupgrade
 from db.models import ScheduledJob, ScheduledJobRun
 from db.session import dispose_engines
-from scheduler.sdk import AdScheduler, JobStateError, _redact_url, database_problem
+from scheduler.sdk import (
+    AdScheduler,
+    JobStateError,
+    _redact_url,
+    database_problem,
+    probe_prefect_api,
+)
 from scheduler.spec import InvalidJobSpec
 
 T = TypeVar("T")
@@ -86,11 +92,21 @@ def describe_error(exc: BaseException) -> tuple[int, str]:
     )
 
 
+#: Commands that use the Prefect API outside the SDK.
+PREFECT_COMMANDS = frozenset({"export"})
+
+
 class FriendlyGroup(TyperGroup):
     """The root command: turns any error of any subcommand into a message and exit status."""
 
     def invoke(self, ctx: Any) -> Any:
         try:
+            # typer keeps the subcommand's name in `_protected_args` until it dispatches.
+            args = [*(getattr(ctx, "_protected_args", None) or []), *(ctx.args or [])]
+            if args and args[0] in PREFECT_COMMANDS and "--help" not in args:
+                # It talks to Prefect directly (not through the SDK, which probes by itself):
+                # say within seconds that the API is unreachable, not after the client's retries.
+                asyncio.run(probe_prefect_api())
             return super().invoke(ctx)
         except (typer.Exit, typer.Abort, ClickException):
             raise  # typer's own: usage errors (exit 2), --help, confirmations

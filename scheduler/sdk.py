@@ -142,7 +142,10 @@ class AdScheduler:
         base_deployment: str | None = None,
         work_pool: str | None = None,
     ) -> None:
-        self.tenant_id = uuid.UUID(str(tenant_id))
+        tenant = _as_uuid(tenant_id)
+        if tenant is None:
+            raise InvalidJobSpec.one("tenant_id", f"{tenant_id!r} is not a UUID")
+        self.tenant_id = tenant
         self._db_url = database_url
         self._base_deployment = base_deployment
         self._work_pool = work_pool

@@ -253,6 +253,7 @@ def test_prefect_unreachable_exits_1_within_seconds(cli: Any, catalog: Catalog) 
             ["jobs", "resume", "Existing"],
             ["jobs", "delete", "Existing", "--yes"],
             ["jobs", "run-now", "Existing"],
+            ["export", str(uuid.uuid4()), "--channel", "slack"],
         ):
             started = time.monotonic()
             result = cli(*args, ok=False)
