@@ -338,7 +338,10 @@ def jobs_create(  # noqa: PLR0917 (one typer option per parameter)
     ),
     slack_webhook_block: str | None = typer.Option(None, help="Existing Slack webhook block name."),
     overlap: str = typer.Option("skip", help="skip | queue."),
-    misfire_grace: int = typer.Option(3600, help="Skip runs starting later than N seconds."),
+    misfire_grace: int = typer.Option(
+        3600,
+        help="Skip runs starting more than N s late: 0 = never skip, else 60..604800.",
+    ),
     description: str = typer.Option("", help="Free text shown in the Prefect UI."),
     tenant: str | None = TenantOption,
 ) -> None:
