@@ -920,7 +920,7 @@ def next_cron_time(cron: str, timezone: str, after: datetime | None = None) -> d
         raise InvalidJobSpec.one(exc.field, exc.message) from exc
 
 
-job: ScheduledJob, now: datetime | None = None) -> datetime | None:
+def next_run_for(job: ScheduledJob, now: datetime | None = None) -> datetime | None:
     """When Prefect will start the job's next scheduled run (aware UTC), or None.
 
     None while the job is paused, completed or deleted. A recurring job: the next time its cron
