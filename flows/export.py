@@ -524,7 +524,8 @@ async def compose_email(
         ],
         "attachments": [
             {
-                "filename": image.content.file_name(image.ad),
+                # A MIME header parameter: one line, like the subject.
+                "filename": medium.email_header(image.content.file_name(image.ad)),
                 "content": image.data_b64,
                 "content_type": image.ad.content_type,
                 "content_id": image.cid,

@@ -253,6 +253,7 @@ async def test_email_subject_is_one_line_and_html_is_escaped(tmp_path: Path) -> 
     content = _content(
         tmp_path, "Salt & Pepper\r\nBcc: x@example.com", [("<b>bold</b>", "image/png")]
     )
+    content.ad_run.template_storage_name = "sum\r\nmer.png"
     block = ResendEmail(api_key=SecretStr("re_test"), from_address="Ads <ads@example.com>")
     params = await compose_email(
         [content], storage=_storage(tmp_path), block=block, recipients=["a@example.com"]
@@ -263,6 +264,7 @@ async def test_email_subject_is_one_line_and_html_is_escaped(tmp_path: Path) -> 
     assert "\r" not in params["subject"] and "\n" not in params["subject"]
     assert "&lt;b&gt;bold&lt;/b&gt;" in params["html"] and "<b>bold</b>" not in params["html"]
     assert "Salt &amp; Pepper" in params["html"]
+    assert [a["filename"] for a in params["attachments"]] == ["sum mer-0.png"]
 
 
 def test_run_artifact_table_survives_pipes_and_newlines() -> None:
