@@ -41,9 +41,9 @@ from db.session import dispose_engines
 from scheduler.sdk import (
     AdScheduler,
     JobStateError,
-    _redact_url,
     database_problem,
     probe_prefect_api,
+    redact_url,
 )
 from scheduler.spec import InvalidJobSpec
 
@@ -87,7 +87,7 @@ def describe_error(exc: BaseException) -> tuple[int, str]:
             "server is running (`ad-scheduler up` starts a local one)"
         )
     first = (str(exc).strip().splitlines() or [""])[0][:300]
-    return EXIT_FAILURE, _redact_url(
+    return EXIT_FAILURE, redact_url(
         f"unexpected {type(exc).__name__}: {first} (run with --debug for the traceback)"
     )
 

@@ -961,7 +961,7 @@ async def probe_prefect_api(wait_seconds: float = PREFECT_PROBE_TIMEOUT) -> str:
             "Start the local one with `ad-scheduler up` and set "
             "PREFECT_API_URL=http://127.0.0.1:4200/api (or point it at your server)."
         )
-    shown = _redact_url(url)
+    shown = redact_url(url)
     try:
         async with httpx.AsyncClient(timeout=wait_seconds) as http:
             response = await http.get(f"{url}/health")
@@ -987,10 +987,10 @@ def database_problem(exc: BaseException) -> str:
     hint = "check DATABASE_URL and that the database is running"
     if "does not exist" in detail or "no such table" in detail or "UndefinedTable" in repr(orig):
         hint = "run `ad-scheduler db upgrade` to create or migrate the schema"
-    return _redact_url(f"database error ({type(orig).__name__}: {detail}); {hint}")
+    return redact_url(f"database error ({type(orig).__name__}: {detail}); {hint}")
 
 
-def _redact_url(text: str) -> str:
+def redact_url(text: str) -> str:
     """Text with any password in a URL (`scheme://user:secret@host`) replaced by ***."""
     return re.sub(r"(\w[\w+.-]*://[^:/@\s]+:)[^@\s]+@", r"\1***@", text)
 
