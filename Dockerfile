@@ -30,6 +30,7 @@ RUN python -m pip install "uv==0.13.9" \
 # dependencies) so that the `ad-scheduler` CLI exists and imports resolve from this folder.
 COPY pyproject.toml README.md prefect.yaml ./
 COPY config ./config
+COPY domain ./domain
 COPY db ./db
 COPY blocks ./blocks
 COPY flows ./flows

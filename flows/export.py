@@ -34,7 +34,6 @@ from __future__ import annotations
 
 import asyncio
 import base64
-import html
 import math
 import re
 from collections.abc import Awaitable, Callable
@@ -83,6 +82,7 @@ from db.queries.deliveries import (
     mark_sent,
 )
 from db.session import is_connection_error, retry_transaction, session_scope
+from domain import text as medium
 from scheduler.params import ExportSettings
 
 DeliveryStatus = Literal["sent", "failed", "already_sent", "skipped", "unconfirmed"]
@@ -459,6 +459,8 @@ async def compose_email(
             f" +{len(templates) - 3} more" if len(templates) > 3 else ""
         )
         subject = f"New ads: {brand} · {product} · {shown} · {day}"
+    # A header is one line: CR/LF in a name must not start another header.
+    subject = medium.email_header(subject)
 
     budget = block.max_message_bytes - EMAIL_ENVELOPE_RESERVE
     used = 0
@@ -480,7 +482,7 @@ async def compose_email(
                 _InlineImage(content, ad, f"ad-{ad.id.hex}", base64.b64encode(data).decode("ascii"))
             )
 
-    esc = html.escape
+    esc = medium.html_text
     parts_html: list[str] = [
         '<!doctype html><html><body style="font-family:Arial,Helvetica,sans-serif;color:#111">',
         f'<h1 style="font-size:20px">New ads for {esc(product)}</h1>',
@@ -497,15 +499,13 @@ async def compose_email(
         parts_html.append(f'<p style="color:#555">{esc(meta)}</p>')
         parts_text += [f"Template: {content.template_label}", meta]
         if link:
-            parts_html.append(
-                f'<p><a href="{esc(link, quote=True)}">Open the run in Prefect</a></p>'
-            )
+            parts_html.append(f'<p><a href="{esc(link)}">Open the run in Prefect</a></p>')
             parts_text.append(f"Run in Prefect: {link}")
         for image in (i for i in included if i.content is content):
             label = image.ad.headline or content.file_name(image.ad)
             parts_html.append(
                 f'<div style="margin:12px 0"><img src="cid:{image.cid}" '
-                f'alt="{esc(label, quote=True)}"'
+                f'alt="{esc(label)}"'
                 f' width="480" style="max-width:100%;height:auto;border:1px solid #ddd">'
                 f'<p>{esc(label)} <span style="color:#777">({esc(content.file_name(image.ad))})'
                 "</span></p></div>"
@@ -550,7 +550,8 @@ async def compose_email(
         ],
         "attachments": [
             {
-                "filename": image.content.file_name(image.ad),
+                # A MIME header parameter: one line, like the subject.
+                "filename": medium.email_header(image.content.file_name(image.ad)),
                 "content": image.data_b64,
                 "content_type": image.ad.content_type,
                 "content_id": image.cid,
@@ -618,11 +619,11 @@ async def _send_email(
 
 
 def _mrkdwn(text: str) -> str:
-    return text.replace("&", "&amp;").replace("<", "&lt;").replace(">", "&gt;")
+    return medium.slack_escape(text)
 
 
 def _clip(text: str, limit: int) -> str:
-    return text if len(text) <= limit else text[: limit - 1] + "…"
+    return medium.clip(text, limit)
 
 
 def compose_slack_messages(content: AdRunContent, *, storage: AdStorage) -> list[dict[str, Any]]:
@@ -635,10 +636,10 @@ def compose_slack_messages(content: AdRunContent, *, storage: AdStorage) -> list
     """
     product, brand = content.product.name, content.brand.name
     context_elements: list[dict[str, Any]] = [
-        {"type": "mrkdwn", "text": f"*Brand:* {_mrkdwn(brand)}"},
-        {"type": "mrkdwn", "text": f"*Product:* {_mrkdwn(product)}"},
-        {"type": "mrkdwn", "text": f"*Template:* {_mrkdwn(content.template_label)}"},
-        {"type": "mrkdwn", "text": f"*Job:* {_mrkdwn(content.job_name)}"},
+        {"type": "mrkdwn", "text": f"*Brand:* {_context_text(brand)}"},
+        {"type": "mrkdwn", "text": f"*Product:* {_context_text(product)}"},
+        {"type": "mrkdwn", "text": f"*Template:* {_context_text(content.template_label)}"},
+        {"type": "mrkdwn", "text": f"*Job:* {_context_text(content.job_name)}"},
     ]
     link = flow_run_url(content.flow_run_id)
     if link:
@@ -648,7 +649,9 @@ def compose_slack_messages(content: AdRunContent, *, storage: AdStorage) -> list
             "type": "header",
             "text": {
                 "type": "plain_text",
-                "text": _clip(f"New ads: {product} · {content.template_label}", SLACK_HEADER_MAX),
+                "text": medium.slack_plain(
+                    f"New ads: {product} · {content.template_label}", SLACK_HEADER_MAX
+                ),
                 "emoji": True,
             },
         },
@@ -660,33 +663,44 @@ def compose_slack_messages(content: AdRunContent, *, storage: AdStorage) -> list
         name = content.file_name(ad)
         label = ad.headline or name
         url = storage.public_url(ad.storage_path)
-        if url and len(url) <= SLACK_IMAGE_URL_MAX:
+        # Only types Slack renders go in an image block: one WebP would get the post rejected.
+        if medium.slack_shows_image(ad.content_type, url):
             body.append(
                 {
                     "type": "image",
                     "image_url": url,
-                    "alt_text": _clip(label, 2000),
-                    "title": {"type": "plain_text", "text": _clip(f"{index}. {label}", 2000)},
+                    "alt_text": medium.slack_plain(label, medium.SLACK_IMAGE_ALT_TEXT_MAX),
+                    "title": {
+                        "type": "plain_text",
+                        "text": medium.slack_plain(
+                            f"{index}. {label}", medium.SLACK_IMAGE_TITLE_MAX
+                        ),
+                    },
                 }
             )
         else:
-            line = f"• `{_mrkdwn(name)}`" + (f" — {_mrkdwn(ad.headline)}" if ad.headline else "")
+            line = f"• `{_mrkdwn(medium.single_line(name))}`" + (
+                f" — {_mrkdwn(medium.single_line(ad.headline))}" if ad.headline else ""
+            )
+            if url:
+                line += f" (<{url}|open>)" if len(url) <= SLACK_IMAGE_URL_MAX else ""
             unlinked.append(line)
     if unlinked:
-        intro = "Ad files (the storage gives no public link):"
+        intro = "Ad files (not shown as images: no public link, or a format Slack does not show):"
         section_lines: list[str] = [intro]
         for line in unlinked:
             if len("\n".join([*section_lines, line])) > SLACK_SECTION_MAX:
                 body.append(_section("\n".join(section_lines)))
                 section_lines = []
-            section_lines.append(_clip(line, SLACK_SECTION_MAX))
+            section_lines.append(medium.clip_escaped(line, SLACK_SECTION_MAX))
         body.append(_section("\n".join(section_lines)))
 
-    fallback = (
+    # The top-level text is mrkdwn too (and shown in notifications): escaped, so a name like
+    # "<!channel>" cannot ping anyone; the link is added after escaping.
+    fallback = medium.slack_text_fallback(
         f"New ads for {product} ({brand}) from template {content.template_label}: "
         f"{len(content.ads)} ad{'s' if len(content.ads) != 1 else ''}"
-        + (f" · {link}" if link else "")
-    )
+    ) + (f" · {link}" if link else "")
     chunks: list[list[dict[str, Any]]] = []
     first_room = SLACK_MAX_BLOCKS - len(head)
     chunks.append([*head, *body[:first_room]])
@@ -701,7 +715,10 @@ def compose_slack_messages(content: AdRunContent, *, storage: AdStorage) -> list
         blocks = chunk
         if number > 1:
             continued = (
-                f"{_mrkdwn(product)} · {_mrkdwn(content.template_label)} (part {number}/{total})"
+                medium.slack_mrkdwn(
+                    f"{product} · {content.template_label}", medium.SLACK_CONTEXT_TEXT_MAX - 20
+                )
+                + f" (part {number}/{total})"
             )
             blocks = [
                 {"type": "context", "elements": [{"type": "mrkdwn", "text": continued}]},
@@ -713,7 +730,13 @@ def compose_slack_messages(content: AdRunContent, *, storage: AdStorage) -> list
 
 
 def _section(text: str) -> dict[str, Any]:
-    return {"type": "section", "text": {"type": "mrkdwn", "text": _clip(text, SLACK_SECTION_MAX)}}
+    bounded = medium.clip_escaped(text, SLACK_SECTION_MAX)
+    return {"type": "section", "text": {"type": "mrkdwn", "text": bounded}}
+
+
+def _context_text(text: str) -> str:
+    """A name in a context element: escaped, bounded (with room for its `*Label:* `)."""
+    return medium.slack_mrkdwn(medium.single_line(text), medium.SLACK_CONTEXT_TEXT_MAX - 20)
 
 
 async def _send_slack(

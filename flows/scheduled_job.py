@@ -29,6 +29,7 @@ from db.queries.job_runs import JobRunEvent, claim_schedule_slot, upsert_job_run
 from db.queries.templates import claim_specific_templates, claim_unused_templates
 from db.session import retry_transaction, session_scope
 from db.types import utcnow
+from domain.misfire import is_misfire
 from flows.artifacts import publish_run_artifact
 from flows.history import SKIPPED_STATE_NAME, on_state_change, run_trigger, scheduled_time
 from flows.pipeline import PipelineResult, RunPlan, make_ads, rename_flow_run
@@ -136,7 +137,7 @@ async def run_scheduled_job(job_id: uuid.UUID) -> JobRunSummary | State:
                 f"another run already handled the slot scheduled for {slot_time:%Y-%m-%d %H:%M %Z}",
             )
         lateness = utcnow() - (slot_time or utcnow())
-        if lateness > timedelta(seconds=job.misfire_grace_seconds):
+        if is_misfire(lateness, job.misfire_grace_seconds):
             return await _skip(
                 job,
                 flow_run.id,

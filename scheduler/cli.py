@@ -1,7 +1,11 @@
 """The `ad-scheduler` command line (typer): jobs, runs, templates and the database.
 
-Our own errors (bad spec, not found, Prefect unreachable, …) are printed as one readable
-message and exit with status 1; nothing prints a traceback for them.
+No traceback reaches a person: every error a command meets is printed as one short message
+(what failed, which field or setting, what to do) and the exit status says whose it is —
+**2** for bad input (an invalid spec, conflicting options, an unknown job, a name already taken,
+an operation the job's state does not allow), **1** for a failure the command could not avoid
+(Prefect or the database unreachable, an unexpected error). `ad-scheduler --debug …` (or
+`AD_SCHEDULER_DEBUG=1`) also prints the traceback.
 """
 
 from __future__ import annotations
@@ -9,31 +13,121 @@ from __future__ import annotations
 import asyncio
 import importlib
 import json
+import socket
+import sys
+import traceback
 import uuid
-from collections.abc import Awaitable, Callable, Iterator
-from contextlib import contextmanager
+from collections.abc import Awaitable, Callable
 from datetime import datetime
 from pathlib import Path
 from typing import Annotated, Any, TypeVar
 from zoneinfo import ZoneInfo
 
+import httpx
+import sqlalchemy as sa
 import typer
 import yaml
 from rich.console import Console
 from rich.progress import Progress
 from rich.table import Table
+from typer._click import ClickException  # typer 0.29 vendors click: its usage errors
+from typer.core import TyperGroup
 
 from config import get_settings
-from db.errors import AdSchedulerError
+from db.errors import AdSchedulerError, ConflictError, NotFoundError
 from db.migrate import aupgrade
 from db.models import ScheduledJob, ScheduledJobRun
 from db.session import dispose_engines
 from scheduler.adopt import JobAdoptionReport
-from scheduler.sdk import AdScheduler
+from scheduler.sdk import (
+    AdScheduler,
+    JobStateError,
+    database_problem,
+    probe_prefect_api,
+    redact_url,
+)
+from scheduler.spec import InvalidJobSpec
 
 T = TypeVar("T")
 
-app = typer.Typer(help="Scheduled, unattended ad creation on Prefect.", no_args_is_help=True)
+EXIT_FAILURE = 1
+EXIT_BAD_INPUT = 2
+
+
+class UsageProblem(AdSchedulerError):
+    """What the person asked for is contradictory or malformed (exit status 2)."""
+
+
+#: Errors that mean "the input is wrong": fixing the command line or the file fixes them.
+BAD_INPUT_ERRORS: tuple[type[BaseException], ...] = (
+    UsageProblem,
+    InvalidJobSpec,
+    NotFoundError,
+    ConflictError,
+    JobStateError,
+    yaml.YAMLError,
+    json.JSONDecodeError,
+    FileNotFoundError,
+    IsADirectoryError,
+)
+
+
+def describe_error(exc: BaseException) -> tuple[int, str]:
+    """The exit status and the one message a person sees for an error (never a secret)."""
+    if isinstance(exc, BAD_INPUT_ERRORS):
+        if isinstance(exc, OSError):
+            return EXIT_BAD_INPUT, f"{exc.strerror or type(exc).__name__}: {exc.filename}"
+        return EXIT_BAD_INPUT, str(exc)
+    if isinstance(exc, AdSchedulerError):
+        return EXIT_FAILURE, str(exc)
+    if isinstance(exc, sa.exc.SQLAlchemyError | ConnectionError | TimeoutError | socket.gaierror):
+        return EXIT_FAILURE, database_problem(exc)
+    if isinstance(exc, httpx.HTTPError):
+        return EXIT_FAILURE, (
+            f"Prefect API error ({type(exc).__name__}); check PREFECT_API_URL and that the "
+            "server is running (`ad-scheduler up` starts a local one)"
+        )
+    first = (str(exc).strip().splitlines() or [""])[0][:300]
+    return EXIT_FAILURE, redact_url(
+        f"unexpected {type(exc).__name__}: {first} (run with --debug for the traceback)"
+    )
+
+
+#: Commands that use the Prefect API outside the SDK.
+PREFECT_COMMANDS = frozenset({"export"})
+
+
+class FriendlyGroup(TyperGroup):
+    """The root command: turns any error of any subcommand into a message and exit status."""
+
+    def invoke(self, ctx: Any) -> Any:
+        try:
+            # typer keeps the subcommand's name in `_protected_args` until it dispatches.
+            args = [*(getattr(ctx, "_protected_args", None) or []), *(ctx.args or [])]
+            if args and args[0] in PREFECT_COMMANDS and "--help" not in args:
+                # It talks to Prefect directly (not through the SDK, which probes by itself):
+                # say within seconds that the API is unreachable, not after the client's retries.
+                asyncio.run(probe_prefect_api())
+            return super().invoke(ctx)
+        except (typer.Exit, typer.Abort, ClickException):
+            raise  # typer's own: usage errors (exit 2), --help, confirmations
+        except KeyboardInterrupt:
+            err_console.print("interrupted", highlight=False)
+            raise typer.Exit(130) from None
+        except Exception as exc:
+            code, message = describe_error(exc)
+            if ctx.params.get("debug"):
+                traceback.print_exception(exc, file=sys.stderr)
+            err_console.print(f"error: {message}", markup=False, highlight=False, soft_wrap=True)
+            raise typer.Exit(code) from None
+
+
+app = typer.Typer(
+    cls=FriendlyGroup,
+    help="Scheduled, unattended ad creation on Prefect.",
+    no_args_is_help=True,
+    pretty_exceptions_enable=False,
+)
 db_app = typer.Typer(help="The application database.", no_args_is_help=True)
 jobs_app = typer.Typer(help="Scheduled jobs (each one a Prefect deployment).", no_args_is_help=True)
 templates_app = typer.Typer(help="The template catalog.", no_args_is_help=True)
@@ -49,16 +143,13 @@ TenantOption = typer.Option(
 )
 
 
-@contextmanager
-def _friendly_errors() -> Iterator[None]:
-    try:
-        yield
-    except AdSchedulerError as exc:
-        err_console.print(f"[red]error:[/red] {exc}", markup=True, highlight=False)
-        raise typer.Exit(1) from None
-    except (OSError, yaml.YAMLError, json.JSONDecodeError) as exc:
-        err_console.print(f"[red]error:[/red] {exc}", markup=True, highlight=False)
-        raise typer.Exit(2) from None
+@app.callback()
+def main(
+    debug: bool = typer.Option(
+        False, "--debug", envvar="AD_SCHEDULER_DEBUG", help="Print tracebacks of errors."
+    ),
+) -> None:
+    """Scheduled, unattended ad creation on Prefect."""
 
 
 def _run(call: Callable[[], Awaitable[T]]) -> T:
@@ -68,17 +159,22 @@ def _run(call: Callable[[], Awaitable[T]]) -> T:
         finally:
             await dispose_engines()
 
-    with _friendly_errors():
-        return asyncio.run(main())
+    return asyncio.run(main())
 
 
 def _tenant(tenant: str | None) -> uuid.UUID:
     raw = tenant or get_settings().tenant_id
+    return _uuid(raw, "--tenant")
+
+
+def _uuid(raw: str, option: str) -> uuid.UUID:
     try:
-        return uuid.UUID(raw)
+        return uuid.UUID(str(raw))
     except ValueError:
-        err_console.print(f"[red]error:[/red] tenant: {raw!r} is not a UUID")
-        raise typer.Exit(2) from None
+        raise UsageProblem(
+            f"{option}: {raw!r} is not a UUID; allowed: an id like "
+            "3f2b8c1e-0000-4000-8000-000000000000"
+        ) from None
 
 
 # --- db ---------------------------------------------------------------------------------------
@@ -132,7 +228,7 @@ def load_spec_file(path: Path) -> list[dict[str, Any]]:
         data = data["jobs"]
     items = data if isinstance(data, list) else [data]
     if not all(isinstance(item, dict) for item in items):
-        raise AdSchedulerError(f"{path}: expected a job mapping, a list of them, or 'jobs:'")
+        raise UsageProblem(f"{path}: expected a job mapping, a list of them, or 'jobs:'")
     base = path.parent
     for item in items:
         # Uploaded template files are relative to the spec file.
@@ -200,6 +296,24 @@ def spec_from_flags(**flags: Any) -> dict[str, Any]:
     return spec
 
 
+JOB_STATUSES = ("active", "paused", "completed")
+
+#: Flags that describe one job: meaningless next to `--file` (which holds whole specs).
+FILE_EXCLUSIVE = (
+    "name",
+    "product",
+    "cron",
+    "at",
+    "max_runs",
+    "template",
+    "upload",
+    "product_image",
+    "email",
+    "email_block",
+    "slack_webhook_block",
+)
+
+
 @jobs_app.command("create")
 def jobs_create(  # noqa: PLR0917 (one typer option per parameter)
     file: Annotated[
@@ -241,22 +355,34 @@ def jobs_create(  # noqa: PLR0917 (one typer option per parameter)
     ),
     slack_webhook_block: str | None = typer.Option(None, help="Existing Slack webhook block name."),
     overlap: str = typer.Option("skip", help="skip | queue."),
-    misfire_grace: int = typer.Option(3600, help="Skip runs starting later than N seconds."),
+    misfire_grace: int = typer.Option(
+        3600,
+        help="Skip runs starting more than N s late: 0 = never skip, else 60..604800.",
+    ),
     description: str = typer.Option("", help="Free text shown in the Prefect UI."),
     tenant: str | None = TenantOption,
 ) -> None:
     """Register a job from flags or from a YAML/JSON file (files are applied idempotently)."""
     flags = dict(locals())
-    with _friendly_errors():
-        if file is not None:
-            specs, apply = load_spec_file(file), True
-        else:
-            missing = [f"--{k}" for k in ("name", "product") if not flags[k]]
-            if not (cron or at):
-                missing.append("--cron or --at")
-            if missing:
-                raise AdSchedulerError(f"missing {', '.join(missing)} (or give --file)")
-            specs = [spec_from_flags(**flags)]
+    if cron is not None and at is not None:
+        raise UsageProblem(
+            "--cron and --at both given; allowed: --cron (a recurring job) or --at (a one-time "
+            "job), not both"
+        )
+    if file is not None:
+        given = [f"--{k.replace('_', '-')}" for k in FILE_EXCLUSIVE if flags[k]]
+        if given:
+            raise UsageProblem(
+                f"--file and {', '.join(given)} both given; allowed: a spec file, or flags"
+            )
+        specs, apply = load_spec_file(file), True
+    else:
+        missing = [f"--{k}" for k in ("name", "product") if not flags[k]]
+        if not (cron or at):
+            missing.append("--cron or --at")
+        if missing:
+            raise UsageProblem(f"missing {', '.join(missing)} (or give --file)")
+        specs = [spec_from_flags(**flags)]
 
     async def _go() -> list[ScheduledJob]:
         done = []
@@ -326,6 +452,8 @@ def jobs_list(
     tenant: str | None = TenantOption,
 ) -> None:
     """A table of the tenant's jobs."""
+    if status is not None and status not in JOB_STATUSES:
+        raise UsageProblem(f"--status: {status!r}; allowed: {' | '.join(JOB_STATUSES)}")
 
     async def _go() -> tuple[
         list[ScheduledJob], dict[uuid.UUID, str], dict[uuid.UUID, ScheduledJobRun]
@@ -335,8 +463,8 @@ def jobs_list(
 
         ads = AdScheduler(_tenant(tenant))
         jobs = await ads.list(
-            brand_id=uuid.UUID(brand) if brand else None,
-            product_id=uuid.UUID(product) if product else None,
+            brand_id=_uuid(brand, "--brand") if brand else None,
+            product_id=_uuid(product, "--product") if product else None,
             status=status,
         )
         async with session_scope() as session:
@@ -352,7 +480,9 @@ def jobs_list(
         status_text = job.status or "active"
         if job.status == "paused" and job.pause_note:
             status_text += f" ({job.pause_note})"
-        next_run = _when(job.next_run_at, job) if job.status == "active" else "—"
+        # The stored next run is kept true (empty while paused or completed) by the SDK and
+        # the run history; list and show print the same value.
+        next_run = _when(job.next_run_at, job)
         table.add_row(
             job.name,
             names.get(job.product_id, str(job.product_id)),
@@ -513,7 +643,9 @@ def templates_sync(
     from flows.templates import sync_template_catalog
 
     report = _run(
-        lambda: sync_template_catalog(_tenant(tenant), brand_id=uuid.UUID(brand) if brand else None)
+        lambda: sync_template_catalog(
+            _tenant(tenant), brand_id=_uuid(brand, "--brand") if brand else None
+        )
     )
     console.print(
         f"added {len(report.added)}, reactivated {len(report.reactivated)}, "

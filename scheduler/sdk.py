@@ -27,20 +27,20 @@ import builtins
 import hashlib
 import io
 import logging
+import re
+import socket
 import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, Sequence
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
-from datetime import UTC, datetime
+from datetime import datetime
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, TypeVar
-from zoneinfo import ZoneInfo
 
 import httpx
 import sqlalchemy as sa
-from croniter import croniter
 from prefect.client.orchestration import PrefectClient, get_client
-from prefect.exceptions import ObjectNotFound, PrefectHTTPStatusError
+from prefect.exceptions import ObjectNotFound, PrefectException, PrefectHTTPStatusError
 from pydantic import SecretStr
 from sqlalchemy.ext.asyncio import AsyncSession
 
@@ -49,8 +49,10 @@ from db.errors import AdSchedulerError, ConflictError, NotFoundError
 from db.models import AdTemplate, Brand, Product, ScheduledJob, ScheduledJobRun
 from db.session import dispose_engines, session_scope
 from db.types import utcnow
+from domain import cron as cron_rules
 from scheduler import deployments as dep
 from scheduler.spec import (
+    FieldProblem,
     InvalidJobSpec,
     JobSpec,
     OneTimeSchedule,
@@ -72,6 +74,14 @@ SLACK_BLOCK_SLUG = SlackIncomingWebhook.get_block_type_slug()
 
 class PrefectApiError(AdSchedulerError):
     """The Prefect API refused or could not be reached; nothing was changed."""
+
+
+class DatabaseError(AdSchedulerError):
+    """The application database could not be reached or refused the query; nothing changed."""
+
+
+class StorageError(AdSchedulerError):
+    """Template storage refused a write; nothing was changed."""
 
 
 class JobStateError(AdSchedulerError):
@@ -135,7 +145,10 @@ class AdScheduler:
         base_deployment: str | None = None,
         work_pool: str | None = None,
     ) -> None:
-        self.tenant_id = uuid.UUID(str(tenant_id))
+        tenant = _as_uuid(tenant_id)
+        if tenant is None:
+            raise InvalidJobSpec.one("tenant_id", f"{tenant_id!r} is not a UUID")
+        self.tenant_id = tenant
         self._db_url = database_url
         self._base_deployment = base_deployment
         self._work_pool = work_pool
@@ -145,6 +158,7 @@ class AdScheduler:
         self._display_names: dict[uuid.UUID, tuple[str, str]] = {}
 
     async def __aenter__(self) -> AdScheduler:
+        await probe_prefect_api()
         self._client = get_client()
         await self._client.__aenter__()
         return self
@@ -162,13 +176,22 @@ class AdScheduler:
             if self._client is not None:
                 yield self._client
             else:
+                await probe_prefect_api()
                 async with get_client() as client:
                     yield client
-        except (httpx.HTTPError, PrefectHTTPStatusError) as exc:
+        except (httpx.HTTPError, PrefectHTTPStatusError, PrefectException) as exc:
             raise PrefectApiError(f"Prefect API error: {_short(exc)}") from exc
 
-    def _session(self) -> Any:
-        return session_scope(self._db_url)
+    @asynccontextmanager
+    async def _session(self) -> AsyncIterator[AsyncSession]:
+        """A database transaction; driver errors become `DatabaseError` (cause chained)."""
+        try:
+            async with session_scope(self._db_url) as session:
+                yield session
+        except sa.exc.IntegrityError:
+            raise  # a lost race on a unique name: `_write` turns it into a ConflictError
+        except (sa.exc.SQLAlchemyError, ConnectionError, TimeoutError, socket.gaierror) as exc:
+            raise DatabaseError(database_problem(exc)) from exc
 
     async def _target(self, client: PrefectClient) -> tuple[dep.DeploymentTarget, uuid.UUID]:
         if self._where is None or self._client is None:
@@ -267,6 +290,52 @@ class AdScheduler:
         names = list(dict.fromkeys(u[0] for u in uploads))
         return _Catalog(product, brand, "uploaded", len(names), names, "recycle", uploads)
 
+    async def _check_blocks(self, client: PrefectClient, spec: JobSpec) -> None:
+        """Every block the spec names is saved on the Prefect server (else `InvalidJobSpec`
+        naming each missing one), so a job never registers only to fail every run."""
+        from blocks.email_resend import ResendEmail
+        from flows.pipeline import GENERATOR_BLOCK_SLUGS
+
+        wanted: builtins.list[tuple[str, str, tuple[str, ...], str]] = []
+        if spec.export.email_block:
+            slug = ResendEmail.get_block_type_slug()
+            wanted.append(("export.email_block", spec.export.email_block, (slug,), "Resend email"))
+        if spec.export.slack_webhook_block:
+            wanted.append(
+                (
+                    "export.slack_webhook_block",
+                    spec.export.slack_webhook_block,
+                    (SLACK_BLOCK_SLUG,),
+                    "Slack webhook",
+                )
+            )
+        if spec.ad.generator_block:
+            wanted.append(
+                ("ad.generator_block", spec.ad.generator_block, GENERATOR_BLOCK_SLUGS, "generator")
+            )
+        problems = []
+        for path, reference, slugs, label in wanted:
+            given_slug, _, name = reference.rpartition("/")
+            if given_slug and given_slug not in slugs:
+                problems.append(
+                    FieldProblem(
+                        field=path,
+                        message=f"{reference!r} is a {given_slug!r} block; allowed: a "
+                        f"{label} block ({', '.join(slugs)})",
+                    )
+                )
+                continue
+            if not await _block_exists(client, (given_slug,) if given_slug else slugs, name):
+                problems.append(
+                    FieldProblem(
+                        field=path,
+                        message=f"no {label} block named {name!r} is saved on the Prefect "
+                        f"server; allowed: the name of a saved {' or '.join(slugs)} block",
+                    )
+                )
+        if problems:
+            raise InvalidJobSpec(problems)
+
     async def _resolve_templates(
         self, session: AsyncSession, refs: Sequence[str], brand_id: uuid.UUID
     ) -> builtins.list[str]:
@@ -315,7 +384,13 @@ class AdScheduler:
         )
         for name, data, width, height, original in cat.uploads:
             # Content-addressed names: writing the same file again is harmless (idempotent).
-            await storage.write(storage.template_path(name), data)
+            try:
+                await storage.write(storage.template_path(name), data)
+            except (OSError, ValueError) as exc:
+                raise StorageError(
+                    f"could not store the uploaded template {original} ({type(exc).__name__}); "
+                    "check the template storage block or AD_SCHEDULER_DATA_DIR"
+                ) from exc
             if name not in existing:
                 existing.add(name)
                 session.add(
@@ -368,14 +443,11 @@ class AdScheduler:
         job.max_consecutive_failures = spec.max_consecutive_failures
         schedule = spec.schedule
         if isinstance(schedule, RecurringSchedule):
-            changed = (job.cron_expression, job.timezone) != (schedule.cron, schedule.timezone)
             job.schedule_type = "recurring"
             job.cron_expression = schedule.cron
             job.timezone = schedule.timezone
             job.jitter_seconds = schedule.jitter_seconds
             job.scheduled_at = None
-            if changed or job.next_run_at is None:
-                job.next_run_at = next_cron_time(schedule.cron, schedule.timezone)
         else:
             assert isinstance(schedule, OneTimeSchedule)
             job.schedule_type = "one_time"
@@ -383,7 +455,6 @@ class AdScheduler:
             job.timezone = schedule.timezone
             job.jitter_seconds = 0
             job.scheduled_at = schedule.at
-            job.next_run_at = schedule.at
 
     async def _converge(
         self,
@@ -452,6 +523,9 @@ class AdScheduler:
                     if not new and job.prefect_deployment_id is not None:
                         previous = dep.plan_for(job, *await self._names(session, job))
                     await change(client, session, job, undo)
+                    # Every write (create, update, pause, resume, resync) leaves the next run
+                    # Prefect will actually start, or none while paused or completed.
+                    job.next_run_at = next_run_for(job)
                     if new:
                         # The deployment first, then the INSERT: one statement fewer, and an
                         # INSERT that fails still undoes the deployment.
@@ -512,6 +586,7 @@ class AdScheduler:
                     "product_id",
                     "a job's product cannot change; create a new job for another product",
                 )
+            await self._check_blocks(client, spec)
             # Validation is complete: from here on, writes.
             slack = await self._store_slack_webhook(client, job.id, spec, undo)
             await self._store_uploads(session, cat)
@@ -858,11 +933,104 @@ def spec_from_job(job: ScheduledJob) -> JobSpec:
 
 
 def next_cron_time(cron: str, timezone: str, after: datetime | None = None) -> datetime:
-    """The next time `cron` fires in `timezone`, as aware UTC."""
-    tz = ZoneInfo(timezone)
-    start = (after or datetime.now(UTC)).astimezone(tz)
-    nxt: datetime = croniter(cron, start).get_next(datetime)
-    return nxt.astimezone(UTC)
+    """The next time `cron` fires in `timezone` after `after` (default now), aware UTC.
+
+    Kept for callers of the earlier API; it is `domain.cron.next_fire_time` (Prefect's maths).
+
+    Raises:
+        InvalidJobSpec: the pair is not one Prefect schedules, or never fires.
+    """
+    try:
+        return cron_rules.next_fire_time(cron, timezone, after=after)
+    except cron_rules.ScheduleError as exc:
+        raise InvalidJobSpec.one(exc.field, exc.message) from exc
+
+
+def next_run_for(job: ScheduledJob, now: datetime | None = None) -> datetime | None:
+    """When Prefect will start the job's next scheduled run (aware UTC), or None.
+
+    None while the job is paused, completed or deleted. A recurring job: the next time its cron
+    fires after `now`, computed by the one cron module (Prefect's own scheduling code: the same
+    time the scheduler creates the run for). A one-time job: its time (a resumed one-time job
+    whose time has passed runs as soon as a worker picks it up, or is a misfire).
+    """
+    if (job.status or "active") != "active" or job.deleted_at is not None:
+        return None
+    if job.schedule_type == "recurring" and job.cron_expression:
+        try:
+            return cron_rules.next_fire_time(job.cron_expression, job.timezone, after=now)
+        except cron_rules.ScheduleError:
+            return None  # a stored schedule Prefect would not run (refused at registration)
+    if job.schedule_type == "one_time":
+        return job.scheduled_at
+    return None
+
+
+#: Seconds the SDK waits for the Prefect API to answer before saying it is unreachable (the
+#: client's own retries would otherwise take ~35 s to give up).
+PREFECT_PROBE_TIMEOUT = 3.0
+
+
+async def probe_prefect_api(wait_seconds: float = PREFECT_PROBE_TIMEOUT) -> str:
+    """Check that the Prefect API in `PREFECT_API_URL` answers; returns its URL.
+
+    Raises:
+        PrefectApiError: Not configured, or no healthy answer within `wait_seconds`; the
+            message says what was tried and what to do.
+    """
+    from prefect.settings import PREFECT_API_URL
+
+    url = (PREFECT_API_URL.value() or "").rstrip("/")
+    if not url:
+        raise PrefectApiError(
+            "PREFECT_API_URL is not set, so there is no Prefect server to register jobs with. "
+            "Start the local one with `ad-scheduler up` and set "
+            "PREFECT_API_URL=http://127.0.0.1:4200/api (or point it at your server)."
+        )
+    shown = redact_url(url)
+    try:
+        async with httpx.AsyncClient(timeout=wait_seconds) as http:
+            response = await http.get(f"{url}/health")
+    except httpx.HTTPError as exc:
+        raise PrefectApiError(
+            f"cannot reach the Prefect API at {shown} (PREFECT_API_URL): {type(exc).__name__} "
+            f"within {wait_seconds:g} s. Start a server with `ad-scheduler up`, or set "
+            "PREFECT_API_URL to a running one."
+        ) from exc
+    if response.status_code != 200:
+        raise PrefectApiError(
+            f"the Prefect API at {shown} (PREFECT_API_URL) answered {response.status_code} to "
+            "/health; check that PREFECT_API_URL ends in /api and the server is healthy "
+            "(`ad-scheduler up` starts a local one)."
+        )
+    return url
+
+
+def database_problem(exc: BaseException) -> str:
+    """A one-line description of a database failure, without credentials."""
+    orig = getattr(exc, "orig", None) or exc
+    detail = (str(orig).strip().splitlines() or [""])[0][:200]
+    hint = "check DATABASE_URL and that the database is running"
+    if "does not exist" in detail or "no such table" in detail or "UndefinedTable" in repr(orig):
+        hint = "run `ad-scheduler db upgrade` to create or migrate the schema"
+    return redact_url(f"database error ({type(orig).__name__}: {detail}); {hint}")
+
+
+def redact_url(text: str) -> str:
+    """Text with any password in a URL (`scheme://user:secret@host`) replaced by ***."""
+    return re.sub(r"(\w[\w+.-]*://[^:/@\s]+:)[^@\s]+@", r"\1***@", text)
+
+
+async def _block_exists(client: PrefectClient, slugs: Sequence[str], name: str) -> bool:
+    for slug in slugs:
+        try:
+            await client.read_block_document_by_name(
+                name, block_type_slug=slug, include_secrets=False
+            )
+        except ObjectNotFound:
+            continue
+        return True
+    return False
 
 
 def _webhook_block(url: str) -> SlackIncomingWebhook:
@@ -890,7 +1058,12 @@ async def _converge_back(
 def _read_upload(index: int, path: Path) -> tuple[str, bytes, int, int, str]:
     from PIL import Image, UnidentifiedImageError
 
-    data = path.read_bytes()
+    try:
+        data = path.read_bytes()
+    except OSError as exc:
+        raise InvalidJobSpec.one(
+            f"templates.files.{index}", f"{path.name} cannot be read ({exc.strerror})"
+        ) from exc
     try:
         with Image.open(io.BytesIO(data)) as image:
             width, height = image.size
@@ -919,10 +1092,13 @@ def _short(exc: BaseException) -> str:
 
 __all__ = [
     "AdScheduler",
+    "DatabaseError",
     "JobStateError",
     "PrefectApiError",
     "SyncAdScheduler",
     "next_cron_time",
+    "next_run_for",
+    "probe_prefect_api",
     "slack_block_name",
     "spec_from_job",
 ]

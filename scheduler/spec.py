@@ -18,9 +18,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Annotated, Any, Literal
 from uuid import UUID
-from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
-from croniter import croniter
 from pydantic import (
     AwareDatetime,
     BaseModel,
@@ -35,6 +33,8 @@ from pydantic import (
 )
 
 from db.errors import AdSchedulerError
+from domain import cron as cron_rules
+from domain import misfire
 from scheduler.params import (
     BLOCK_NAME_PATTERN,
     MAX_RECIPIENTS,
@@ -48,10 +48,10 @@ MAX_NAME_LENGTH = 120
 MAX_DESCRIPTION_LENGTH = 1000
 MAX_JITTER_SECONDS = 3600
 MAX_TEMPLATES_PER_RUN = 50
-MAX_MISFIRE_GRACE_SECONDS = 7 * 24 * 3600
+MAX_MISFIRE_GRACE_SECONDS = misfire.MAX_GRACE_SECONDS
 TEMPLATE_SUFFIXES = (".png", ".jpg", ".jpeg", ".webp")
 SLACK_WEBHOOK_PREFIX = "https://hooks.slack.com/"
-CRON_MACROS = ("@yearly", "@annually", "@monthly", "@weekly", "@daily", "@midnight", "@hourly")
+CRON_MACROS = cron_rules.CRON_MACROS
 #: Validation context key: a one-time datetime equal to this one may lie in the past (re-applying
 #: or updating a job whose one-time run is already behind it must not fail on that field).
 CONTEXT_EXISTING_AT = "existing_scheduled_at"
@@ -89,7 +89,7 @@ class InvalidJobSpec(AdSchedulerError):
             path = ".".join(str(part) for part in err["loc"] if not _is_union_tag(part))
             message = err["msg"].removeprefix("Value error, ")
             named = re.match(r"^([a-z_][a-z_.]*): (.+)$", message, re.DOTALL)
-            if named and not path:
+            if named and (not path or named.group(1).startswith(f"{path}.")):
                 path, message = named.group(1), named.group(2)
             if "email address" in message:
                 message += " Allowed: an address like name@example.com."
@@ -133,23 +133,26 @@ class RecurringSchedule(BaseModel):
     @field_validator("cron")
     @classmethod
     def _valid_cron(cls, value: str) -> str:
-        expr = " ".join(value.split())
-        allowed = (
-            "a five-field cron expression 'minute hour day-of-month month day-of-week' "
-            f"(e.g. '0 9 * * 1') or one of {', '.join(CRON_MACROS)}"
-        )
-        if expr.startswith("@"):
-            if expr not in CRON_MACROS:
-                raise ValueError(f"unknown cron macro {expr!r}; allowed: {allowed}")
-            return expr
-        if len(expr.split(" ")) != 5 or not croniter.is_valid(expr):
-            raise ValueError(f"invalid cron expression {expr!r}; allowed: {allowed}")
-        return expr
+        # Syntax only here; whether it fires (in its time zone) is checked once both are known.
+        return cron_rules.normalize_cron(value)
 
     @field_validator("timezone")
     @classmethod
     def _valid_timezone(cls, value: str) -> str:
         return validate_timezone(value)
+
+    @model_validator(mode="after")
+    def _prefect_schedules_it(self) -> RecurringSchedule:
+        """Valid exactly when Prefect's own scheduler accepts the pair and it fires."""
+        try:
+            self.cron = cron_rules.validate_schedule(self.cron, self.timezone)
+        except cron_rules.ScheduleError as exc:
+            raise ValueError(f"{exc.field}: {exc.message}") from None
+        return self
+
+    def next_fire_time(self, after: datetime | None = None) -> datetime:
+        """When Prefect runs this schedule next, strictly after `after` (default now), UTC."""
+        return cron_rules.next_fire_time(self.cron, self.timezone, after=after)
 
 
 class OneTimeSchedule(BaseModel):
@@ -189,15 +192,11 @@ Schedule = Annotated[RecurringSchedule | OneTimeSchedule, Field(discriminator="t
 
 
 def validate_timezone(value: str) -> str:
-    """Check an IANA time zone name; returns it."""
+    """Check a time zone name the way Prefect's scheduler does; returns it."""
     try:
-        ZoneInfo(value)
-    except (ZoneInfoNotFoundError, ValueError) as exc:
-        raise ValueError(
-            f"unknown time zone {value!r}; allowed: an IANA name such as 'UTC', "
-            "'Europe/Berlin' or 'America/New_York'"
-        ) from exc
-    return value
+        return cron_rules.validate_timezone(value)
+    except cron_rules.ScheduleError as exc:
+        raise ValueError(exc.message) from None
 
 
 # --- templates ------------------------------------------------------------------------------
@@ -357,7 +356,9 @@ class JobSpec(BaseModel):
         export: Where finished ads go.
         template_concurrency: Templates generated at once within one run (1..32).
         overlap: `skip` (default: a run that would overlap is cancelled) or `queue` (it waits).
-        misfire_grace_seconds: A run starting later than this after its time is skipped.
+        misfire_grace_seconds: A run starting more than this many seconds after its scheduled
+            time is skipped as missed; 0 = no limit (late runs always run), else 60..604800
+            (`domain.misfire`: a shorter grace would skip on-time runs).
         max_consecutive_failures: The job pauses itself after this many failed runs in a row.
         tenant_id: Optional; when given it must be the SDK's tenant.
     """
@@ -374,9 +375,14 @@ class JobSpec(BaseModel):
     export: ExportSpec = Field(default_factory=ExportSpec)
     template_concurrency: int = Field(default=4, ge=1, le=32)
     overlap: Literal["skip", "queue"] = "skip"
-    misfire_grace_seconds: int = Field(default=3600, ge=0, le=MAX_MISFIRE_GRACE_SECONDS)
+    misfire_grace_seconds: int = Field(default=3600)
     max_consecutive_failures: int = Field(default=3, ge=1, le=100)
     tenant_id: UUID | None = None
+
+    @field_validator("misfire_grace_seconds")
+    @classmethod
+    def _valid_grace(cls, value: int) -> int:
+        return misfire.validate_grace(value)
 
     @model_validator(mode="after")
     def _one_time_runs_once(self) -> JobSpec:

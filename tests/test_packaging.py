@@ -22,7 +22,7 @@ def test_runtime_lock_is_the_dev_lock_without_the_tools() -> None:
 
 def test_dockerfile_copies_every_package_and_installs_the_runtime_lock() -> None:
     dockerfile = (ROOT / "Dockerfile").read_text()
-    for package in ("config", "db", "blocks", "flows", "scheduler"):
+    for package in ("config", "domain", "db", "blocks", "flows", "scheduler"):
         assert f"COPY {package} ./{package}" in dockerfile
     assert "--require-hashes -r requirements.lock" in dockerfile
     assert "WORKDIR /opt/prefect/ad-scheduler" in dockerfile

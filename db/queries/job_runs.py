@@ -17,11 +17,10 @@ from __future__ import annotations
 
 import uuid
 from dataclasses import dataclass
-from datetime import UTC, datetime
+from datetime import datetime
 from typing import Literal
 
 import sqlalchemy as sa
-from prefect.server.schemas.schedules import CronSchedule
 from pydantic import BaseModel, ConfigDict, Field
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.ext.asyncio import AsyncSession
@@ -29,6 +28,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from db.errors import NotFoundError
 from db.models import TERMINAL_RUN_STATUSES, ScheduledJob, ScheduledJobRun
 from db.types import utcnow
+from domain import cron as cron_rules
 
 RunStatus = Literal["pending", "running", "completed", "failed", "skipped", "cancelled"]
 
@@ -168,12 +168,12 @@ class JobState:
 
 
 async def next_fire_time(cron: str, timezone: str, after: datetime) -> datetime | None:
-    """The next time `cron` fires in `timezone` strictly after `after` (Prefect's own maths)."""
-    dates = await CronSchedule(cron=cron, timezone=timezone).get_dates(
-        n=1, start=after + (datetime.resolution * 1000)
-    )
-    # Prefect hands back pendulum datetimes; the rest of the code speaks stdlib datetimes.
-    return datetime.fromtimestamp(dates[0].timestamp(), tz=UTC) if dates else None
+    """The next time `cron` fires in `timezone` strictly after `after` (Prefect's own maths,
+    through the one cron module); None for a stored schedule Prefect would not run."""
+    try:
+        return cron_rules.next_fire_time(cron, timezone, after=after)
+    except cron_rules.ScheduleError:
+        return None
 
 
 async def derive_job_state(

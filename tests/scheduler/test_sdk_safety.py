@@ -17,7 +17,7 @@ from sqlalchemy.orm.session import SessionTransaction
 
 from blocks.slack_webhook import SlackIncomingWebhook
 from db.session import session_scope
-from scheduler.sdk import AdScheduler, PrefectApiError
+from scheduler.sdk import AdScheduler, DatabaseError, PrefectApiError
 from scheduler.spec import InvalidJobSpec
 from tests.scheduler.conftest import Catalog, recurring_spec, tenant_deployments, tenant_jobs
 from tests.support.factories import make_templates
@@ -186,8 +186,12 @@ async def test_create_is_atomic(
     else:
         fail_write_commits(monkeypatch)
 
-    with pytest.raises((PrefectApiError, sa.exc.OperationalError)):
+    # Only the project's own errors leave the SDK, with the original as the cause.
+    with pytest.raises((PrefectApiError, DatabaseError)) as caught:
         await ads.create(spec)
+    assert isinstance(caught.value.__cause__, Exception)
+    if step == "commit":
+        assert isinstance(caught.value.__cause__, sa.exc.OperationalError)
     monkeypatch.undo()
     await assert_nothing_written(catalog)
     assert await _slack_blocks() == blocks_before
@@ -211,7 +215,7 @@ async def test_update_is_atomic(
         monkeypatch.setattr(PrefectClient, "update_deployment_schedule", _aboom)
     else:
         fail_write_commits(monkeypatch)
-    with pytest.raises((PrefectApiError, sa.exc.OperationalError)):
+    with pytest.raises((PrefectApiError, DatabaseError)):
         await ads.update(
             job.id,
             schedule={"type": "recurring", "cron": "15 6 * * *", "timezone": "Asia/Tokyo"},
@@ -241,8 +245,10 @@ async def test_pause_and_delete_are_atomic(
     assert dep_id is not None
 
     fail_write_commits(monkeypatch)
-    with pytest.raises(sa.exc.OperationalError):
+    with pytest.raises(DatabaseError) as caught:
         await ads.pause(job.id, note="x")
+    assert isinstance(caught.value.__cause__, sa.exc.OperationalError)
+    assert "injected: disk full" in str(caught.value)
     monkeypatch.undo()
     async with get_client() as client:
         assert not (await client.read_deployment(dep_id)).paused
@@ -260,7 +266,7 @@ async def test_pause_and_delete_are_atomic(
     assert d.id == dep_id
 
     fail_write_commits(monkeypatch)
-    with pytest.raises(sa.exc.OperationalError):
+    with pytest.raises(DatabaseError):
         await ads.delete(job.id)
     monkeypatch.undo()
     assert (await ads.get(job.id)).deleted_at is None
