@@ -65,6 +65,18 @@ class Settings(BaseSettings):
         description="How often a running job touches its run row (the reconciler's liveness).",
     )
 
+    db_retry_attempts: int = Field(
+        default=7,
+        ge=1,
+        le=20,
+        validation_alias="AD_SCHEDULER_DB_RETRY_ATTEMPTS",
+        description=(
+            "Attempts in all (the first included) for a short database write or connect that "
+            "meets a connection error; the default rides out about 25 s of outage, 1 fails at "
+            "once."
+        ),
+    )
+
     @property
     def embedded_database_path(self) -> Path:
         """Path of the embedded SQLite database file."""

@@ -153,12 +153,13 @@ class DbRetrySettings:
     reported within half a minute.
 
     Attributes:
-        attempts: Attempts in all, the first included.
+        attempts: Attempts in all, the first included; None reads
+            `AD_SCHEDULER_DB_RETRY_ATTEMPTS` (default 7) at each use.
         backoff: Tenacity wait strategy between attempts.
         sleep: Awaited with the seconds to wait between attempts.
     """
 
-    attempts: int = 7
+    attempts: int | None = None
     backoff: wait_base = field(
         default_factory=lambda: wait_exponential_jitter(multiplier=0.5, max=8, jitter=0.5)
     )
@@ -216,6 +217,8 @@ def is_connection_error(error: BaseException) -> bool:
 
 
 def _retrying(what: str) -> AsyncRetrying:
+    attempts = DB_RETRY.attempts or get_settings().db_retry_attempts
+
     def log_retry(state: RetryCallState) -> None:
         error = state.outcome.exception() if state.outcome else None
         wait = state.next_action.sleep if state.next_action else 0.0
@@ -224,7 +227,7 @@ def _retrying(what: str) -> AsyncRetrying:
             "database unreachable during %s (attempt %d/%d, %s); retrying in %.1fs",
             what,
             state.attempt_number,
-            DB_RETRY.attempts,
+            attempts,
             type(error).__name__,
             wait,
         )
@@ -233,7 +236,7 @@ def _retrying(what: str) -> AsyncRetrying:
         await DB_RETRY.sleep(seconds)
 
     return AsyncRetrying(
-        stop=stop_after_attempt(DB_RETRY.attempts),
+        stop=stop_after_attempt(attempts),
         wait=DB_RETRY.backoff,
         retry=retry_if_exception(is_connection_error),
         sleep=sleep,
@@ -263,7 +266,7 @@ async def retry_transaction(
         What `work` returned, from the attempt that committed.
 
     Raises:
-        Exception: The last connection error once `DB_RETRY.attempts` are spent, or at once
+        Exception: The last connection error once the policy's attempts are spent, or at once
             any other error.
     """
     async for attempt in _retrying(what):

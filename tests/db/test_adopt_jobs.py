@@ -18,6 +18,7 @@ import pytest_asyncio
 from prefect.client.orchestration import get_client
 from typer.testing import CliRunner
 
+from blocks.email_resend import ResendEmail
 from blocks.slack_webhook import SlackIncomingWebhook
 from blocks.storage import default_storage
 from config import get_settings
@@ -69,6 +70,10 @@ async def adopted(
         for index, template in enumerate(TEMPLATES):
             await storage.write(storage.template_path(template), template_png(index))
         await sync_template_catalog(tenant, storage)
+        # Registration checks every block a job names: the email block the team will use.
+        await ResendEmail(api_key="re_test_not_used", from_address="Ads <ads@example.com>").asave(
+            "legacy-email", overwrite=True
+        )
         yield url, tenant
     finally:
         await dispose_engines()
