@@ -11,8 +11,10 @@ an operation the job's state does not allow), **1** for a failure the command co
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import importlib
 import json
+import os
 import socket
 import sys
 import traceback
@@ -152,6 +154,12 @@ def main(
     """Scheduled, unattended ad creation on Prefect."""
 
 
+#: Database attempts for a CLI command: a person waiting at a prompt is told at once that the
+#: database is unreachable (flows ride out ~25 s of outage; `AD_SCHEDULER_DB_RETRY_ATTEMPTS`
+#: set explicitly wins here too).
+CLI_DB_ATTEMPTS = 2
+
+
 def _run(call: Callable[[], Awaitable[T]]) -> T:
     async def main() -> T:
         try:
@@ -159,7 +167,15 @@ def _run(call: Callable[[], Awaitable[T]]) -> T:
         finally:
             await dispose_engines()
 
-    return asyncio.run(main())
+    from db import session as db_session
+
+    previous = db_session.DB_RETRY
+    if "AD_SCHEDULER_DB_RETRY_ATTEMPTS" not in os.environ and previous.attempts is None:
+        db_session.DB_RETRY = dataclasses.replace(previous, attempts=CLI_DB_ATTEMPTS)
+    try:
+        return asyncio.run(main())
+    finally:
+        db_session.DB_RETRY = previous
 
 
 def _tenant(tenant: str | None) -> uuid.UUID:
