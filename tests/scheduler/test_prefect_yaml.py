@@ -1,5 +1,6 @@
-"""`prefect --no-prompt deploy --all` deploys prefect.yaml non-interactively (as CI does), and
-job deployments then copy *where* from the base deployment it created."""
+"""`prefect --no-prompt deploy --all` deploys prefect.yaml non-interactively (as CI does), job
+deployments then copy *where* from the base deployment it created, and a job registered after it
+runs on a process worker started outside the image (the README's local setup)."""
 
 from __future__ import annotations
 
@@ -11,14 +12,16 @@ from pathlib import Path
 import pytest
 from prefect.client.orchestration import get_client
 
+from blocks.storage import default_storage
+from config import get_settings
 from config.settings import PROJECT_ROOT
+from flows.sample_data import seed_sample_data
 from scheduler import deployments as dep
 from scheduler.sdk import AdScheduler
 from tests.scheduler.conftest import Catalog, recurring_spec
+from tests.support.production import wait_for_flow_run, worker_process
 
-PULL = [
-    {"prefect.deployments.steps.set_working_directory": {"directory": "/opt/prefect/ad-scheduler"}}
-]
+PULL = [{"scheduler.pull_steps.set_code_directory": {}}]
 
 
 def _prefect(*args: str, env: dict[str, str]) -> subprocess.CompletedProcess[str]:
@@ -34,7 +37,9 @@ def _prefect(*args: str, env: dict[str, str]) -> subprocess.CompletedProcess[str
 
 
 @pytest.mark.parametrize("db_url", ["sqlite"], indirect=True)  # deploying once is enough
-async def test_prefect_deploy_all_in_ci(prefect_api: str, catalog: Catalog, data_dir: Path) -> None:
+async def test_prefect_deploy_all_in_ci(
+    prefect_api: str, catalog: Catalog, data_dir: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     env = {**os.environ, "PREFECT_API_URL": prefect_api, "PREFECT_CLI_PROMPT": "false"}
     pool = _prefect(
         "work-pool", "create", dep.DEFAULT_WORK_POOL, "--type", "process", "--overwrite", env=env
@@ -62,3 +67,27 @@ async def test_prefect_deploy_all_in_ci(prefect_api: str, catalog: Catalog, data
     async with get_client() as client:
         d = await client.read_deployment(job.prefect_deployment_id)
     assert d.pull_steps == PULL and d.work_pool_name == dep.DEFAULT_WORK_POOL
+
+    # The README's local setup: a process worker on the pool, started from anywhere, runs a job
+    # registered after the deploy (the fixed image path crashed every run before its flow).
+    monkeypatch.setenv("DATABASE_URL", catalog.db_url)
+    get_settings.cache_clear()
+    _brand, product, _ = await seed_sample_data(catalog.tenant_id, default_storage(), templates=1)
+    async with AdScheduler(catalog.tenant_id, database_url=catalog.db_url) as ads:
+        local = await ads.create(
+            recurring_spec(
+                catalog,
+                product_id=str(product.id),
+                templates={"mode": "unused", "count": 1},
+                ad={"variations": 1},
+            )
+        )
+        flow_run_id = await ads.run_now(local.id)
+    env = {"PREFECT_API_URL": prefect_api, "DATABASE_URL": catalog.db_url}
+    env["AD_SCHEDULER_DATA_DIR"] = str(data_dir)
+    with worker_process(dep.DEFAULT_WORK_POOL, data_dir / "worker-home", env) as (_, log):
+        run = await wait_for_flow_run(flow_run_id, log=log)
+    assert run.state_name == "Completed", log.read_text()[-6000:]
+    async with AdScheduler(catalog.tenant_id, database_url=catalog.db_url) as ads:
+        [row] = await ads.runs(local.id)
+    assert (row.status, row.templates_used) == ("completed", ["sample-01.png"])

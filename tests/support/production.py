@@ -129,12 +129,19 @@ async def wait_for_worker(pool: str, process: subprocess.Popen[bytes], log: Path
 
 @contextmanager
 def worker_process(
-    pool: str, home: Path, env_extra: dict[str, str], log_name: str = "worker.log"
+    pool: str,
+    home: Path,
+    env_extra: dict[str, str],
+    log_name: str = "worker.log",
+    cwd: Path | None = None,
 ) -> Iterator[tuple[subprocess.Popen[bytes], Path]]:
-    """A process worker on `pool` in its own process group; stopped (group SIGTERM) on exit."""
+    """A process worker on `pool` in its own process group; stopped (group SIGTERM) on exit.
+
+    It starts in `cwd` (default `home`, not the checkout: the pull step must find the code).
+    """
     env = prefect_env(home, extra={**TUNED_WORKER_ENV, **env_extra})
     log = home / log_name
-    with background_process(worker_args(pool), env, log) as proc:
+    with background_process(worker_args(pool), env, log, cwd=cwd or home) as proc:
         yield proc, log
 
 
