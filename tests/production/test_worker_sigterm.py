@@ -20,6 +20,7 @@ from pathlib import Path
 import asyncpg
 import pytest
 from prefect.client.orchestration import get_client
+from prefect.client.schemas.filters import LogFilter, LogFilterFlowRunId
 from pydantic import SecretStr
 
 from blocks.generators.http_service import HttpAdGenerator
@@ -175,3 +176,12 @@ async def stopped_mid_run(worker: ProductionWorker, tmp_path: Path, stop: signal
             [row] = await ads.runs(job.id)
         expected = "completed" if final.state_name == "Completed" else "failed"
         assert row.status == expected, (row.status, row.error_message)
+        async with get_client() as client:
+            logs = await client.read_logs(
+                LogFilter(flow_run_id=LogFilterFlowRunId(any_=[flow_run_id]))
+            )
+        # The connections were handed back by the flow itself, after the final state's mirror.
+        assert any(
+            "Hook 'release_connections' finished running successfully" in entry.message
+            for entry in logs
+        ), [entry.message for entry in logs]
