@@ -1,7 +1,8 @@
 """Every block type the project ships, used by jobs that a real process worker runs.
 
 The worker's flow processes resolve everything by reference, as in production: the generators
-(an HTTP service block by "slug/name", a Gemini block by bare name), the Resend email and Slack
+(an HTTP service block and a saved local renderer by "slug/name", a Gemini block by bare
+name), the Resend email and Slack
 webhook blocks, the `AdStorage` block named by AD_SCHEDULER_STORAGE_BLOCK and the
 `AsyncSqlAlchemyConnector` block named by DATABASE_URL. The providers are fakes on 127.0.0.1;
 the test asserts on what they received, on the app database, the storage folder and the API.
@@ -20,6 +21,7 @@ from pydantic import SecretStr
 from blocks.email_resend import ResendEmail
 from blocks.generators.gemini import GeminiImageGenerator
 from blocks.generators.http_service import HttpAdGenerator
+from blocks.generators.local import LocalAdRenderer
 from blocks.slack_webhook import SlackIncomingWebhook
 from db.models import AdRun, ExportDelivery, GeneratedAd, ScheduledJobRun
 from db.session import session_scope
@@ -67,15 +69,18 @@ async def test_jobs_naming_every_shipped_block_run_on_a_process_worker(
                 api_key=resend.api_key, from_address="Ads <ads@example.test>", base_url=resend.url
             ).asave(f"mail-{suffix}")
             await SlackIncomingWebhook(url=slack.webhook_url).asave(f"slack-{suffix}")
+            await LocalAdRenderer(provider_limit=f"prod-local-{suffix}").asave(f"local-{suffix}")
             # Templates go through the storage *block* (the worker's), rows into its database.
-            _brand, product, _ = await seed_sample_data(tenant, worker.storage, templates=4)
+            _brand, product, _ = await seed_sample_data(tenant, worker.storage, templates=5)
 
-            def spec(name: str, generator: str, export: dict[str, object]) -> dict[str, object]:
+            def spec(
+                name: str, generator: str, export: dict[str, object], count: int = 2
+            ) -> dict[str, object]:
                 return {
                     "name": name,
                     "product_id": str(product.id),
                     "schedule": {"type": "recurring", "cron": "0 3 1 1 *", "timezone": "UTC"},
-                    "templates": {"mode": "unused", "count": 2},
+                    "templates": {"mode": "unused", "count": count},
                     "ad": {"variations": 1, "generator_block": generator},
                     "export": export,
                 }
@@ -99,9 +104,18 @@ async def test_jobs_naming_every_shipped_block_run_on_a_process_worker(
                         {"destination": "slack", "slack_webhook_block": f"slack-{suffix}"},
                     )
                 )
-                run_ids = [await ads.run_now(via_http.id), await ads.run_now(via_gemini.id)]
+                via_local = await ads.create(
+                    spec(
+                        "via-local-block",
+                        f"ad-scheduler-local-renderer/local-{suffix}",
+                        {"destination": "none"},
+                        count=1,
+                    )
+                )
+                jobs = (via_http, via_gemini, via_local)
+                run_ids = [await ads.run_now(job.id) for job in jobs]
             runs = await asyncio.gather(*(wait_for_flow_run(r, log=worker.log) for r in run_ids))
-            assert [r.state_name for r in runs] == ["Completed", "Completed"], worker.log_tail()
+            assert [r.state_name for r in runs] == ["Completed"] * 3, worker.log_tail()
 
             # The providers were called by the flow processes, with the blocks' secrets.
             service_posts = [s for s in service.seen if s.method == "POST"]
@@ -139,17 +153,17 @@ async def test_jobs_naming_every_shipped_block_run_on_a_process_worker(
             )
         ).all()
     assert {(r.flow_run_id, r.status) for r in job_runs} == {(i, "completed") for i in run_ids}
-    assert len(ad_runs) == 4 and {a.status for a in ad_runs} == {"completed"}
-    # Four distinct templates: the two concurrent runs never claimed the same one.
-    assert len({a.template_storage_name for a in ad_runs}) == 4
+    assert len(ad_runs) == 5 and {a.status for a in ad_runs} == {"completed"}
+    # Five distinct templates: the three concurrent runs never claimed the same one.
+    assert len({a.template_storage_name for a in ad_runs}) == 5
     assert sorted(tuple(d) for d in deliveries) == [("email", "sent")] * 2 + [("slack", "sent")] * 2
     # The images are in the storage block's folder (not the worker's default data folder).
-    assert len(made) == 4
+    assert len(made) == 5
     for ad in made:
         assert (worker.storage_root / ad.storage_path).is_file()
 
     async with get_client() as client:
-        for run_id, job in zip(run_ids, (via_http, via_gemini), strict=True):
+        for run_id, job in zip(run_ids, jobs, strict=True):
             run = await client.read_flow_run(run_id)
             assert run.deployment_id == job.prefect_deployment_id
             assert f"job:{job.id}" in run.tags

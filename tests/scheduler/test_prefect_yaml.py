@@ -17,6 +17,7 @@ from config import get_settings
 from config.settings import PROJECT_ROOT
 from flows.sample_data import seed_sample_data
 from scheduler import deployments as dep
+from scheduler.pull_steps import CODE_DIR_ENV, set_code_directory
 from scheduler.sdk import AdScheduler
 from tests.scheduler.conftest import Catalog, recurring_spec
 from tests.support.production import wait_for_flow_run, worker_process
@@ -91,3 +92,32 @@ async def test_prefect_deploy_all_in_ci(
     async with AdScheduler(catalog.tenant_id, database_url=catalog.db_url) as ads:
         [row] = await ads.runs(local.id)
     assert (row.status, row.templates_used) == ("completed", ["sample-01.png"])
+
+
+def test_pull_step_goes_to_the_installed_code_or_the_configured_folder(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.chdir(tmp_path)  # a process worker starts each flow in a temporary folder
+    monkeypatch.delenv(CODE_DIR_ENV, raising=False)
+    assert set_code_directory() == {"directory": str(PROJECT_ROOT)}
+    assert Path.cwd() == PROJECT_ROOT
+
+    elsewhere = tmp_path / "ad-scheduler"
+    (elsewhere / "flows").mkdir(parents=True)
+    monkeypatch.setenv(CODE_DIR_ENV, str(elsewhere))
+    assert set_code_directory() == {"directory": str(elsewhere)}
+    assert Path.cwd() == elsewhere
+
+    monkeypatch.setenv(CODE_DIR_ENV, str(tmp_path / "missing"))
+    with pytest.raises(FileNotFoundError, match=f"no ad-scheduler code in .*set {CODE_DIR_ENV}"):
+        set_code_directory()
+    assert Path.cwd() == elsewhere  # nothing changed
+
+
+def test_image_installs_the_code_where_the_pull_step_finds_it() -> None:
+    # The image installs the package editable from its WORKDIR, so `config` (PROJECT_ROOT, the
+    # pull step's default) resolves to /opt/prefect/ad-scheduler there.
+    dockerfile = (PROJECT_ROOT / "Dockerfile").read_text()
+    assert "WORKDIR /opt/prefect/ad-scheduler" in dockerfile
+    assert "uv pip install --system --no-deps -e ." in dockerfile
+    assert "COPY scheduler ./scheduler" in dockerfile and "COPY config ./config" in dockerfile
