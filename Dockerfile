@@ -3,8 +3,8 @@
 # Used two ways:
 #   - as the flow-run image of the Docker / Kubernetes work pools (prefect.yaml variants), and
 #   - as a process worker host: the default CMD starts a worker on the process pool.
-# prefect.yaml's pull step `set_working_directory: /opt/prefect/ad-scheduler` expects the code
-# where it is copied below. No secret is baked in: API keys and webhook URLs live in Prefect
+# prefect.yaml's pull step (`scheduler.pull_steps.set_code_directory`) changes to the folder of
+# the installed package: /opt/prefect/ad-scheduler below. No secret is baked in: API keys and webhook URLs live in Prefect
 # blocks; PREFECT_API_URL / DATABASE_URL are given at run time.
 #
 #   docker build -t registry.example.com/ad-scheduler:latest .
@@ -26,7 +26,7 @@ COPY requirements.lock ./
 RUN python -m pip install "uv==0.13.9" \
  && uv pip install --system --require-hashes -r requirements.lock
 
-# The project: code at the path the pull step sets, installed (without touching the pinned
+# The project: code at a fixed path, installed (without touching the pinned
 # dependencies) so that the `ad-scheduler` CLI exists and imports resolve from this folder.
 COPY pyproject.toml README.md prefect.yaml ./
 COPY config ./config

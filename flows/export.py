@@ -68,6 +68,7 @@ from tenacity.wait import wait_base
 
 from blocks.email_resend import RESEND_MAX_RECIPIENTS, EmailDeliveryError, ResendEmail
 from blocks.errors import DeliveryError, ErrorKind
+from blocks.registry import load_block
 from blocks.slack_webhook import SlackDeliveryError, SlackIncomingWebhook
 from blocks.storage import AdStorage, load_storage
 from config import get_settings
@@ -803,7 +804,7 @@ def block_document_name(kind: type[Block], reference: str) -> str:
 async def _load_block(kind: type[B], reference: str, label: str) -> B:
     name = block_document_name(kind, reference)
     try:
-        return await kind.aload(name)
+        return await load_block(name, kind)
     except (ValueError, LookupError):
         raise ExportError(
             f"no {label} block named {name!r} is saved on the Prefect server"

@@ -30,7 +30,6 @@ import sqlalchemy as sa
 from PIL import Image
 from prefect import get_run_logger, task
 from prefect.artifacts import acreate_progress_artifact, aupdate_progress_artifact
-from prefect.blocks.core import Block
 from prefect.cache_policies import NO_CACHE
 from prefect.client.orchestration import PrefectClient, get_client
 from pydantic import BaseModel, ConfigDict, Field
@@ -44,6 +43,7 @@ from blocks.generators.base import (
 )
 from blocks.generators.local import LocalAdRenderer
 from blocks.generators.retrying import generate_with_retries
+from blocks.registry import GENERATOR_SLUGS, load_block
 from blocks.storage import AdStorage
 from db.errors import TemplatesExhaustedError
 from db.models import AdRun, AdTemplate, Brand, GeneratedAd, Product
@@ -60,11 +60,7 @@ from flows.run_recovery import settle_after
 from scheduler.params import AdParameters, ExportSettings
 
 #: Generator block types a bare block name is looked up in, in this order.
-GENERATOR_BLOCK_SLUGS = (
-    "ad-scheduler-local-renderer",
-    "gemini-image-generator",
-    "http-ad-generator",
-)
+GENERATOR_BLOCK_SLUGS = GENERATOR_SLUGS
 
 
 class AdSummary(BaseModel):
@@ -149,23 +145,19 @@ class PipelineResult(BaseModel):
 
 
 async def load_generator(block_name: str | None) -> AdGenerator:
-    """The named generator block ("slug/name" or a bare name), or the offline renderer."""
+    """The named generator block ("slug/name" or a bare name), or the offline renderer.
+
+    Raises:
+        BlockNotFoundError: No generator block of that name is saved (a `ValueError`).
+    """
     if not block_name:
         return LocalAdRenderer()
-    candidates = (
-        [block_name]
-        if "/" in block_name
-        else [f"{slug}/{block_name}" for slug in GENERATOR_BLOCK_SLUGS]
+    # Through the registry: a worker's flow process has not imported the generator classes.
+    return await load_block(
+        block_name,
+        AdGenerator,  # type: ignore[type-abstract]  # a base to check against, not built
+        slugs=GENERATOR_BLOCK_SLUGS,
     )
-    for ref in candidates:
-        try:
-            block = await Block.aload(ref)
-        except ValueError:
-            continue
-        if not isinstance(block, AdGenerator):
-            raise TypeError(f"block {ref!r} is not an ad generator")
-        return block
-    raise ValueError(f"no generator block named {block_name!r} is saved on the Prefect server")
 
 
 async def load_brief(tenant_id: uuid.UUID, product_id: uuid.UUID) -> tuple[ProductBrief, Product]:

@@ -27,7 +27,7 @@ from db.errors import NotFoundError, TemplatesExhaustedError
 from db.models import ScheduledJob, ScheduledJobRun
 from db.queries.job_runs import JobRunEvent, claim_schedule_slot, upsert_job_run
 from db.queries.templates import claim_specific_templates, claim_unused_templates
-from db.session import retry_transaction, session_scope
+from db.session import dispose_engines, retry_transaction, session_scope
 from db.types import utcnow
 from domain.misfire import is_misfire
 from flows.artifacts import publish_run_artifact
@@ -72,15 +72,26 @@ async def _skip(job: ScheduledJob, flow_run_id: uuid.UUID, reason: str, message:
     return Completed(name=SKIPPED_STATE_NAME, message=message)
 
 
+# Prefect calls hooks with keyword arguments: the names must be exactly these.
+async def release_connections(flow: object, flow_run: object, state: object) -> None:
+    """Last hook of a final state: close this loop's database connections.
+
+    A flow process must hold no connection once its run has ended, whatever keeps the
+    interpreter alive afterwards (one once lingered 20+ minutes holding two).
+    """
+    await dispose_engines()
+
+
 @flow(
     name="run-scheduled-job",
     log_prints=False,
     # Every state reaches the mirror; the reconciler covers the states no hook sees.
     on_running=[on_state_change],
-    on_completion=[on_state_change],
-    on_failure=[on_state_change],
-    on_crashed=[on_state_change],
-    on_cancellation=[on_state_change],
+    # After the final state is mirrored, the run's connections go back (see release_connections).
+    on_completion=[on_state_change, release_connections],
+    on_failure=[on_state_change, release_connections],
+    on_crashed=[on_state_change, release_connections],
+    on_cancellation=[on_state_change, release_connections],
 )
 async def run_scheduled_job(job_id: uuid.UUID) -> JobRunSummary | State:
     """Run one scheduled ad job.

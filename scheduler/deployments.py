@@ -45,7 +45,7 @@ from prefect.exceptions import ObjectNotFound
 from prefect.states import Scheduled
 from prefect.utilities.callables import parameter_schema
 
-from config.settings import PROJECT_ROOT
+from scheduler.pull_steps import PULL_STEP
 
 if TYPE_CHECKING:
     from prefect.client.orchestration import PrefectClient
@@ -135,8 +135,9 @@ async def resolve_target(
 ) -> DeploymentTarget:
     """Copy *where* from `run-scheduled-job/<base>`; without it use the configured process pool.
 
-    The fallback's pull step points at this checkout, which is right for a process worker on
-    the same machine (the embedded demo); images and CI get the base deployment's.
+    The fallback has the same pull step as `prefect.yaml`: run from the ad-scheduler code
+    installed on the worker that picks the run up (`scheduler/pull_steps.py`), never a path of
+    the machine that registered the job.
     """
     base = base_deployment or os.environ.get(BASE_DEPLOYMENT_ENV) or DEFAULT_BASE_DEPLOYMENT
     try:
@@ -155,9 +156,7 @@ async def resolve_target(
     await ensure_process_pool(client, pool)
     return DeploymentTarget(
         work_pool_name=pool,
-        pull_steps=[
-            {"prefect.deployments.steps.set_working_directory": {"directory": str(PROJECT_ROOT)}}
-        ],
+        pull_steps=[{PULL_STEP: {}}],
     )
 
 

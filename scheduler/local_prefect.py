@@ -50,9 +50,12 @@ def prefect_env(
 
 @contextmanager
 def background_process(
-    args: list[str], env: Mapping[str, str], log: Path
+    args: list[str], env: Mapping[str, str], log: Path, cwd: Path | None = None
 ) -> Iterator[subprocess.Popen[bytes]]:
-    """Run `args` in its own process group, output to `log`; stopped on exit."""
+    """Run `args` in its own process group (in `cwd`, default the project), output to `log`.
+
+    Stopped on exit (`stop_process_group`).
+    """
     log.parent.mkdir(parents=True, exist_ok=True)
     with log.open("ab") as out:
         proc = subprocess.Popen(
@@ -60,7 +63,7 @@ def background_process(
             env=dict(env),
             stdout=out,
             stderr=subprocess.STDOUT,
-            cwd=PROJECT_ROOT,
+            cwd=cwd or PROJECT_ROOT,
             start_new_session=True,
         )
     try:

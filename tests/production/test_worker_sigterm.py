@@ -1,0 +1,187 @@
+"""A flow process ends when its run ends, even after its worker was stopped mid-run.
+
+A process worker starts each flow run in a process of its own session, so a signal to the
+worker's process group does not reach it. On SIGTERM the Prefect 3.9 worker kills its flow
+processes on the way out (SIGKILL, at once: the run is left Running for the reconciler); on
+SIGKILL nobody does, and the flow finishes its template and reports its final state. Either way
+the flow process must then be gone and its database connections with it (it once hung for 20+
+minutes holding two).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import signal
+import time
+import uuid
+from pathlib import Path
+
+import asyncpg
+import pytest
+from prefect.client.orchestration import get_client
+from prefect.client.schemas.filters import LogFilter, LogFilterFlowRunId
+from pydantic import SecretStr
+
+from blocks.generators.http_service import HttpAdGenerator
+from flows.sample_data import seed_sample_data
+from scheduler.deployments import ensure_process_pool
+from scheduler.sdk import AdScheduler
+from tests.generators.fakes import SERVICE_TOKEN, FakeServer, running, service_default
+from tests.support.databases import PG_ADMIN_DSN
+from tests.support.production import (
+    NO_BASE,
+    ProductionWorker,
+    wait_for_flow_run,
+    wait_for_worker,
+    worker_environment,
+    worker_process,
+)
+
+pytestmark = pytest.mark.postgres
+
+#: How long a flow process may take to exit after its run reached a final state.
+EXIT_BOUND_S = 30
+PG_PORT_HEX = f"{5432:04X}"
+
+
+def pg_client_ports(pid: int) -> set[int]:
+    """Local ports of the process's TCP connections to PostgreSQL (from /proc)."""
+    inodes = set()
+    for fd in Path(f"/proc/{pid}/fd").iterdir():
+        try:
+            target = os.readlink(fd)
+        except OSError:
+            continue
+        if target.startswith("socket:["):
+            inodes.add(target[8:-1])
+    ports = set()
+    for table in ("/proc/net/tcp", "/proc/net/tcp6"):
+        for line in Path(table).read_text().splitlines()[1:]:
+            cols = line.split()
+            local, remote, inode = cols[1], cols[2], cols[9]
+            if inode in inodes and remote.endswith(f":{PG_PORT_HEX}"):
+                ports.add(int(local.rsplit(":", 1)[1], 16))
+    return ports
+
+
+def alive(pid: int) -> bool:
+    """True while `pid` exists and is not a zombie."""
+    try:
+        state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
+    except FileNotFoundError:
+        return False
+    return state != "Z"
+
+
+async def backends_on(ports: set[int], database: str) -> int:
+    """Server backends of `database` whose client is one of `ports`."""
+    conn = await asyncpg.connect(PG_ADMIN_DSN)
+    try:
+        return int(
+            await conn.fetchval(
+                "SELECT count(*) FROM pg_stat_activity"
+                " WHERE datname = $1 AND client_port = ANY($2)",
+                database,
+                list(ports),
+            )
+        )
+    finally:
+        await conn.close()
+
+
+async def test_flow_processes_end_with_their_runs_when_their_workers_are_stopped(
+    production_settings: ProductionWorker, tmp_path: Path
+) -> None:
+    """SIGTERM: the worker stops its flow processes on the way out. SIGKILL: nobody stops the
+    flow process (its own session), so it ends its run on its own and must then exit.
+
+    Both at once, each with a worker of its own: the stops are what take the time.
+    """
+    await HttpAdGenerator.register_type_and_schema()  # once, not raced by the two saves
+    await asyncio.gather(
+        stopped_mid_run(production_settings, tmp_path / "term", signal.SIGTERM),
+        stopped_mid_run(production_settings, tmp_path / "kill", signal.SIGKILL),
+    )
+
+
+async def stopped_mid_run(worker: ProductionWorker, tmp_path: Path, stop: signal.Signals) -> None:
+    """Run a job on a fresh worker, send `stop` to the worker's group mid-generation, check."""
+    tenant = uuid.uuid4()
+    suffix = uuid.uuid4().hex[:8]
+    _brand, product, _ = await seed_sample_data(tenant, worker.storage, templates=1)
+    # A worker of its own (this test stops it), on a pool of its own, configured like the others.
+    pool = f"stop-{suffix}"
+    async with get_client() as client:
+        await ensure_process_pool(client, pool)
+    env = worker_environment(
+        worker.api_url, worker.database_block, worker.storage_block, tmp_path / "data"
+    )
+    with (
+        running(FakeServer(service_default())) as service,
+        worker_process(pool, tmp_path, env) as (proc, log),
+    ):
+        service.latency_s = 3.0  # the generation in flight when the worker is stopped
+        await HttpAdGenerator(
+            url=f"{service.url}/ads",
+            auth_token=SecretStr(SERVICE_TOKEN),
+            provider_limit=f"prod-stop-{suffix}",
+        ).asave(f"svc-{suffix}")
+        await wait_for_worker(pool, proc, log)
+        async with AdScheduler(
+            tenant, database_url=worker.database_url, base_deployment=NO_BASE, work_pool=pool
+        ) as ads:
+            job = await ads.create(
+                {
+                    "name": "stopped-worker",
+                    "product_id": str(product.id),
+                    "schedule": {"type": "recurring", "cron": "0 3 1 1 *", "timezone": "UTC"},
+                    "templates": {"mode": "unused", "count": 1},
+                    "ad": {"variations": 1, "generator_block": f"http-ad-generator/svc-{suffix}"},
+                }
+            )
+            flow_run_id = await ads.run_now(job.id)
+
+        deadline = time.monotonic() + 120
+        while not service.in_flight:
+            assert time.monotonic() < deadline, log.read_text()[-6000:]
+            assert proc.poll() is None, log.read_text()[-6000:]
+            await asyncio.sleep(0.1)  # polling the fake provider
+        async with get_client() as client:
+            run = await client.read_flow_run(flow_run_id)
+        assert run.infrastructure_pid, run
+        flow_pid = int(str(run.infrastructure_pid).rsplit(":", 1)[-1])  # "[host:]pid"
+        ports = pg_client_ports(flow_pid)
+        assert ports, "the flow process holds no PostgreSQL connection mid-run"
+
+        os.killpg(proc.pid, stop)  # the worker's process group, as a service manager does
+        await asyncio.to_thread(proc.wait, 60)
+
+        deadline = time.monotonic() + EXIT_BOUND_S
+        while alive(flow_pid):
+            assert time.monotonic() < deadline, (
+                f"flow process {flow_pid} still alive {EXIT_BOUND_S} s after its worker got "
+                f"{stop.name}\n{log.read_text()[-6000:]}"
+            )
+            await asyncio.sleep(0.2)  # polling the process table
+    database = worker.database_url.rsplit("/", 1)[1]
+    assert await backends_on(ports, database) == 0
+    if stop is signal.SIGKILL:
+        # Nobody killed it. Prefect ends a run whose worker vanished ("cancelled by the runtime
+        # environment" when the worker's control channel drops, else it completes); either way the
+        # flow process recorded the final state itself (the hooks ran) before it exited.
+        final = await wait_for_flow_run(flow_run_id, timeout_s=10, log=log)
+        assert final.state_name in ("Completed", "Crashed"), final.state_name
+        async with worker.scheduler(tenant) as ads:
+            [row] = await ads.runs(job.id)
+        expected = "completed" if final.state_name == "Completed" else "failed"
+        assert row.status == expected, (row.status, row.error_message)
+        async with get_client() as client:
+            logs = await client.read_logs(
+                LogFilter(flow_run_id=LogFilterFlowRunId(any_=[flow_run_id]))
+            )
+        # The connections were handed back by the flow itself, after the final state's mirror.
+        assert any(
+            "Hook 'release_connections' finished running successfully" in entry.message
+            for entry in logs
+        ), [entry.message for entry in logs]

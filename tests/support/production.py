@@ -1,0 +1,230 @@
+"""The production path for tests: a real process worker, in its own process, running jobs.
+
+`production_worker` (session-scoped) gives one process worker on its own work pool of the
+session's Prefect server (`prefect_api`, on PostgreSQL). The worker's environment is what a
+production worker host has and nothing the test process set up in-process:
+
+- `DATABASE_URL` is the *name* of a saved `AsyncSqlAlchemyConnector` block pointing at a
+  migrated scratch PostgreSQL database of its own;
+- `AD_SCHEDULER_STORAGE_BLOCK` names a saved `AdStorage` block (a folder, not the default);
+- its flow processes import only what the flow's entrypoint imports.
+
+Jobs are registered through the SDK (`ProductionWorker.scheduler`), started with `run_now` or a
+schedule, and waited for by polling the Prefect API with a deadline (`wait_for_flow_run`).
+
+Use it from a conftest: `from tests.support.production import production_worker  # noqa: F401`.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import subprocess
+import tempfile
+import time
+import uuid
+from collections.abc import AsyncIterator, Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+
+import pytest
+import pytest_asyncio
+from prefect.client.orchestration import get_client
+from prefect.client.schemas.objects import FlowRun
+from prefect.filesystems import LocalFileSystem
+from prefect_sqlalchemy import AsyncDriver, AsyncSqlAlchemyConnector, ConnectionComponents
+from sqlalchemy.engine import make_url
+
+from blocks.storage import AdStorage
+from config import get_settings
+from db.migrate import upgrade
+from scheduler.deployments import ensure_process_pool
+from scheduler.local_prefect import (
+    TUNED_WORKER_ENV,
+    background_process,
+    prefect_env,
+    worker_args,
+)
+from scheduler.sdk import AdScheduler
+from tests.support.databases import create_pg_database, drop_pg_database, pg_url
+
+#: Base deployment name nobody deploys: the harness's jobs go to its own pool, whatever else the
+#: session deployed (the `prefect deploy` test creates the real base deployment).
+NO_BASE = "production-harness-no-base"
+WORKER_READY_TIMEOUT_S = 90
+RUN_TIMEOUT_S = 180
+
+
+@dataclass
+class ProductionWorker:
+    """A running process worker and everything its flow runs use.
+
+    Attributes:
+        api_url: The Prefect API the worker and the tests talk to.
+        pool: The worker's work pool (jobs registered through `scheduler` go there).
+        database_url: The app database (the same one the worker's connector block names).
+        database_block: The connector block name the worker has as `DATABASE_URL`.
+        storage_block: The `AdStorage` block name the worker has as its storage.
+        storage: That storage block, loaded.
+        storage_root: The folder behind the storage block.
+        process: The worker process (the leader of its own process group).
+        log: The worker's output (flow processes' output goes there too).
+    """
+
+    api_url: str
+    pool: str
+    database_url: str
+    database_block: str
+    storage_block: str
+    storage: AdStorage
+    storage_root: Path
+    process: subprocess.Popen[bytes]
+    log: Path
+
+    def scheduler(self, tenant_id: uuid.UUID) -> AdScheduler:
+        """The SDK for `tenant_id`, registering jobs onto this worker's pool."""
+        return AdScheduler(
+            tenant_id, database_url=self.database_url, base_deployment=NO_BASE, work_pool=self.pool
+        )
+
+    def log_tail(self, chars: int = 6000) -> str:
+        """The end of the worker's output (for assertion messages)."""
+        return self.log.read_text(errors="replace")[-chars:]
+
+
+async def wait_for_flow_run(
+    flow_run_id: uuid.UUID, timeout_s: float = RUN_TIMEOUT_S, log: Path | None = None
+) -> FlowRun:
+    """Poll the API until the flow run is in a final state; the run.
+
+    Raises:
+        AssertionError: Not final within `timeout_s` (with the worker log's tail, if given).
+    """
+    deadline = time.monotonic() + timeout_s
+    async with get_client() as client:
+        while True:
+            run = await client.read_flow_run(flow_run_id)
+            if run.state is not None and run.state.is_final():
+                return run
+            if time.monotonic() > deadline:
+                tail = log.read_text(errors="replace")[-6000:] if log else ""
+                raise AssertionError(
+                    f"flow run {flow_run_id} still {run.state_name} after {timeout_s} s\n{tail}"
+                )
+            await asyncio.sleep(0.5)  # polling the API
+
+
+async def wait_for_worker(pool: str, process: subprocess.Popen[bytes], log: Path) -> None:
+    """Poll until a worker on `pool` has sent a heartbeat; fail early if the process died."""
+    deadline = time.monotonic() + WORKER_READY_TIMEOUT_S
+    async with get_client() as client:
+        while time.monotonic() < deadline:
+            if process.poll() is not None:
+                raise RuntimeError(f"the worker exited early:\n{log.read_text()[-4000:]}")
+            if await client.read_workers_for_work_pool(pool):
+                return
+            await asyncio.sleep(0.5)  # polling the API
+    raise RuntimeError(f"no worker on {pool!r} after {WORKER_READY_TIMEOUT_S} s")
+
+
+@contextmanager
+def worker_process(
+    pool: str,
+    home: Path,
+    env_extra: dict[str, str],
+    log_name: str = "worker.log",
+    cwd: Path | None = None,
+) -> Iterator[tuple[subprocess.Popen[bytes], Path]]:
+    """A process worker on `pool` in its own process group; stopped (group SIGTERM) on exit.
+
+    It starts in `cwd` (default `home`, not the checkout: the pull step must find the code).
+    """
+    env = prefect_env(home, extra={**TUNED_WORKER_ENV, **env_extra})
+    log = home / log_name
+    with background_process(worker_args(pool), env, log, cwd=cwd or home) as proc:
+        yield proc, log
+
+
+def worker_environment(
+    api_url: str, database: str, storage_block: str, data_dir: Path
+) -> dict[str, str]:
+    """The variables a production worker host sets (and only those)."""
+    return {
+        "PREFECT_API_URL": api_url,
+        "DATABASE_URL": database,
+        "AD_SCHEDULER_STORAGE_BLOCK": storage_block,
+        "AD_SCHEDULER_DATA_DIR": str(data_dir),
+    }
+
+
+@pytest_asyncio.fixture(scope="session")
+async def production_worker(prefect_api: str) -> AsyncIterator[ProductionWorker]:
+    """One process worker for the session, on its own pool, database and storage blocks."""
+    suffix = uuid.uuid4().hex[:8]
+    name = await create_pg_database("adsched_prod")
+    url = pg_url(name)
+    await asyncio.to_thread(upgrade, url)
+    parsed = make_url(url)
+    database_block = f"app-db-{suffix}"
+    await AsyncSqlAlchemyConnector(
+        connection_info=ConnectionComponents(
+            driver=AsyncDriver.POSTGRESQL_ASYNCPG,
+            host=parsed.host,
+            port=parsed.port,
+            username=parsed.username,
+            database=parsed.database,
+        )
+    ).asave(database_block)
+    with tempfile.TemporaryDirectory(prefix="adsched-prod-") as tmp:
+        root = Path(tmp)
+        storage_root = root / "storage"
+        storage_root.mkdir()
+        storage_block = f"ad-storage-{suffix}"
+        storage = AdStorage(filesystem=LocalFileSystem(basepath=str(storage_root)))
+        await storage.asave(storage_block)
+        pool = f"production-{suffix}"
+        async with get_client() as client:
+            await ensure_process_pool(client, pool)
+        env = worker_environment(prefect_api, database_block, storage_block, root / "data")
+        with worker_process(pool, root, env) as (proc, log):
+            await wait_for_worker(pool, proc, log)
+            try:
+                yield ProductionWorker(
+                    api_url=prefect_api,
+                    pool=pool,
+                    database_url=url,
+                    database_block=database_block,
+                    storage_block=storage_block,
+                    storage=storage,
+                    storage_root=storage_root,
+                    process=proc,
+                    log=log,
+                )
+            finally:
+                from db.session import dispose_engines
+
+                await dispose_engines()
+    await drop_pg_database(name)
+
+
+@pytest.fixture
+def production_settings(
+    production_worker: ProductionWorker, monkeypatch: pytest.MonkeyPatch
+) -> Iterator[ProductionWorker]:
+    """Point this test process's settings at the worker's database and storage (for seeding)."""
+    monkeypatch.setenv("DATABASE_URL", production_worker.database_url)
+    monkeypatch.setenv("AD_SCHEDULER_STORAGE_BLOCK", production_worker.storage_block)
+    get_settings.cache_clear()
+    yield production_worker
+    get_settings.cache_clear()
+
+
+__all__ = [
+    "ProductionWorker",
+    "production_settings",
+    "production_worker",
+    "wait_for_flow_run",
+    "wait_for_worker",
+    "worker_environment",
+    "worker_process",
+]
