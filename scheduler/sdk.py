@@ -932,20 +932,6 @@ def spec_from_job(job: ScheduledJob) -> JobSpec:
     return JobSpec.parse(data, existing_scheduled_at=job.scheduled_at)
 
 
-def next_cron_time(cron: str, timezone: str, after: datetime | None = None) -> datetime:
-    """The next time `cron` fires in `timezone` after `after` (default now), aware UTC.
-
-    Kept for callers of the earlier API; it is `domain.cron.next_fire_time` (Prefect's maths).
-
-    Raises:
-        InvalidJobSpec: the pair is not one Prefect schedules, or never fires.
-    """
-    try:
-        return cron_rules.next_fire_time(cron, timezone, after=after)
-    except cron_rules.ScheduleError as exc:
-        raise InvalidJobSpec.one(exc.field, exc.message) from exc
-
-
 def next_run_for(job: ScheduledJob, now: datetime | None = None) -> datetime | None:
     """When Prefect will start the job's next scheduled run (aware UTC), or None.
 
@@ -1096,7 +1082,6 @@ __all__ = [
     "JobStateError",
     "PrefectApiError",
     "SyncAdScheduler",
-    "next_cron_time",
     "next_run_for",
     "probe_prefect_api",
     "slack_block_name",

@@ -167,15 +167,6 @@ class JobState:
     schedule_problem: str | None = None
 
 
-async def next_fire_time(cron: str, timezone: str, after: datetime) -> datetime | None:
-    """The next time `cron` fires in `timezone` strictly after `after` (Prefect's own maths,
-    through the one cron module); None for a stored schedule Prefect would not run."""
-    try:
-        return cron_rules.next_fire_time(cron, timezone, after=after)
-    except cron_rules.ScheduleError:
-        return None
-
-
 async def derive_job_state(
     session: AsyncSession, job_id: uuid.UUID, *, now: datetime | None = None
 ) -> JobState:
@@ -249,7 +240,9 @@ async def derive_job_state(
     if status == "active" and job.deleted_at is None:
         if job.schedule_type == "recurring" and job.cron_expression:
             try:
-                next_run_at = await next_fire_time(job.cron_expression, job.timezone, now)
+                next_run_at = cron_rules.next_fire_time(
+                    job.cron_expression, job.timezone, after=now
+                )
             except ValueError as exc:
                 # A row Prefect cannot schedule (written by hand, or adopted): its counters are
                 # still derived; the problem is reported, not raised over its history.

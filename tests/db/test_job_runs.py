@@ -251,4 +251,4 @@ async def test_a_cron_prefect_rejects_is_reported_not_raised(db_url, tenant_id) 
     assert state.next_run_at is None and state.status == "active"
     assert state.schedule_problem is not None
     assert "'Mars/Olympus'" in state.schedule_problem
-    assert "Invalid timezone" in state.schedule_problem
+    assert "unknown time zone 'Mars/Olympus'" in state.schedule_problem

@@ -165,7 +165,7 @@ async def test_a_run_that_fails_before_generating_leaves_nothing_pending(
     assert len(ad_runs) == 2
     for ad_run in ad_runs:
         assert ad_run.status == "failed" and ad_run.completed_at is not None
-        assert "no generator block named 'no-such-generator'" in (ad_run.error_message or "")
+        assert "block named 'no-such-generator' is saved" in (ad_run.error_message or "")
     assert await claims_of(flow_run.id) == 0
     assert await usage_of(job.product_id) == {}  # released: both templates are unused again
     row = await run_row(flow_run.id)

@@ -181,7 +181,7 @@ async def test_template_the_provider_rejects_is_set_aside_and_enabled_again_by_c
     assert enabled.exit_code == 0 and "sample-02.png: enabled" in enabled.output
     assert (await _catalog(tenant_id))["sample-02.png"] == (True, None)
     missing = await cli("templates", "enable", "nope.png")
-    assert missing.exit_code == 1 and "template nope.png not found" in missing.output
+    assert missing.exit_code == 2 and "template nope.png not found" in missing.output  # bad input
     assert "Traceback" not in missing.output
 
 
