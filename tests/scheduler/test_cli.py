@@ -275,6 +275,8 @@ def test_database_unreachable_exits_1_without_the_password(
     from config import get_settings
 
     monkeypatch.setenv("DATABASE_URL", "postgresql+asyncpg://postgres:hunter2@127.0.0.1:9/nope")
+    # The database stays away: one attempt per command (the CLI's own default is two).
+    monkeypatch.setenv("AD_SCHEDULER_DB_RETRY_ATTEMPTS", "1")
     get_settings.cache_clear()
     for args in (
         ["jobs", "list"],
