@@ -42,7 +42,9 @@ def tolerate_lost_console() -> int:
 
 def _console_handlers() -> list[PrefectConsoleHandler]:
     loggers = [logging.getLogger()] + [
-        logger for logger in logging.Logger.manager.loggerDict.values() if isinstance(logger, logging.Logger)
+        logger
+        for logger in logging.Logger.manager.loggerDict.values()
+        if isinstance(logger, logging.Logger)
     ]
     found: dict[int, PrefectConsoleHandler] = {}
     for logger in loggers:
