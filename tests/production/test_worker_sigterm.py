@@ -2,10 +2,14 @@
 
 A process worker starts each flow run in a process of its own session, so a signal to the
 worker's process group does not reach it. On SIGTERM the Prefect 3.9 worker kills its flow
-processes on the way out (SIGKILL, at once: the run is left Running for the reconciler); on
-SIGKILL nobody does, and the flow finishes its template and reports its final state. Either way
-the flow process must then be gone and its database connections with it (it once hung for 20+
-minutes holding two).
+processes on the way out (SIGKILL, at once: the run is left Running for the reconciler). On
+SIGKILL nobody does: the flow process goes on, but its stdout/stderr are pipes to the dead worker.
+Its next console log line used to raise `SystemExit` (rich's broken-pipe handling) inside a
+template's task: the run was recorded Crashed although its templates finished, and the cut-short
+event loop teardown left AnyIO worker threads that kept the process in `threading._shutdown` for
+good (it once hung 20+ minutes holding two database connections). Several templates in flight
+make several tasks log after the kill, which is what wedged it. Either way the flow process must
+then be gone and its database connections with it; after a SIGKILL the run ends on its own terms.
 """
 
 from __future__ import annotations
@@ -40,8 +44,10 @@ from tests.support.production import (
 
 pytestmark = pytest.mark.postgres
 
-#: How long a flow process may take to exit after its run reached a final state.
+#: How long a flow process may take to exit after its worker stopped (its generation takes 3 s).
 EXIT_BOUND_S = 30
+#: Templates in flight when the worker stops: each one's task logs after the stop.
+TEMPLATES = 3
 PG_PORT_HEX = f"{5432:04X}"
 
 
@@ -109,7 +115,7 @@ async def stopped_mid_run(worker: ProductionWorker, tmp_path: Path, stop: signal
     """Run a job on a fresh worker, send `stop` to the worker's group mid-generation, check."""
     tenant = uuid.uuid4()
     suffix = uuid.uuid4().hex[:8]
-    _brand, product, _ = await seed_sample_data(tenant, worker.storage, templates=1)
+    _brand, product, _ = await seed_sample_data(tenant, worker.storage, templates=TEMPLATES)
     # A worker of its own (this test stops it), on a pool of its own, configured like the others.
     pool = f"stop-{suffix}"
     async with get_client() as client:
@@ -136,7 +142,7 @@ async def stopped_mid_run(worker: ProductionWorker, tmp_path: Path, stop: signal
                     "name": "stopped-worker",
                     "product_id": str(product.id),
                     "schedule": {"type": "recurring", "cron": "0 3 1 1 *", "timezone": "UTC"},
-                    "templates": {"mode": "unused", "count": 1},
+                    "templates": {"mode": "unused", "count": TEMPLATES},
                     "ad": {"variations": 1, "generator_block": f"http-ad-generator/svc-{suffix}"},
                 }
             )
@@ -158,24 +164,28 @@ async def stopped_mid_run(worker: ProductionWorker, tmp_path: Path, stop: signal
         await asyncio.to_thread(proc.wait, 60)
 
         deadline = time.monotonic() + EXIT_BOUND_S
-        while alive(flow_pid):
-            assert time.monotonic() < deadline, (
-                f"flow process {flow_pid} still alive {EXIT_BOUND_S} s after its worker got "
-                f"{stop.name}\n{log.read_text()[-6000:]}"
-            )
-            await asyncio.sleep(0.2)  # polling the process table
+        try:
+            while alive(flow_pid):
+                assert time.monotonic() < deadline, (
+                    f"flow process {flow_pid} still alive {EXIT_BOUND_S} s after its worker got "
+                    f"{stop.name}\n{log.read_text()[-6000:]}"
+                )
+                await asyncio.sleep(0.2)  # polling the process table
+        finally:
+            if alive(flow_pid):  # a failed test leaves no process behind
+                os.kill(flow_pid, signal.SIGKILL)
     database = worker.database_url.rsplit("/", 1)[1]
     assert await backends_on(ports, database) == 0
     if stop is signal.SIGKILL:
-        # Nobody killed it. Prefect ends a run whose worker vanished ("cancelled by the runtime
-        # environment" when the worker's control channel drops, else it completes); either way the
-        # flow process recorded the final state itself (the hooks ran) before it exited.
+        # Nobody killed it, and a worker that vanished is no reason for the run to fail: the
+        # flow process finished every template, recorded Completed itself (the hooks ran) and
+        # exited.
         final = await wait_for_flow_run(flow_run_id, timeout_s=10, log=log)
-        assert final.state_name in ("Completed", "Crashed"), final.state_name
+        assert final.state_name == "Completed", (final.state_name, final.state)
         async with worker.scheduler(tenant) as ads:
             [row] = await ads.runs(job.id)
-        expected = "completed" if final.state_name == "Completed" else "failed"
-        assert row.status == expected, (row.status, row.error_message)
+        assert row.status == "completed", (row.status, row.error_message)
+        assert len(row.templates_used or []) == TEMPLATES, row.templates_used
         async with get_client() as client:
             logs = await client.read_logs(
                 LogFilter(flow_run_id=LogFilterFlowRunId(any_=[flow_run_id]))
