@@ -20,6 +20,7 @@ from typing import TypeVar, cast
 from prefect.blocks.core import Block
 from prefect.client.orchestration import get_client
 from prefect.exceptions import ObjectNotFound
+from prefect.utilities.dispatch import lookup_type
 
 #: Block type slug → "module:Class" of every block type a run can name.
 BLOCK_CLASSES: dict[str, str] = {
@@ -89,7 +90,7 @@ async def load_block(reference: str, kind: type[B], slugs: Sequence[str] | None 
     else:
         candidates = [kind.get_block_type_slug()]
     for candidate in candidates:
-        cls = block_class(candidate) if candidate in BLOCK_CLASSES else kind
+        cls = _class_for(candidate, kind)
         if not issubclass(cls, kind):
             raise BlockNotFoundError(
                 f"block {reference!r} is a {candidate!r} block, not a "
@@ -109,6 +110,26 @@ async def load_block(reference: str, kind: type[B], slugs: Sequence[str] | None 
         f"no {' or '.join(repr(c) for c in candidates)} block named {name!r} is saved on the "
         "Prefect server"
     )
+
+
+def _class_for(slug: str, kind: type[Block]) -> type[Block]:
+    """The class for `slug`: one ad-scheduler ships, else one this process has imported.
+
+    A block type of the user's own (a custom `AdGenerator` subclass, a benchmark's fake) resolves
+    when its module is imported in the flow's process, exactly as Prefect itself resolves it.
+    """
+    if slug in BLOCK_CLASSES:
+        return block_class(slug)
+    if slug == kind.get_block_type_slug():
+        return kind
+    try:
+        return cast("type[Block]", lookup_type(Block, slug))
+    except KeyError:
+        known = ", ".join(sorted(BLOCK_CLASSES))
+        raise BlockNotFoundError(
+            f"{slug!r} is not a block type ad-scheduler ships (known: {known}), and no module "
+            "imported by this process defines it"
+        ) from None
 
 
 async def _exists(slug: str, name: str) -> bool:

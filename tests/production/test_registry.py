@@ -79,3 +79,20 @@ async def test_load_block_by_reference_checks_the_kind_and_says_what_is_missing(
         await load_block(f"ad-scheduler-local-renderer/{name}", SlackIncomingWebhook)
     with pytest.raises(BlockNotFoundError, match="no 'ad-scheduler-slack-webhook' block named"):
         await load_block("nobody", SlackIncomingWebhook)
+
+
+class _OwnRenderer(Block):
+    """A generator-like block type of the user's own, not one ad-scheduler ships."""
+
+    _block_type_slug = "test-own-renderer"
+    size: int = 1
+
+
+@pytest.mark.usefixtures("prefect_api")
+async def test_a_block_type_of_the_users_own_loads_when_its_module_is_imported() -> None:
+    name = f"own-{uuid.uuid4().hex[:8]}"
+    await _OwnRenderer(size=3).asave(name)
+    loaded = await load_block(f"test-own-renderer/{name}", Block)
+    assert isinstance(loaded, _OwnRenderer) and loaded.size == 3
+    with pytest.raises(BlockNotFoundError, match="no module imported by this process defines it"):
+        await load_block(f"never-imported-type/{name}", Block)
