@@ -42,6 +42,7 @@ from db.models import ScheduledJob, ScheduledJobRun
 from db.session import dispose_engines
 from scheduler.adopt import JobAdoptionReport
 from scheduler.sdk import (
+    START_SERVER_HINT,
     AdScheduler,
     JobStateError,
     database_problem,
@@ -87,7 +88,7 @@ def describe_error(exc: BaseException) -> tuple[int, str]:
     if isinstance(exc, httpx.HTTPError):
         return EXIT_FAILURE, (
             f"Prefect API error ({type(exc).__name__}); check PREFECT_API_URL and that the "
-            "server is running (`ad-scheduler up` starts a local one)"
+            f"server is running ({START_SERVER_HINT})"
         )
     first = (str(exc).strip().splitlines() or [""])[0][:300]
     return EXIT_FAILURE, redact_url(

@@ -957,6 +957,10 @@ def next_run_for(job: ScheduledJob, now: datetime | None = None) -> datetime | N
 PREFECT_PROBE_TIMEOUT = 3.0
 
 
+#: What to do without a Prefect server (the command exists in every install of the project).
+START_SERVER_HINT = "Start a local one with `prefect server start` (API on http://127.0.0.1:4200)"
+
+
 async def probe_prefect_api(wait_seconds: float = PREFECT_PROBE_TIMEOUT) -> str:
     """Check that the Prefect API in `PREFECT_API_URL` answers; returns its URL.
 
@@ -970,8 +974,8 @@ async def probe_prefect_api(wait_seconds: float = PREFECT_PROBE_TIMEOUT) -> str:
     if not url:
         raise PrefectApiError(
             "PREFECT_API_URL is not set, so there is no Prefect server to register jobs with. "
-            "Start the local one with `ad-scheduler up` and set "
-            "PREFECT_API_URL=http://127.0.0.1:4200/api (or point it at your server)."
+            f"{START_SERVER_HINT} and set PREFECT_API_URL=http://127.0.0.1:4200/api (or point it "
+            "at your server)."
         )
     shown = redact_url(url)
     try:
@@ -980,14 +984,14 @@ async def probe_prefect_api(wait_seconds: float = PREFECT_PROBE_TIMEOUT) -> str:
     except httpx.HTTPError as exc:
         raise PrefectApiError(
             f"cannot reach the Prefect API at {shown} (PREFECT_API_URL): {type(exc).__name__} "
-            f"within {wait_seconds:g} s. Start a server with `ad-scheduler up`, or set "
-            "PREFECT_API_URL to a running one."
+            f"within {wait_seconds:g} s. {START_SERVER_HINT}, or set PREFECT_API_URL to a "
+            "running one."
         ) from exc
     if response.status_code != 200:
         raise PrefectApiError(
             f"the Prefect API at {shown} (PREFECT_API_URL) answered {response.status_code} to "
             "/health; check that PREFECT_API_URL ends in /api and the server is healthy "
-            "(`ad-scheduler up` starts a local one)."
+            f"({START_SERVER_HINT})."
         )
     return url
 
