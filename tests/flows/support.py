@@ -6,13 +6,14 @@ import uuid
 from datetime import datetime
 from typing import Any
 
+import sqlalchemy as sa
 from prefect.client.orchestration import get_client
 from prefect.client.schemas.objects import FlowRun
 from prefect.flow_engine import run_flow_async
 from prefect.states import Scheduled, State
 
 from blocks.storage import default_storage
-from db.models import ScheduledJob
+from db.models import ScheduledJob, ScheduledJobRun
 from db.session import session_scope
 from flows.sample_data import seed_sample_data
 from flows.scheduled_job import run_scheduled_job
@@ -57,3 +58,15 @@ async def execute(flow_run: FlowRun) -> State:
     )
     assert isinstance(state, State)
     return state
+
+
+async def job_runs_of(job_id: uuid.UUID, *, order_by: Any = None) -> list[ScheduledJobRun]:
+    """A job's `scheduled_job_runs` rows, oldest first (by `created_at` unless told)."""
+    order = ScheduledJobRun.created_at if order_by is None else order_by
+    async with session_scope() as s:
+        rows = await s.scalars(
+            sa.select(ScheduledJobRun)
+            .where(ScheduledJobRun.scheduled_job_id == job_id)
+            .order_by(order)
+        )
+        return list(rows.all())

@@ -24,7 +24,13 @@ from flows.templates import sync_template_catalog
 from scheduler import cli as cli_module
 from scheduler.cli import app
 from scheduler.params import AdParameters, JobParameters
-from tests.flows.support import deployment_for, execute, job_with_templates, scheduled_run
+from tests.flows.support import (
+    deployment_for,
+    execute,
+    job_runs_of,
+    job_with_templates,
+    scheduled_run,
+)
 from tests.generators.fakes import SERVICE_TOKEN, FakeServer, Reply, Seen, service_default
 
 pytestmark = pytest.mark.usefixtures("prefect_api", "use_database", "data_dir")
@@ -48,19 +54,6 @@ async def _catalog(tenant_id: uuid.UUID) -> dict[str, tuple[bool, str | None]]:
             await s.scalars(sa.select(AdTemplate).where(AdTemplate.tenant_id == tenant_id))
         ).all()
     return {r.storage_name: (r.active, r.inactive_reason) for r in rows}
-
-
-async def _rows(job_id: uuid.UUID) -> list[ScheduledJobRun]:
-    async with session_scope() as s:
-        return list(
-            (
-                await s.scalars(
-                    sa.select(ScheduledJobRun)
-                    .where(ScheduledJobRun.scheduled_job_id == job_id)
-                    .order_by(ScheduledJobRun.scheduled_for)
-                )
-            ).all()
-        )
 
 
 async def _ad_runs(job_id: uuid.UUID) -> list[AdRun]:
@@ -107,7 +100,7 @@ async def test_missing_template_is_set_aside_replaced_and_never_blocks_later_run
     catalog = await _catalog(tenant_id)
     assert catalog["sample-01.png"] == (False, "its file is missing from template storage")
     assert all(active for name, (active, _r) in catalog.items() if name != "sample-01.png")
-    first, *later = await _rows(job.id)
+    first, *later = await job_runs_of(job.id, order_by=ScheduledJobRun.scheduled_for)
     # The first run tried it once, set it aside, and made its two ad runs with a replacement.
     assert first.status == "completed" and sorted(first.templates_used or []) == [
         "sample-02.png",
@@ -164,7 +157,7 @@ async def test_template_the_provider_rejects_is_set_aside_and_enabled_again_by_c
     assert "422" in (reason or "") and "content policy" in (reason or "")
     rejected = [s for s in fake.seen if s.body["template"]["name"] == "sample-02.png"]
     assert len(rejected) == 1  # a permanent rejection is not retried
-    (row,) = await _rows(job.id)
+    (row,) = await job_runs_of(job.id, order_by=ScheduledJobRun.scheduled_for)
     assert sorted(row.templates_used or []) == ["sample-01.png", "sample-03.png"]
     assert await _usage(job.product_id) == {"sample-01.png": 1, "sample-03.png": 1}
 

@@ -10,27 +10,20 @@ import sqlalchemy as sa
 from PIL import Image
 from prefect.client.orchestration import get_client
 
-from db.models import AdRun, GeneratedAd, ProductTemplateUsage, ScheduledJob, ScheduledJobRun
+from db.models import AdRun, GeneratedAd, ProductTemplateUsage, ScheduledJob
 from db.session import session_scope
 from db.types import utcnow
 from flows.scheduled_job import run_scheduled_job
 from scheduler.params import AdParameters, JobParameters
-from tests.flows.support import deployment_for, execute, job_with_templates, scheduled_run
+from tests.flows.support import (
+    deployment_for,
+    execute,
+    job_runs_of,
+    job_with_templates,
+    scheduled_run,
+)
 
 pytestmark = pytest.mark.usefixtures("prefect_api", "use_database", "data_dir")
-
-
-async def _runs(job_id) -> list[ScheduledJobRun]:
-    async with session_scope() as s:
-        return list(
-            (
-                await s.scalars(
-                    sa.select(ScheduledJobRun)
-                    .where(ScheduledJobRun.scheduled_job_id == job_id)
-                    .order_by(ScheduledJobRun.created_at)
-                )
-            ).all()
-        )
 
 
 async def _used(product_id) -> dict[str, int]:
@@ -74,7 +67,7 @@ async def test_job_makes_one_ad_run_per_template_and_rotates(tenant_id, data_dir
     first = set(await _used(job.product_id))
     assert first == {a.template_storage_name for a in ad_runs}
 
-    runs = await _runs(job.id)
+    runs = await job_runs_of(job.id)
     assert len(runs) == 1
     row = runs[0]
     assert (row.status, row.trigger, row.prefect_state) == ("completed", "manual", "Completed")
@@ -99,7 +92,7 @@ async def test_partial_run_completes_naming_the_template_that_failed(tenant_id, 
     assert state.is_completed(), state.message
     assert "sample-02.png" in (state.message or "")  # shown on the run in the Prefect UI
     assert set(await _used(job.product_id)) == {"sample-01.png", "sample-03.png"}
-    row = (await _runs(job.id))[0]
+    row = (await job_runs_of(job.id))[0]
     assert row.status == "completed"
     assert "1 of 3 templates failed" in (row.error_message or "")
     assert "sample-02.png" in (row.error_message or "")
@@ -123,7 +116,7 @@ async def test_misfire_and_duplicate_slot_are_skipped_and_recorded(tenant_id) ->
     assert first.is_completed() and first.name == "Completed"
     assert dup.name == "Skipped"
 
-    rows = {r.flow_run_id: r for r in await _runs(job.id)}
+    rows = {r.flow_run_id: r for r in await job_runs_of(job.id)}
     assert rows[stale.id].status == "skipped" and rows[stale.id].skip_reason == "misfire"
     assert "missed" in (rows[stale.id].logs or "")
     reasons = sorted((r.status, r.skip_reason or "") for r in rows.values())
