@@ -112,7 +112,10 @@ def local_prefect_server(
     """
     port = free_port()
     api_url = f"http://127.0.0.1:{port}/api"
-    env = prefect_env(home, database_url=database_url, extra=extra_env)
+    # The UI asks the server for its API address (`/ui-settings`), which otherwise defaults to
+    # port 4200 whatever `--port` says: a UI on any other port would call a server not there.
+    env = prefect_env(home, database_url=database_url, extra={"PREFECT_UI_API_URL": api_url})
+    env.update(extra_env or {})
     log = home / "server.log"
     args = [
         sys.executable,

@@ -290,10 +290,10 @@ def test_run_artifact_table_survives_pipes_and_newlines() -> None:
     markdown = render_run_markdown("Job | one\nline", result)
     lines = markdown.splitlines()
     assert lines[0] == "## Ads made: Job | one line"
-    rows = [line for line in lines if line.startswith("| `")]
+    rows = [line for line in lines[4:] if line.startswith("| ")]
     assert rows == [
-        "| `a\\|b.png` | ✅ completed | `ads/1.png` |",
-        "| `c.png` | ❌ failed | provider said: 500 \\| Internal<br>Error &lt;html&gt; |",
+        "| `ads/1.png` | Buy 1 \\| get 1<br>free | `a\\|b.png` | ✅ completed |",
+        "| — | provider said: 500 \\| Internal<br>Error &lt;html&gt; | `c.png` | ❌ failed |",
     ]
-    for row in rows:  # three cells each, whatever the data held
-        assert len(row.replace("\\|", "").strip("|").split("|")) == 3
+    for row in rows:  # four cells each, whatever the data held
+        assert len(row.replace("\\|", "").strip("|").split("|")) == 4
