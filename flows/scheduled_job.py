@@ -32,6 +32,7 @@ from db.types import utcnow
 from domain.misfire import is_misfire
 from flows.artifacts import publish_run_artifact
 from flows.history import SKIPPED_STATE_NAME, on_state_change, run_trigger, scheduled_time
+from flows.job_board import refresh_board_after_run
 from flows.pipeline import PipelineResult, RunPlan, make_ads, rename_flow_run
 from flows.run_recovery import settle_after
 from scheduler.params import JobParameters
@@ -88,10 +89,10 @@ async def release_connections(flow: object, flow_run: object, state: object) -> 
     # Every state reaches the mirror; the reconciler covers the states no hook sees.
     on_running=[on_state_change],
     # After the final state is mirrored, the run's connections go back (see release_connections).
-    on_completion=[on_state_change, release_connections],
-    on_failure=[on_state_change, release_connections],
-    on_crashed=[on_state_change, release_connections],
-    on_cancellation=[on_state_change, release_connections],
+    on_completion=[on_state_change, refresh_board_after_run, release_connections],
+    on_failure=[on_state_change, refresh_board_after_run, release_connections],
+    on_crashed=[on_state_change, refresh_board_after_run, release_connections],
+    on_cancellation=[on_state_change, refresh_board_after_run, release_connections],
 )
 async def run_scheduled_job(job_id: uuid.UUID) -> JobRunSummary | State:
     """Run one scheduled ad job.

@@ -1,0 +1,298 @@
+"""What the job board shows: every live job of a tenant, its last run and latest ads, and per
+product how many templates it has used and has left.
+
+Reads only, a fixed number of queries whatever the number of jobs (no query per job): the board is
+re-read after every change and every run.
+"""
+
+from __future__ import annotations
+
+import uuid
+from dataclasses import dataclass, field
+from datetime import datetime
+
+import sqlalchemy as sa
+from sqlalchemy.ext.asyncio import AsyncSession
+from sqlalchemy.orm import aliased
+
+from db.models import (
+    AdRun,
+    AdTemplate,
+    Brand,
+    GeneratedAd,
+    Product,
+    ProductTemplateUsage,
+    ScheduledJob,
+    ScheduledJobRun,
+)
+
+#: Ads of a job's latest run shown on the board (the rest are counted, not shown).
+ADS_PER_JOB = 4
+
+
+@dataclass(frozen=True)
+class BoardAd:
+    """One ad of a job's latest run that made ads."""
+
+    storage_path: str
+    headline: str
+    template: str
+
+
+@dataclass(frozen=True)
+class BoardRun:
+    """A job's most recent run (any status)."""
+
+    flow_run_id: uuid.UUID | None
+    flow_run_name: str | None
+    status: str | None
+    prefect_state: str | None
+    trigger: str
+    started_at: datetime | None
+    completed_at: datetime | None
+    #: The whole reason a run failed or partly failed (never cut here).
+    error_message: str | None
+    skip_reason: str | None
+    #: The run's note (what it made, what it set aside, why it was skipped).
+    logs: str | None
+
+
+@dataclass(frozen=True)
+class BoardJob:
+    """One live job as the board shows it.
+
+    Times are UTC; `timezone` is the job's IANA zone the board shows them in.
+    """
+
+    id: uuid.UUID
+    name: str
+    brand: str
+    product: str
+    product_id: uuid.UUID
+    status: str
+    pause_note: str | None
+    schedule_type: str
+    cron_expression: str | None
+    scheduled_at: datetime | None
+    timezone: str
+    runs_completed: int
+    max_runs: int | None
+    next_run_at: datetime | None
+    template_mode: str
+    deployment_name: str | None
+    prefect_deployment_id: uuid.UUID | None
+    last_run: BoardRun | None = None
+    #: Ads of the latest completed run (at most `ADS_PER_JOB`), and when that run started.
+    latest_ads: list[BoardAd] = field(default_factory=list)
+    latest_ads_total: int = 0
+    latest_ads_run_at: datetime | None = None
+
+
+@dataclass(frozen=True)
+class ProductTemplates:
+    """How far a product is through its template library.
+
+    Attributes:
+        used: Templates the product has used at least once (library or not, active or not).
+        unused: Active library templates available to it (global or of its brand) it never used:
+            what `unused` mode can still pick.
+    """
+
+    product_id: uuid.UUID
+    brand: str
+    product: str
+    used: int
+    unused: int
+
+
+@dataclass(frozen=True)
+class Board:
+    """Everything on one tenant's job board."""
+
+    tenant_id: uuid.UUID
+    jobs: list[BoardJob]
+    products: list[ProductTemplates]
+
+
+async def read_board(session: AsyncSession, tenant_id: uuid.UUID) -> Board:
+    """Read the tenant's board: live jobs (ordered by brand, product, name) and products.
+
+    Args:
+        session: Any session (reads only).
+        tenant_id: Whose board; nothing of another tenant is read.
+
+    Returns:
+        The board; empty lists when the tenant has no job or product.
+    """
+    rows = (
+        await session.execute(
+            sa.select(ScheduledJob, Brand.name, Product.name)
+            .join(Product, Product.id == ScheduledJob.product_id)
+            .join(Brand, Brand.id == Product.brand_id)
+            .where(ScheduledJob.tenant_id == tenant_id, ScheduledJob.deleted_at.is_(None))
+            .order_by(Brand.name, Product.name, ScheduledJob.name)
+        )
+    ).all()
+    job_ids = [job.id for job, _b, _p in rows]
+    last_runs = await _last_runs(session, job_ids)
+    latest_ads, totals, ads_run_at = await _latest_ads(session, job_ids)
+    jobs = [
+        BoardJob(
+            id=job.id,
+            name=job.name,
+            brand=brand,
+            product=product,
+            product_id=job.product_id,
+            status=job.status or "active",
+            pause_note=job.pause_note,
+            schedule_type=job.schedule_type,
+            cron_expression=job.cron_expression,
+            scheduled_at=job.scheduled_at,
+            timezone=job.timezone or "UTC",
+            runs_completed=job.runs_completed or 0,
+            max_runs=job.max_runs,
+            next_run_at=job.next_run_at,
+            template_mode=job.template_mode,
+            deployment_name=job.deployment_name,
+            prefect_deployment_id=job.prefect_deployment_id,
+            last_run=last_runs.get(job.id),
+            latest_ads=latest_ads.get(job.id, []),
+            latest_ads_total=totals.get(job.id, 0),
+            latest_ads_run_at=ads_run_at.get(job.id),
+        )
+        for job, brand, product in rows
+    ]
+    return Board(tenant_id=tenant_id, jobs=jobs, products=await _products(session, tenant_id))
+
+
+def _newest_first(*partition: sa.ColumnElement[object]) -> sa.ColumnElement[int]:
+    """Row number of a run within its job, newest first (a run not yet started by creation)."""
+    return (
+        sa.func.row_number()
+        .over(
+            partition_by=partition,
+            order_by=(
+                sa.func.coalesce(ScheduledJobRun.started_at, ScheduledJobRun.created_at).desc(),
+                ScheduledJobRun.id,
+            ),
+        )
+        .label("rank")
+    )
+
+
+async def _last_runs(session: AsyncSession, job_ids: list[uuid.UUID]) -> dict[uuid.UUID, BoardRun]:
+    if not job_ids:
+        return {}
+    ranked = (
+        sa.select(ScheduledJobRun, _newest_first(ScheduledJobRun.scheduled_job_id))
+        .where(ScheduledJobRun.scheduled_job_id.in_(job_ids))
+        .subquery()
+    )
+    run = aliased(ScheduledJobRun, ranked)
+    found = (await session.scalars(sa.select(run).where(ranked.c.rank == 1))).all()
+    return {
+        r.scheduled_job_id: BoardRun(
+            flow_run_id=r.flow_run_id,
+            flow_run_name=r.flow_run_name,
+            status=r.status,
+            prefect_state=r.prefect_state,
+            trigger=r.trigger,
+            started_at=r.started_at,
+            completed_at=r.completed_at,
+            error_message=r.error_message,
+            skip_reason=r.skip_reason,
+            logs=r.logs,
+        )
+        for r in found
+    }
+
+
+async def _latest_ads(
+    session: AsyncSession, job_ids: list[uuid.UUID]
+) -> tuple[dict[uuid.UUID, list[BoardAd]], dict[uuid.UUID, int], dict[uuid.UUID, datetime]]:
+    """Per job, the ads of its latest completed run (a skipped or failed run made none)."""
+    if not job_ids:
+        return {}, {}, {}
+    ranked = (
+        sa.select(
+            ScheduledJobRun.id,
+            ScheduledJobRun.scheduled_job_id,
+            sa.func.coalesce(ScheduledJobRun.started_at, ScheduledJobRun.created_at).label("at"),
+            _newest_first(ScheduledJobRun.scheduled_job_id),
+        )
+        .where(
+            ScheduledJobRun.scheduled_job_id.in_(job_ids),
+            ScheduledJobRun.status == "completed",
+            ScheduledJobRun.skip_reason.is_(None),
+        )
+        .subquery()
+    )
+    rows = (
+        await session.execute(
+            sa.select(
+                ranked.c.scheduled_job_id,
+                ranked.c.at,
+                AdRun.template_storage_name,
+                GeneratedAd.storage_path,
+                GeneratedAd.headline,
+            )
+            .join(AdRun, AdRun.scheduled_job_run_id == ranked.c.id)
+            .join(GeneratedAd, GeneratedAd.ad_run_id == AdRun.id)
+            .where(ranked.c.rank == 1, AdRun.status == "completed")
+            .order_by(
+                ranked.c.scheduled_job_id,
+                AdRun.template_storage_name,
+                GeneratedAd.variation_index,
+            )
+        )
+    ).all()
+    ads: dict[uuid.UUID, list[BoardAd]] = {}
+    totals: dict[uuid.UUID, int] = {}
+    run_at: dict[uuid.UUID, datetime] = {}
+    for job_id, at, template, path, headline in rows:
+        totals[job_id] = totals.get(job_id, 0) + 1
+        run_at[job_id] = at
+        shown = ads.setdefault(job_id, [])
+        if len(shown) < ADS_PER_JOB:
+            shown.append(BoardAd(storage_path=path, headline=headline or "", template=template))
+    return ads, totals, run_at
+
+
+async def _products(session: AsyncSession, tenant_id: uuid.UUID) -> list[ProductTemplates]:
+    usage = ProductTemplateUsage
+    # A claim of a never-used template (use_count 0, a run in flight) is not a use yet.
+    used = (
+        sa.select(sa.func.count())
+        .where(usage.product_id == Product.id, usage.use_count > 0)
+        .correlate(Product)
+        .scalar_subquery()
+    )
+    ever_used = sa.exists().where(
+        usage.product_id == Product.id,
+        usage.template_storage_name == AdTemplate.storage_name,
+        usage.use_count > 0,
+    )
+    unused = (
+        sa.select(sa.func.count())
+        .where(
+            AdTemplate.tenant_id == tenant_id,
+            AdTemplate.active.is_(True),
+            AdTemplate.source == "library",
+            sa.or_(AdTemplate.brand_id.is_(None), AdTemplate.brand_id == Product.brand_id),
+            ~ever_used,
+        )
+        .correlate(Product)
+        .scalar_subquery()
+    )
+    rows = (
+        await session.execute(
+            sa.select(Product.id, Brand.name, Product.name, used, unused)
+            .join(Brand, Brand.id == Product.brand_id)
+            .where(Product.tenant_id == tenant_id)
+            .order_by(Brand.name, Product.name)
+        )
+    ).all()
+    return [
+        ProductTemplates(product_id=pid, brand=b, product=p, used=int(u or 0), unused=int(n or 0))
+        for pid, b, p, u, n in rows
+    ]
