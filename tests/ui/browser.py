@@ -142,8 +142,9 @@ async def assert_form_shows_fields(
         context: A browser (`chromium()`).
         ui_url: The UI's base URL (`http://127.0.0.1:<port>`).
         deployment_id: The deployment whose Run form is checked.
-        fields: Field titles as the form shows them (pydantic's `title`, by default the
-            field name title-cased: `job_id` → "Job Id").
+        fields: Field labels as the form shows them: Prefect 3.9's form labels a parameter by
+            its name (`job_id`), a nested model's fields likewise; the description is shown
+            under it.
 
     Returns:
         Every label the form showed.
