@@ -12,7 +12,7 @@ import socket
 import subprocess
 import sys
 import time
-from collections.abc import Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from contextlib import contextmanager
 from pathlib import Path
 
@@ -102,15 +102,39 @@ def wait_healthy(api_url: str, proc: subprocess.Popen[bytes], log: Path) -> None
     )
 
 
+def port_is_free(port: int) -> bool:
+    """Whether nothing listens on 127.0.0.1:`port` (so a server can bind it)."""
+    with socket.socket() as sock:
+        try:
+            sock.bind(("127.0.0.1", port))
+        except OSError:
+            return False
+        return True
+
+
 @contextmanager
 def local_prefect_server(
-    home: Path, *, database_url: str | None = None, extra_env: Mapping[str, str] | None = None
+    home: Path,
+    *,
+    database_url: str | None = None,
+    extra_env: Mapping[str, str] | None = None,
+    port: int | None = None,
+    on_start: Callable[[subprocess.Popen[bytes]], None] | None = None,
 ) -> Iterator[str]:
     """Start `prefect server start` on 127.0.0.1 (SQLite in `home`, or `database_url`).
 
+    Its UI calls this server's own API (`PREFECT_UI_API_URL` is set from the port).
+
+    Args:
+        home: PREFECT_HOME of the server (its SQLite database and `server.log` go there).
+        database_url: The server's database; None is SQLite in `home`.
+        extra_env: More environment for the server process.
+        port: The port; None picks a free one.
+        on_start: Called with the server process once it is healthy (e.g. to print its pid).
+
     Yields the API URL; stops the server on exit.
     """
-    port = free_port()
+    port = port or free_port()
     api_url = f"http://127.0.0.1:{port}/api"
     # The UI asks the server for its API address (`/ui-settings`), which otherwise defaults to
     # port 4200 whatever `--port` says: a UI on any other port would call a server not there.
@@ -130,6 +154,8 @@ def local_prefect_server(
     ]
     with background_process(args, env, log) as proc:
         wait_healthy(api_url, proc, log)
+        if on_start is not None:
+            on_start(proc)
         yield api_url
 
 

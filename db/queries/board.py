@@ -165,12 +165,12 @@ async def read_board(session: AsyncSession, tenant_id: uuid.UUID) -> Board:
     return Board(tenant_id=tenant_id, jobs=jobs, products=await _products(session, tenant_id))
 
 
-def _newest_first(*partition: sa.ColumnElement[object]) -> sa.ColumnElement[int]:
+def _newest_first() -> sa.ColumnElement[int]:
     """Row number of a run within its job, newest first (a run not yet started by creation)."""
     return (
         sa.func.row_number()
         .over(
-            partition_by=partition,
+            partition_by=ScheduledJobRun.scheduled_job_id,
             order_by=(
                 sa.func.coalesce(ScheduledJobRun.started_at, ScheduledJobRun.created_at).desc(),
                 ScheduledJobRun.id,
@@ -184,7 +184,7 @@ async def _last_runs(session: AsyncSession, job_ids: list[uuid.UUID]) -> dict[uu
     if not job_ids:
         return {}
     ranked = (
-        sa.select(ScheduledJobRun, _newest_first(ScheduledJobRun.scheduled_job_id))
+        sa.select(ScheduledJobRun, _newest_first())
         .where(ScheduledJobRun.scheduled_job_id.in_(job_ids))
         .subquery()
     )
@@ -218,7 +218,7 @@ async def _latest_ads(
             ScheduledJobRun.id,
             ScheduledJobRun.scheduled_job_id,
             sa.func.coalesce(ScheduledJobRun.started_at, ScheduledJobRun.created_at).label("at"),
-            _newest_first(ScheduledJobRun.scheduled_job_id),
+            _newest_first(),
         )
         .where(
             ScheduledJobRun.scheduled_job_id.in_(job_ids),
