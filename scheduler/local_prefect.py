@@ -105,6 +105,9 @@ def wait_healthy(api_url: str, proc: subprocess.Popen[bytes], log: Path) -> None
 def port_is_free(port: int) -> bool:
     """Whether nothing listens on 127.0.0.1:`port` (so a server can bind it)."""
     with socket.socket() as sock:
+        # As the server itself binds (uvicorn sets it): connections of a server that just
+        # stopped, left in TIME_WAIT, do not make the port busy; a listener does.
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
         try:
             sock.bind(("127.0.0.1", port))
         except OSError:
