@@ -1,10 +1,15 @@
 """`ad-scheduler demo` (what `make run` runs): the whole product on a machine with no services.
 
-It starts a local Prefect server (SQLite, 127.0.0.1) and a process worker, migrates the app
-database (the embedded SQLite file, or `DATABASE_URL`), seeds a sample brand, product and
-templates drawn by code, registers through the SDK a job that fires every minute with
-`max_runs=2`, shows progress until both runs finish, prints the run history and the generated
-ads, and stops everything it started.
+It starts a local Prefect server (SQLite in `<data dir>/prefect-home`, 127.0.0.1) and a process
+worker, migrates the app database (the embedded SQLite file, or `DATABASE_URL`), seeds a sample
+brand, product and templates drawn by code under the CLI's tenant (`AD_SCHEDULER_TENANT_ID`),
+registers through the SDK a job that fires every minute with `max_runs=2`, shows progress until
+both runs finish, prints the run history and the generated ads, and stops the processes it
+started.
+
+The job, its runs, its artifacts and the job board stay (the job `completed`): `ad-scheduler up`
+serves the same Prefect home, so the demo ends by saying where to look at them in the UI and with
+a ready-to-run `jobs create` line for the same product.
 """
 
 from __future__ import annotations
@@ -13,12 +18,15 @@ import asyncio
 import os
 import time
 import uuid
+from dataclasses import dataclass
 
 import sqlalchemy as sa
 from rich.console import Console
 from rich.table import Table
 
 from config import get_settings
+from flows.job_board import board_key
+from scheduler.commands.up import DEFAULT_PORT as UP_DEFAULT_PORT
 from scheduler.local_prefect import (
     TUNED_WORKER_ENV,
     background_process,
@@ -28,7 +36,6 @@ from scheduler.local_prefect import (
 )
 
 console = Console()
-DEMO_TENANT = uuid.UUID("00000000-0000-0000-0000-0000000000de")
 WORK_POOL = "ad-scheduler-process"
 DEMO_TIMEOUT_S = 300
 
@@ -50,7 +57,10 @@ def run_demo() -> None:
     console.print(f"[bold]2/6[/] starting a local Prefect server (logs in {home})")
     server_env = {"PREFECT_SERVER_SERVICES_SCHEDULER_RECENT_DEPLOYMENTS_LOOP_SECONDS": "2"}
     with local_prefect_server(home, extra_env=server_env) as api_url:
-        console.print(f"      Prefect API at {api_url}")
+        console.print(
+            f"      Prefect API at {api_url}; its UI at {api_url.removesuffix('/api')} "
+            "while the demo runs"
+        )
         os.environ.update(PREFECT_API_URL=api_url, PREFECT_HOME=str(home))
         from prefect.settings import PREFECT_API_URL, PREFECT_HOME, temporary_settings
 
@@ -66,8 +76,9 @@ def run_demo() -> None:
                 },
             )
             with background_process(worker_args(WORK_POOL), env, home / "worker.log"):
-                asyncio.run(_demo())
-    console.print("stopped the worker and the Prefect server")
+                made = asyncio.run(_demo())
+    console.print("stopped the worker and the Prefect server (the job and its runs are kept)")
+    _print_what_to_do_next(made)
 
 
 async def _ensure_pool() -> None:
@@ -89,21 +100,60 @@ async def _ensure_pool() -> None:
             pass
 
 
-async def _demo() -> None:
+@dataclass
+class DemoOutcome:
+    """What the demo made and kept."""
+
+    tenant_id: uuid.UUID
+    product_id: uuid.UUID
+    product_name: str
+    job_id: uuid.UUID
+    job_name: str
+    job_status: str
+    deployment_id: uuid.UUID | None
+
+
+def _print_what_to_do_next(made: DemoOutcome) -> None:
+    ui = f"http://127.0.0.1:{UP_DEFAULT_PORT}"
+    console.print()
+    console.print(f"[bold]Product[/]  {made.product_name}  id={made.product_id}")
+    console.print(
+        f"[bold]Job[/]      {made.job_name}  id={made.job_id}  status={made.job_status} "
+        f"(tenant {made.tenant_id})"
+    )
+    console.print(f"[bold]Prefect UI[/] open it with:  ad-scheduler up   then {ui}")
+    if made.deployment_id is not None:
+        console.print(f"           the job:    {ui}/deployments/deployment/{made.deployment_id}")
+    console.print(f"           job board:  {ui}/artifacts/key/{board_key(made.tenant_id)}")
+    console.print(
+        "[bold]Make your own job[/] for this product (every Monday 09:00 Berlin, 8 runs):"
+    )
+    console.print(
+        f"  ad-scheduler jobs create --name my-weekly-ads --product {made.product_id} "
+        "--cron '0 9 * * 1' --tz Europe/Berlin --max-runs 8 --unused 3 --variations 3",
+        soft_wrap=True,
+        highlight=False,
+    )
+
+
+async def _demo() -> DemoOutcome:
     from blocks.storage import default_storage
     from db.models import AdRun, GeneratedAd
     from db.session import dispose_engines, session_scope
+    from flows.job_board import refresh_job_board_quietly
     from flows.sample_data import seed_sample_data
     from scheduler.sdk import AdScheduler
 
     storage = default_storage()
-    _brand, product, report = await seed_sample_data(DEMO_TENANT, storage, templates=8)
+    # The CLI's tenant: what the demo makes is what `ad-scheduler jobs list` shows afterwards.
+    tenant_id = uuid.UUID(get_settings().tenant_id)
+    _brand, product, report = await seed_sample_data(tenant_id, storage, templates=8)
     console.print(
         f"[bold]4/6[/] sample brand, product {product.name!r} and "
         f"{len(report.added) + report.unchanged} templates in {storage.local_path('.')}"
     )
     name = f"demo-every-minute-{uuid.uuid4().hex[:6]}"
-    async with AdScheduler(DEMO_TENANT) as ads:
+    async with AdScheduler(tenant_id) as ads:
         job = await ads.create(
             {
                 "name": name,
@@ -122,7 +172,7 @@ async def _demo() -> None:
     deadline = time.monotonic() + DEMO_TIMEOUT_S
     last = ""
     # The SDK is how people read a job and its history (database reads: no Prefect client).
-    reader = AdScheduler(DEMO_TENANT)
+    reader = AdScheduler(tenant_id)
     while True:
         row = await reader.get(job.id)
         runs = list(reversed(await reader.runs(job.id)))
@@ -157,12 +207,22 @@ async def _demo() -> None:
             r.trigger or "",
             r.status or "",
             "\n".join(r.templates_used or []),
-            (r.error_message or "")[:60],
+            r.error_message or "",  # the whole reason, never a cut one
         )
     console.print(table)
     console.print(f"{len(ads_made)} ads generated:")
     for template, path in ads_made:
         console.print(f"  {template} -> {storage.local_path(path)}")
-    async with AdScheduler(DEMO_TENANT) as ads:
-        await ads.delete(job.id)
+    # The runs' hooks refreshed the board already; once more so it shows the job completed.
+    await refresh_job_board_quietly(tenant_id)
+    final = await reader.get(job.id)
     await dispose_engines()
+    return DemoOutcome(
+        tenant_id=tenant_id,
+        product_id=product.id,
+        product_name=product.name,
+        job_id=job.id,
+        job_name=job.name,
+        job_status=final.status or "",
+        deployment_id=final.prefect_deployment_id,
+    )
