@@ -118,6 +118,7 @@ def test_up_refuses_a_port_in_use(tmp_path) -> None:
             text=True,
             env=env,
             timeout=120,
+            check=False,
         )
     assert result.returncode == 2
     assert f"--port {port}" in result.stderr and "allowed: a free port" in result.stderr
