@@ -154,7 +154,7 @@ def render_board_markdown(
     thumbs = thumbnails or Thumbnails(uris={})
     updated = (now or datetime.now(UTC)).strftime("%Y-%m-%d %H:%M:%S UTC")
     lines = [
-        f"## Job board: {len(board.jobs)} jobs",
+        f"## Job board: {len(board.jobs)} job{'' if len(board.jobs) == 1 else 's'}",
         "",
         f"Updated {updated}, after every change and every run. Times are in each job's own "
         "time zone.",

@@ -115,25 +115,24 @@ class DemoOutcome:
 
 def _print_what_to_do_next(made: DemoOutcome) -> None:
     ui = f"http://127.0.0.1:{UP_DEFAULT_PORT}"
-    console.print()
-    console.print(f"[bold]Product[/]  {made.product_name}  id={made.product_id}")
-    console.print(
+    lines = [
+        "",
+        f"[bold]Product[/]  {made.product_name}  id={made.product_id}",
         f"[bold]Job[/]      {made.job_name}  id={made.job_id}  status={made.job_status} "
-        f"(tenant {made.tenant_id})"
-    )
-    console.print(f"[bold]Prefect UI[/] open it with:  ad-scheduler up   then {ui}")
+        f"(tenant {made.tenant_id})",
+        f"[bold]Prefect UI[/]  run `ad-scheduler up`, then open {ui}",
+    ]
     if made.deployment_id is not None:
-        console.print(f"           the job:    {ui}/deployments/deployment/{made.deployment_id}")
-    console.print(f"           job board:  {ui}/artifacts/key/{board_key(made.tenant_id)}")
-    console.print(
-        "[bold]Make your own job[/] for this product (every Monday 09:00 Berlin, 8 runs):"
-    )
-    console.print(
+        lines.append(f"  the job:    {ui}/deployments/deployment/{made.deployment_id}")
+    lines += [
+        f"  job board:  {ui}/artifacts/key/{board_key(made.tenant_id)}",
+        "[bold]Make your own job[/] for this product (Mondays 09:00 Berlin, 8 runs):",
         f"  ad-scheduler jobs create --name my-weekly-ads --product {made.product_id} "
         "--cron '0 9 * * 1' --tz Europe/Berlin --max-runs 8 --unused 3 --variations 3",
-        soft_wrap=True,
-        highlight=False,
-    )
+    ]
+    for line in lines:
+        # Unwrapped: addresses and the command must stay copyable whatever the terminal width.
+        console.print(line, soft_wrap=True, highlight=False)
 
 
 async def _demo() -> DemoOutcome:
