@@ -16,9 +16,9 @@ from pydantic import BaseModel
 
 from db.queries.templates import claim_specific_templates, claim_unused_templates
 from db.session import session_scope
+from domain.params import AdParameters, ExportSettings
 from flows.artifacts import publish_run_artifact
 from flows.pipeline import RunPlan, make_ads
-from scheduler.params import AdParameters, ExportSettings
 
 
 class CreateAdsResult(BaseModel):

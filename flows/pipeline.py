@@ -55,9 +55,9 @@ from db.queries.templates import (
 )
 from db.session import session_scope
 from db.types import utcnow
+from domain.params import AdParameters, ExportSettings
 from flows.limits import ProviderSlots, ensure_provider_limit
 from flows.run_recovery import settle_after
-from scheduler.params import AdParameters, ExportSettings
 
 #: Generator block types a bare block name is looked up in, in this order.
 GENERATOR_BLOCK_SLUGS = GENERATOR_SLUGS

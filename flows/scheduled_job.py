@@ -30,11 +30,11 @@ from db.queries.templates import claim_specific_templates, claim_unused_template
 from db.session import dispose_engines, retry_transaction, session_scope
 from db.types import utcnow
 from domain.misfire import is_misfire
+from domain.params import JobParameters
 from flows.artifacts import publish_run_artifact
 from flows.history import SKIPPED_STATE_NAME, on_state_change, run_trigger, scheduled_time
 from flows.pipeline import PipelineResult, RunPlan, make_ads, rename_flow_run
 from flows.run_recovery import settle_after
-from scheduler.params import JobParameters
 
 
 class JobRunSummary(BaseModel):

@@ -29,12 +29,12 @@ from typing import TYPE_CHECKING, Any
 import sqlalchemy as sa
 
 from db.adopt import short_db_error
-from db.errors import AdSchedulerError
 from db.models import AdTemplate, ProductTemplateUsage, ScheduledJob, ScheduledJobRun
 from db.queries.job_runs import derive_job_state
 from db.session import session_scope
+from domain.errors import AdSchedulerError, FieldProblem, InvalidJobSpec
+from domain.spec import JobSpec
 from scheduler import deployments as dep
-from scheduler.spec import FieldProblem, InvalidJobSpec, JobSpec
 
 if TYPE_CHECKING:
     from sqlalchemy.ext.asyncio import AsyncSession

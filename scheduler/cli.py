@@ -36,10 +36,11 @@ from typer._click import ClickException  # typer 0.29 vendors click: its usage e
 from typer.core import TyperGroup
 
 from config import get_settings
-from db.errors import AdSchedulerError, ConflictError, NotFoundError
+from db.errors import ConflictError, NotFoundError
 from db.migrate import aupgrade
 from db.models import ScheduledJob, ScheduledJobRun
 from db.session import dispose_engines
+from domain.errors import AdSchedulerError, InvalidJobSpec
 from scheduler.adopt import JobAdoptionReport
 from scheduler.sdk import (
     START_SERVER_HINT,
@@ -49,7 +50,6 @@ from scheduler.sdk import (
     probe_prefect_api,
     redact_url,
 )
-from scheduler.spec import InvalidJobSpec
 
 T = TypeVar("T")
 

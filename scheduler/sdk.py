@@ -45,15 +45,13 @@ from pydantic import SecretStr
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from blocks.slack_webhook import SlackIncomingWebhook
-from db.errors import AdSchedulerError, ConflictError, NotFoundError
+from db.errors import ConflictError, NotFoundError
 from db.models import AdTemplate, Brand, Product, ScheduledJob, ScheduledJobRun
 from db.session import dispose_engines, session_scope
 from db.types import utcnow
 from domain import cron as cron_rules
-from scheduler import deployments as dep
-from scheduler.spec import (
-    FieldProblem,
-    InvalidJobSpec,
+from domain.errors import AdSchedulerError, FieldProblem, InvalidJobSpec
+from domain.spec import (
     JobSpec,
     OneTimeSchedule,
     RecurringSchedule,
@@ -61,6 +59,7 @@ from scheduler.spec import (
     UnusedTemplates,
     UploadedTemplates,
 )
+from scheduler import deployments as dep
 
 if TYPE_CHECKING:
     from scheduler.adopt import JobAdoptionReport
