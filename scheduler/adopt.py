@@ -34,6 +34,7 @@ from db.queries.job_runs import derive_job_state
 from db.session import session_scope
 from domain.errors import AdSchedulerError, FieldProblem, InvalidJobSpec
 from domain.spec import JobSpec
+from domain.vocab import EMAIL_DESTINATIONS, SCHEDULED_JOB_FLOW, SLACK_DESTINATIONS
 from scheduler import deployments as dep
 
 if TYPE_CHECKING:
@@ -183,8 +184,8 @@ def legacy_spec(
 
     destination = params.get("export_destination") or "none"
     export: dict[str, Any] = {"destination": destination}
-    wants_email = destination in ("email", "both")
-    wants_slack = destination in ("slack", "both")
+    wants_email = destination in EMAIL_DESTINATIONS
+    wants_slack = destination in SLACK_DESTINATIONS
     recipients = _recipients(params.get("export_email"))
     if recipients is None:
         problem("parameters.export_email", "allowed: addresses separated by commas, or a list")
@@ -463,7 +464,7 @@ async def _adopt_one(
     name = job.deployment_name or dep.deployment_name(job.id, job.name)
     result.notes = [
         _schedule_note(job),
-        f"deployment run-scheduled-job/{name} ({job.prefect_deployment_id})",
+        f"deployment {SCHEDULED_JOB_FLOW}/{name} ({job.prefect_deployment_id})",
         *notes,
     ]
     try:

@@ -45,6 +45,7 @@ from prefect.exceptions import ObjectNotFound
 from prefect.states import Scheduled
 from prefect.utilities.callables import parameter_schema
 
+from domain.vocab import SCHEDULED_JOB_FLOW
 from scheduler.pull_steps import PULL_STEP
 
 if TYPE_CHECKING:
@@ -54,7 +55,7 @@ if TYPE_CHECKING:
     from db.models import ScheduledJob
 
 #: The flow every job deployment runs, and where its code is.
-FLOW_NAME = "run-scheduled-job"
+FLOW_NAME = SCHEDULED_JOB_FLOW
 ENTRYPOINT = "flows/scheduled_job.py:run_scheduled_job"
 #: Name of the base deployment `prefect deploy` creates (prefect.yaml); override with the env var.
 BASE_DEPLOYMENT_ENV = "AD_SCHEDULER_BASE_DEPLOYMENT"

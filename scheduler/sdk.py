@@ -59,6 +59,7 @@ from domain.spec import (
     UnusedTemplates,
     UploadedTemplates,
 )
+from domain.vocab import DEFAULT_TEMPLATE_CONCURRENCY, UPLOADS_FOLDER
 from scheduler import deployments as dep
 
 if TYPE_CHECKING:
@@ -67,7 +68,7 @@ if TYPE_CHECKING:
 logger = logging.getLogger(__name__)
 
 T = TypeVar("T")
-UPLOAD_PREFIX = "uploads"
+UPLOAD_PREFIX = UPLOADS_FOLDER
 SLACK_BLOCK_SLUG = SlackIncomingWebhook.get_block_type_slug()
 
 
@@ -921,7 +922,7 @@ def spec_from_job(job: ScheduledJob) -> JobSpec:
         "max_runs": job.max_runs,
         "templates": templates,
         "ad": params.get("ad", {}),
-        "template_concurrency": params.get("template_concurrency", 4),
+        "template_concurrency": params.get("template_concurrency", DEFAULT_TEMPLATE_CONCURRENCY),
         "export": export,
         "overlap": job.overlap_policy,
         "misfire_grace_seconds": job.misfire_grace_seconds,

@@ -18,7 +18,6 @@ from __future__ import annotations
 import uuid
 from dataclasses import dataclass
 from datetime import datetime
-from typing import Literal
 
 import sqlalchemy as sa
 from pydantic import BaseModel, ConfigDict, Field
@@ -26,11 +25,10 @@ from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from db.errors import NotFoundError
-from db.models import TERMINAL_RUN_STATUSES, ScheduledJob, ScheduledJobRun
+from db.models import ScheduledJob, ScheduledJobRun
 from db.types import utcnow
 from domain import cron as cron_rules
-
-RunStatus = Literal["pending", "running", "completed", "failed", "skipped", "cancelled"]
+from domain.vocab import TERMINAL_RUN_STATUSES, RunStatus, RunTrigger
 
 _RANK = {"pending": 0, "running": 1}
 TERMINAL_RANK = 2
@@ -72,7 +70,7 @@ class JobRunEvent(BaseModel):
     tenant_id: uuid.UUID | None = None
     flow_run_name: str | None = None
     scheduled_for: datetime | None = None
-    trigger: Literal["schedule", "manual"] | None = None
+    trigger: RunTrigger | None = None
     started_at: datetime | None = None
     completed_at: datetime | None = None
     error_message: str | None = Field(default=None, max_length=10_000)
