@@ -14,7 +14,6 @@ import asyncio
 import dataclasses
 import importlib
 import json
-import os
 import socket
 import sys
 import traceback
@@ -172,7 +171,7 @@ def _run(call: Callable[[], Awaitable[T]]) -> T:
     from db import session as db_session
 
     previous = db_session.DB_RETRY
-    if "AD_SCHEDULER_DB_RETRY_ATTEMPTS" not in os.environ and previous.attempts is None:
+    if not get_settings().db_retry_attempts_configured and previous.attempts is None:
         db_session.DB_RETRY = dataclasses.replace(previous, attempts=CLI_DB_ATTEMPTS)
     try:
         return asyncio.run(main())
