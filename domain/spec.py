@@ -47,9 +47,7 @@ MAX_NAME_LENGTH = 120
 MAX_DESCRIPTION_LENGTH = 1000
 MAX_JITTER_SECONDS = 3600
 MAX_TEMPLATES_PER_RUN = 50
-MAX_MISFIRE_GRACE_SECONDS = misfire.MAX_GRACE_SECONDS
 SLACK_WEBHOOK_PREFIX = "https://hooks.slack.com/"
-CRON_MACROS = cron_rules.CRON_MACROS
 #: Validation context key: a one-time datetime equal to this one may lie in the past (re-applying
 #: or updating a job whose one-time run is already behind it must not fail on that field).
 CONTEXT_EXISTING_AT = "existing_scheduled_at"
@@ -338,8 +336,3 @@ class JobSpec(BaseModel):
             export=self.export.to_settings(slack_block_name),
             template_concurrency=self.template_concurrency,
         )
-
-
-def spec_field_names() -> list[str]:
-    """Top-level field names (for the CLI's help)."""
-    return list(JobSpec.model_fields)
