@@ -84,9 +84,15 @@ EMAIL_MODES: Final[tuple[EmailMode, ...]] = get_args(EmailMode)
 
 # --- ad parameters --------------------------------------------------------------------------
 
+#: Where headlines come from: the product's hooks, its benefits, or the template's own copy.
 ContentSource = Literal["hooks", "benefits", "recreate_template"]
+CONTENT_SOURCES: Final[tuple[ContentSource, ...]] = get_args(ContentSource)
+#: The template's palette, the brand's colours, or their complements.
 ColorMode = Literal["original", "brand", "complementary"]
+COLOR_MODES: Final[tuple[ColorMode, ...]] = get_args(ColorMode)
+#: `auto` picks a product image per variation; `specific` always uses the one named.
 ImageMode = Literal["auto", "specific"]
+IMAGE_MODES: Final[tuple[ImageMode, ...]] = get_args(ImageMode)
 
 # --- templates and storage ------------------------------------------------------------------
 
