@@ -16,7 +16,6 @@ uses — so the demo's job, runs and artifacts are there to look at.
 
 from __future__ import annotations
 
-import os
 import signal
 import subprocess
 import sys
@@ -187,9 +186,9 @@ def up_command(
     ] = None,
 ) -> None:
     """Start the local Prefect server + UI, a worker and the reconciler; Ctrl-C stops them."""
-    from scheduler.deployments import DEFAULT_WORK_POOL, WORK_POOL_ENV
+    from config.settings import DEFAULT_WORK_POOL
 
-    pool = pool or os.environ.get(WORK_POOL_ENV) or DEFAULT_WORK_POOL
+    pool = pool or get_settings().work_pool or DEFAULT_WORK_POOL
     home = home or get_settings().data_dir / "prefect-home"
     stop = _Stop()
     previous = {s: signal.signal(s, stop) for s in (signal.SIGINT, signal.SIGTERM)}

@@ -18,10 +18,10 @@ from prefect.client.schemas.sorting import ArtifactSort
 
 from blocks.storage import default_storage
 from db.session import session_scope
+from domain.params import AdParameters, JobParameters
 from flows.job_board import board_key, refresh_job_board
 from flows.sample_data import seed_sample_data
 from flows.scheduled_job import run_scheduled_job
-from scheduler.params import AdParameters, JobParameters
 from tests.support.factories import make_job
 from tests.ui.browser import artifact_url, loaded_images, open_page, wait_for_text
 

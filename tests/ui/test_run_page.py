@@ -10,9 +10,9 @@ import pytest
 
 from blocks.storage import default_storage
 from db.session import session_scope
+from domain.params import AdParameters, ExportSettings, JobParameters
 from flows.sample_data import seed_sample_data
 from flows.scheduled_job import run_scheduled_job
-from scheduler.params import AdParameters, ExportSettings, JobParameters
 from tests.support.factories import make_job
 from tests.ui.browser import assert_form_shows_fields, flow_run_url, open_page, wait_for_text
 
