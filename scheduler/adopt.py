@@ -39,6 +39,7 @@ from scheduler.spec import FieldProblem, InvalidJobSpec, JobSpec
 if TYPE_CHECKING:
     from sqlalchemy.ext.asyncio import AsyncSession
 
+    from db.read_models import JobView
     from scheduler.sdk import AdScheduler
 
 #: The old scheduler page's parameter keys, and where each one goes in the job spec.
@@ -478,7 +479,7 @@ async def _adopt_one(
 
 
 async def _follow_history(
-    ads: AdScheduler, job: ScheduledJob, row: ScheduledJob, deployment_name: str
+    ads: AdScheduler, job: JobView, row: ScheduledJob, deployment_name: str
 ) -> str:
     """Store the deployment's name and derive the counters from the run history (old runs
     count like the project's own); returns the status note."""
@@ -502,7 +503,7 @@ async def _follow_history(
     )
 
 
-def _schedule_note(job: ScheduledJob) -> str:
+def _schedule_note(job: JobView) -> str:
     if job.schedule_type == "recurring":
         return f"schedule: cron {job.cron_expression!r} in {job.timezone}"
     at = job.scheduled_at.isoformat() if job.scheduled_at else "?"
