@@ -30,7 +30,6 @@ from db.queries import catalog as q
 from db.queries.templates import enable_template
 from db.read_models import BrandView, ProductView, TemplateView
 from scheduler.catalog_spec import (
-    DEACTIVATED_REASON,
     BrandFields,
     InvalidCatalogInput,
     ProductFields,
@@ -364,16 +363,9 @@ class CatalogManager:
         """Take a template out of rotation (`templates sync` leaves it out; `enable` puts it
         back); `reason` is shown in `templates list`."""
         async with transaction(self._db_url) as session:
-            template = await q.find_template(
-                session, tenant_id=self.tenant_id, ref=str(ref), for_update=True
+            template = await q.deactivate_template(
+                session, tenant_id=self.tenant_id, ref=str(ref), reason=reason
             )
-            template.active = False
-            template.inactive_reason = (
-                f"{DEACTIVATED_REASON}: {reason.strip()}"
-                if reason and reason.strip()
-                else DEACTIVATED_REASON
-            )
-            await session.flush()
             return TemplateView.of(template)
 
     async def enable_template(self, ref: str) -> bool:

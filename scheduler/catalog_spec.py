@@ -20,8 +20,6 @@ MAX_NAME_LENGTH = 120
 MAX_DESCRIPTION_LENGTH = 2000
 MAX_COLORS = 12
 MAX_LIST_ITEMS = 50
-#: `inactive_reason` of a template a person took out of rotation (`templates sync` keeps it out).
-DEACTIVATED_REASON = "deactivated by a person"
 #: Storage names of catalog templates: a file name, no folders.
 STORAGE_NAME_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9._-]{0,199}\.(png|jpg|jpeg|webp)$"
 

@@ -14,6 +14,9 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from db.errors import ConflictError, NotFoundError
 from db.models import AdTemplate, Brand, Product, ScheduledJob
 
+#: `inactive_reason` of a template a person deactivated (`templates deactivate`).
+DEACTIVATED_REASON = "deactivated by a person"
+
 
 async def add_template(
     session: AsyncSession,
@@ -233,6 +236,27 @@ async def find_template(
     if row is None:
         raise NotFoundError("template", ref)
     return row
+
+
+async def deactivate_template(
+    session: AsyncSession, *, tenant_id: uuid.UUID, ref: str, reason: str | None = None
+) -> AdTemplate:
+    """Take a template out of rotation on a person's word; `templates sync` keeps it out.
+
+    Raises:
+        NotFoundError: No such template.
+    """
+    template = await find_template(session, tenant_id=tenant_id, ref=ref, for_update=True)
+    template.active = False
+    reason = (reason or "").strip()
+    template.inactive_reason = f"{DEACTIVATED_REASON}: {reason}" if reason else DEACTIVATED_REASON
+    await session.flush()
+    return template
+
+
+def deactivated_by_a_person(inactive_reason: str | None) -> bool:
+    """True for a template a person took out of rotation (only a person puts it back)."""
+    return (inactive_reason or "").startswith(DEACTIVATED_REASON)
 
 
 def _as_uuid(value: str) -> uuid.UUID | None:

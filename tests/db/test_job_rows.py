@@ -56,7 +56,9 @@ def specs(draw: st.DrawFn) -> dict[str, Any]:
         templates = {"mode": "specific", "templates": names}
     export: dict[str, Any] = {"destination": "none"}
     if draw(st.booleans()):
-        users = draw(st.lists(st.from_regex(r"\A[a-z]{1,8}\Z"), min_size=1, max_size=3, unique=True))
+        users = draw(
+            st.lists(st.from_regex(r"\A[a-z]{1,8}\Z"), min_size=1, max_size=3, unique=True)
+        )
         export = {
             "destination": "email",
             "email_recipients": [f"{u}@example.com" for u in users],
@@ -69,7 +71,9 @@ def specs(draw: st.DrawFn) -> dict[str, Any]:
         "product_id": draw(st.uuids()),
         "description": draw(st.one_of(st.just(""), TEXT)),
         "schedule": schedule,
-        "max_runs": draw(st.sampled_from([None, 1]) if one_time else st.none() | st.integers(1, 500)),
+        "max_runs": draw(
+            st.sampled_from([None, 1]) if one_time else st.none() | st.integers(1, 500)
+        ),
         "templates": templates,
         "ad": {
             "variations": draw(st.integers(1, 10)),
@@ -95,7 +99,9 @@ def _refs(spec: JobSpec) -> ResolvedRefs:
     if isinstance(tpl, UnusedTemplates):
         return ResolvedRefs(spec.product_id, brand, "unused", tpl.count, None, tpl.when_exhausted)
     assert isinstance(tpl, SpecificTemplates)
-    return ResolvedRefs(spec.product_id, brand, "specific", len(tpl.templates), tpl.templates, "recycle")
+    return ResolvedRefs(
+        spec.product_id, brand, "specific", len(tpl.templates), tpl.templates, "recycle"
+    )
 
 
 def _row_of(spec: JobSpec, slack_block: str | None = None) -> ScheduledJob:

@@ -13,7 +13,7 @@ from prefect.exceptions import ObjectNotFound
 
 from blocks.slack_webhook import SlackIncomingWebhook
 from db.errors import ConflictError, NotFoundError
-from db.models import ScheduledJobRun
+from db.models import ScheduledJob, ScheduledJobRun
 from db.session import session_scope
 from scheduler import deployments as dep
 from scheduler.sdk import AdScheduler, JobStateError, slack_block_name
@@ -204,7 +204,7 @@ async def test_completed_job_cannot_resume_and_resync_stops_it(
 ) -> None:
     job = await ads.create(recurring_spec(catalog))
     async with session_scope(catalog.db_url) as session:
-        row = await session.get(type(job), job.id)
+        row = await session.get(ScheduledJob, job.id)
         assert row is not None
         row.status = "completed"
     with pytest.raises(JobStateError):
