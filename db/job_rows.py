@@ -15,9 +15,7 @@ from datetime import datetime
 from typing import Any, Protocol
 
 from domain import cron as cron_rules
-
-# The spec lives in scheduler/ until the domain layer takes it (then this import moves there).
-from scheduler.spec import JobSpec, OneTimeSchedule, RecurringSchedule
+from domain.spec import JobSpec, OneTimeSchedule, RecurringSchedule
 
 
 @dataclass(frozen=True)

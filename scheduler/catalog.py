@@ -29,6 +29,7 @@ from db.models import Brand, Product
 from db.queries import catalog as q
 from db.queries.templates import enable_template
 from db.read_models import BrandView, ProductView, TemplateView
+from domain.errors import InvalidJobSpec
 from scheduler.catalog_spec import (
     BrandFields,
     InvalidCatalogInput,
@@ -38,7 +39,6 @@ from scheduler.catalog_spec import (
 )
 from scheduler.db_access import transaction
 from scheduler.errors import StorageError
-from scheduler.spec import InvalidJobSpec
 
 
 def _product_view(product: Product, brand_name: str) -> ProductView:

@@ -11,7 +11,7 @@ from typing import Annotated, Any, TypeVar
 
 from pydantic import BaseModel, ConfigDict, Field, StringConstraints, ValidationError
 
-from scheduler.spec import FieldProblem, InvalidJobSpec
+from domain.errors import FieldProblem, InvalidJobSpec
 
 #: A colour as `#rrggbb`.
 HexColor = Annotated[str, StringConstraints(strip_whitespace=True, pattern=r"^#[0-9a-fA-F]{6}$")]

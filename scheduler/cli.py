@@ -25,7 +25,8 @@ import typer
 from typer._click import ClickException  # typer 0.29 vendors click: its usage errors
 from typer.core import TyperGroup
 
-from db.errors import AdSchedulerError, ConflictError, NotFoundError
+from db.errors import ConflictError, NotFoundError
+from domain.errors import AdSchedulerError, InvalidJobSpec
 from scheduler.commands.common import UsageProblem, err_console
 from scheduler.errors import JobStateError, database_problem, redact_url
 
@@ -35,6 +36,7 @@ EXIT_BAD_INPUT = 2
 #: Errors that mean "the input is wrong": fixing the command line or the file fixes them.
 BAD_INPUT_ERRORS: tuple[type[BaseException], ...] = (
     UsageProblem,
+    InvalidJobSpec,
     NotFoundError,
     ConflictError,
     JobStateError,
@@ -54,7 +56,6 @@ def describe_error(exc: BaseException) -> tuple[int, str]:
     """The exit status and the one message a person sees for an error (never a secret)."""
     bad_input = (
         *BAD_INPUT_ERRORS,
-        *_loaded("scheduler.spec", "InvalidJobSpec"),
         *_loaded("yaml", "YAMLError"),
     )
     if isinstance(exc, bad_input):

@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import re
 
-from db.errors import AdSchedulerError
+from domain.errors import AdSchedulerError
 
 
 class PrefectApiError(AdSchedulerError):

@@ -41,12 +41,14 @@ from prefect.client.orchestration import PrefectClient, get_client
 from prefect.exceptions import ObjectNotFound, PrefectException, PrefectHTTPStatusError
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from db.errors import AdSchedulerError, ConflictError
+from db.errors import ConflictError
 from db.job_rows import fill_row, next_run_for, spec_from_row
 from db.models import ScheduledJob
 from db.queries import jobs as q
 from db.read_models import JobRunView, JobView
 from db.types import utcnow
+from domain.errors import AdSchedulerError, InvalidJobSpec
+from domain.spec import JobSpec, OneTimeSchedule, RecurringSchedule
 from scheduler import deployments as dep
 from scheduler.catalog import CatalogManager
 from scheduler.db_access import transaction
@@ -58,7 +60,6 @@ from scheduler.prefect_api import (
     short_prefect_error,
 )
 from scheduler.slack_secret import delete_slack_block, slack_block_name, store_slack_webhook
-from scheduler.spec import InvalidJobSpec, JobSpec, OneTimeSchedule, RecurringSchedule
 from scheduler.spec_checks import check_blocks, check_refs
 from scheduler.sync_sdk import SyncAdScheduler
 from scheduler.undo import Undo

@@ -12,15 +12,9 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from db.job_rows import ResolvedRefs
 from db.queries import jobs as q
+from domain.errors import FieldProblem, InvalidJobSpec
+from domain.spec import JobSpec, SpecificTemplates, UnusedTemplates, UploadedTemplates
 from scheduler.prefect_api import block_exists
-from scheduler.spec import (
-    FieldProblem,
-    InvalidJobSpec,
-    JobSpec,
-    SpecificTemplates,
-    UnusedTemplates,
-    UploadedTemplates,
-)
 from scheduler.uploads import Upload, read_upload
 
 if TYPE_CHECKING:

@@ -10,9 +10,9 @@ from typing import TYPE_CHECKING, Any, TypeVar
 from db.read_models import JobRunView, JobView
 
 if TYPE_CHECKING:
+    from domain.spec import JobSpec
     from scheduler.adopt import JobAdoptionReport
     from scheduler.sdk import AdScheduler
-    from scheduler.spec import JobSpec
 
 T = TypeVar("T")
 

@@ -12,11 +12,12 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from db.models import AdTemplate
 from db.queries.jobs import existing_storage_names
+from domain.errors import InvalidJobSpec
+from domain.vocab import UPLOADS_FOLDER
 from scheduler.errors import StorageError
-from scheduler.spec import InvalidJobSpec
 
 #: Folder of template storage that uploaded templates go to.
-UPLOAD_PREFIX = "uploads"
+UPLOAD_PREFIX = UPLOADS_FOLDER
 
 
 @dataclass(frozen=True)

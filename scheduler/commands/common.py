@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import asyncio
 import dataclasses
-import os
 import uuid
 from collections.abc import Awaitable, Callable
 from datetime import datetime
@@ -15,7 +14,7 @@ from zoneinfo import ZoneInfo
 import typer
 from rich.console import Console
 
-from db.errors import AdSchedulerError
+from domain.errors import AdSchedulerError
 
 T = TypeVar("T")
 
@@ -46,8 +45,10 @@ def run(call: Callable[[], Awaitable[T]]) -> T:
         finally:
             await db_session.dispose_engines()
 
+    from config import get_settings
+
     previous = db_session.DB_RETRY
-    if "AD_SCHEDULER_DB_RETRY_ATTEMPTS" not in os.environ and previous.attempts is None:
+    if not get_settings().db_retry_attempts_configured and previous.attempts is None:
         db_session.DB_RETRY = dataclasses.replace(previous, attempts=CLI_DB_ATTEMPTS)
     try:
         return asyncio.run(main())

@@ -27,7 +27,7 @@ import typer
 if TYPE_CHECKING:
     # Imported where used: `ad-scheduler --help` must not pay for SQLAlchemy and the ORM.
     from db.models import AdRun, ExportDelivery, ScheduledJob, ScheduledJobRun
-    from scheduler.params import ExportSettings
+    from domain.params import ExportSettings
 
 logger = logging.getLogger("ad_scheduler.export")
 
@@ -83,7 +83,7 @@ def _settings(
 ) -> ExportSettings:
     from pydantic import ValidationError
 
-    from scheduler.params import ExportSettings, JobParameters
+    from domain.params import ExportSettings, JobParameters
 
     base = (
         JobParameters.model_validate(job.parameters).export.model_dump()

@@ -14,6 +14,18 @@ from typing import TYPE_CHECKING, Annotated, Any
 import typer
 from rich.table import Table
 
+from domain.params import AdParameters
+from domain.spec import ExportSpec, JobSpec, RecurringSchedule, UnusedTemplates
+from domain.vocab import (
+    JOB_STATUSES,
+    SCHEDULED_JOB_FLOW,
+    ColorMode,
+    ContentSource,
+    Destination,
+    ExhaustedPolicy,
+    ImageMode,
+    OverlapPolicy,
+)
 from scheduler.commands.common import (
     TenantOption,
     UsageProblem,
@@ -24,19 +36,10 @@ from scheduler.commands.common import (
     tenant_id,
     when,
 )
-from scheduler.params import AdParameters, ColorMode, ContentSource, Destination, ImageMode
-from scheduler.spec import ExportSpec, JobSpec, RecurringSchedule, UnusedTemplates
 
 if TYPE_CHECKING:
     from db.read_models import JobRunView, JobView
     from scheduler.adopt import JobAdoptionReport
-
-    ExhaustedPolicy = str
-    OverlapPolicy = str
-else:
-    # The spec's own vocabularies (Literal types): typer offers exactly their values as choices.
-    ExhaustedPolicy = UnusedTemplates.model_fields["when_exhausted"].annotation
-    OverlapPolicy = JobSpec.model_fields["overlap"].annotation
 
 jobs_app = typer.Typer(help="Scheduled jobs (each one a Prefect deployment).", no_args_is_help=True)
 
@@ -60,8 +63,6 @@ DEFAULT_TIMEZONE = _default(RecurringSchedule, "timezone")
 DEFAULT_COUNT = _default(UnusedTemplates, "count")
 DEFAULT_WHEN_EXHAUSTED = _default(UnusedTemplates, "when_exhausted")
 
-#: Job statuses (the CHECK of scheduled_jobs.status); the domain vocabulary replaces this.
-JOB_STATUSES = ("active", "paused", "completed")
 
 #: Flags that describe one job: meaningless next to `--file` (which holds whole specs).
 FILE_EXCLUSIVE = (
@@ -264,7 +265,7 @@ def jobs_create(  # noqa: PLR0917 (one typer option per parameter)
     for job in run(go):
         console.print(
             f"[green]✓[/green] {job.name}  id={job.id}  deployment="
-            f"run-scheduled-job/{job.deployment_name}  next run "
+            f"{SCHEDULED_JOB_FLOW}/{job.deployment_name}  next run "
             f"{when(job.next_run_at, job.timezone)}"
         )
 
@@ -428,7 +429,7 @@ def jobs_show(
         ("ads", json.dumps(params.get("ad", {}))),
         ("export", json.dumps(params.get("export", {}))),
         ("overlap / misfire", f"{job.overlap_policy} / {job.misfire_grace_seconds} s"),
-        ("deployment", f"run-scheduled-job/{job.deployment_name} ({job.prefect_deployment_id})"),
+        ("deployment", f"{SCHEDULED_JOB_FLOW}/{job.deployment_name} ({job.prefect_deployment_id})"),
     ]
     detail = Table(show_header=False, title=job.name)
     detail.add_column(style="bold")

@@ -16,7 +16,7 @@ from hypothesis import strategies as st
 
 from db.job_rows import ResolvedRefs, fill_row, next_run_for, spec_from_row
 from db.models import ScheduledJob
-from scheduler.spec import JobSpec, SpecificTemplates, UnusedTemplates
+from domain.spec import JobSpec, SpecificTemplates, UnusedTemplates
 
 CRONS = ["0 9 * * 1", "*/15 8-18 * * 1-5", "30 2 * * *", "0 0 1 * *", "@daily", "5 4 * * sun"]
 ZONES = ["UTC", "America/New_York", "Europe/Berlin", "Asia/Tokyo", "Australia/Lord_Howe"]
