@@ -31,8 +31,8 @@ from __future__ import annotations
 
 import logging
 import uuid
-from collections.abc import AsyncIterator, Awaitable, Callable, Iterable
-from contextlib import AbstractAsyncContextManager, asynccontextmanager
+from collections.abc import AsyncIterator, Awaitable, Callable
+from contextlib import asynccontextmanager
 from typing import TYPE_CHECKING, Any
 
 import httpx
@@ -45,14 +45,14 @@ from db.errors import ConflictError
 from db.job_rows import fill_row, next_run_for, spec_from_row
 from db.models import ScheduledJob
 from db.queries import jobs as q
-from db.read_models import JobRunView, JobView
+from db.read_models import JobView
 from db.types import utcnow
 from domain.errors import AdSchedulerError, InvalidJobSpec
 from domain.spec import JobSpec, OneTimeSchedule, RecurringSchedule
 from scheduler import deployments as dep
 from scheduler.catalog import CatalogManager
-from scheduler.db_access import transaction
 from scheduler.errors import DatabaseError, JobStateError, PrefectApiError, StorageError
+from scheduler.job_reads import JobReader
 from scheduler.prefect_api import (
     PREFECT_PROBE_TIMEOUT,
     START_SERVER_HINT,
@@ -74,8 +74,8 @@ logger = logging.getLogger(__name__)
 Change = Callable[[PrefectClient, AsyncSession, ScheduledJob, Undo], Awaitable[None]]
 
 
-class AdScheduler:
-    """Tenant-scoped, async SDK for scheduled jobs.
+class AdScheduler(JobReader):
+    """Tenant-scoped, async SDK for scheduled jobs (its reads: see `JobReader`).
 
     Args:
         tenant_id: Every call acts for this tenant only.
@@ -100,18 +100,14 @@ class AdScheduler:
         base_deployment: str | None = None,
         work_pool: str | None = None,
     ) -> None:
-        tenant = q.as_uuid(tenant_id)
-        if tenant is None:
-            raise InvalidJobSpec.one("tenant_id", f"{tenant_id!r} is not a UUID")
-        self.tenant_id = tenant
-        self._db_url = database_url
+        super().__init__(tenant_id, database_url=database_url)
         self._base_deployment = base_deployment
         self._work_pool = work_pool
         self._client: PrefectClient | None = None
         self._where: tuple[dep.DeploymentTarget, uuid.UUID] | None = None
         #: Product and brand names for deployment descriptions, filled by the reference check.
         self._display_names: dict[uuid.UUID, tuple[str, str]] = {}
-        self.catalog = CatalogManager(tenant, database_url=database_url)
+        self.catalog = CatalogManager(self.tenant_id, database_url=database_url)
 
     async def __aenter__(self) -> AdScheduler:
         await probe_prefect_api()
@@ -123,11 +119,6 @@ class AdScheduler:
         client, self._client = self._client, None
         if client is not None:
             await client.__aexit__(*exc)
-
-    @property
-    def database_url(self) -> str | None:
-        """The application database this SDK writes to (None: the configured one)."""
-        return self._db_url
 
     # -- plumbing ----------------------------------------------------------------------------
 
@@ -142,10 +133,6 @@ class AdScheduler:
                     yield client
         except (httpx.HTTPError, PrefectHTTPStatusError, PrefectException) as exc:
             raise PrefectApiError(f"Prefect API error: {short_prefect_error(exc)}") from exc
-
-    def _session(self) -> AbstractAsyncContextManager[AsyncSession]:
-        """A database transaction; driver errors become `DatabaseError` (cause chained)."""
-        return transaction(self._db_url)
 
     async def _target(self, client: PrefectClient) -> tuple[dep.DeploymentTarget, uuid.UUID]:
         if self._where is None or self._client is None:
@@ -452,56 +439,6 @@ class AdScheduler:
                 ) from exc
         return run.id
 
-    # -- public API: reads ---------------------------------------------------------------------
-
-    async def get(self, job_ref: uuid.UUID | str) -> JobView:
-        """A job by id or name (this tenant's, not deleted); `NotFoundError` otherwise."""
-        async with self._session() as session:
-            return JobView.of(await q.load_live_job(session, self.tenant_id, job_ref))
-
-    async def list_jobs(
-        self,
-        *,
-        brand_id: uuid.UUID | None = None,
-        product_id: uuid.UUID | None = None,
-        status: str | None = None,
-    ) -> list[JobView]:
-        """This tenant's live jobs, optionally filtered, by name."""
-        async with self._session() as session:
-            rows = await q.list_live_jobs(
-                session, self.tenant_id, brand_id=brand_id, product_id=product_id, status=status
-            )
-            return [JobView.of(row) for row in rows]
-
-    async def spec_of(self, job_ref: uuid.UUID | str) -> JobSpec:
-        """The spec that describes the job as it is now (round-trips through `apply`)."""
-        return spec_from_row(await self.get(job_ref))
-
-    async def runs(self, job_ref: uuid.UUID | str, limit: int = 50) -> list[JobRunView]:
-        """The job's run history (newest first), deleted jobs included."""
-        job_id = (await self.history_job(job_ref)).id
-        async with self._session() as session:
-            rows = await q.job_runs(session, self.tenant_id, job_id, limit)
-            return [JobRunView.of(row) for row in rows]
-
-    async def history_job(self, job_ref: uuid.UUID | str) -> JobView:
-        """A job by id or name, deleted ones included (for showing run history)."""
-        async with self._session() as session:
-            return JobView.of(await q.load_job_with_history(session, self.tenant_id, job_ref))
-
-    async def latest_runs(self, job_ids: Iterable[uuid.UUID]) -> dict[uuid.UUID, JobRunView]:
-        """The newest run of each of these jobs (jobs without runs are left out)."""
-        from db.queries.job_runs import latest_runs
-
-        async with self._session() as session:
-            rows = await latest_runs(session, list(job_ids))
-            return {job_id: JobRunView.of(row) for job_id, row in rows.items()}
-
-    async def product_names(self, ids: Iterable[uuid.UUID]) -> dict[uuid.UUID, str]:
-        """Names of this tenant's products, by id (for display)."""
-        async with self._session() as session:
-            return await q.product_names(session, self.tenant_id, ids)
-
 
 def spec_from_job(job: Any) -> JobSpec:
     """The spec of a stored job: see `db.job_rows.spec_from_row` (kept for callers)."""
@@ -513,6 +450,7 @@ __all__ = [
     "START_SERVER_HINT",
     "AdScheduler",
     "DatabaseError",
+    "JobReader",
     "JobStateError",
     "PrefectApiError",
     "StorageError",

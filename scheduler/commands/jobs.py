@@ -333,9 +333,9 @@ def jobs_list(
     tenant_uuid = tenant_id(tenant)
 
     async def go() -> tuple[list[JobView], dict[uuid.UUID, str], dict[uuid.UUID, JobRunView]]:
-        from scheduler.sdk import AdScheduler
+        from scheduler.job_reads import JobReader
 
-        ads = AdScheduler(tenant_uuid)
+        ads = JobReader(tenant_uuid)
         jobs = await ads.list_jobs(brand_id=brand_id, product_id=product_id, status=status)
         last = await ads.latest_runs([j.id for j in jobs])
         return jobs, await ads.product_names({j.product_id for j in jobs}), last
@@ -405,9 +405,9 @@ def jobs_show(
     tenant_uuid = tenant_id(tenant)
 
     async def go() -> tuple[JobView, list[JobRunView], dict[uuid.UUID, str]]:
-        from scheduler.sdk import AdScheduler
+        from scheduler.job_reads import JobReader
 
-        ads = AdScheduler(tenant_uuid)
+        ads = JobReader(tenant_uuid)
         job = await ads.get(job_ref)
         return job, await ads.runs(job.id, limit=10), await ads.product_names({job.product_id})
 
@@ -505,9 +505,9 @@ def runs_command(
     tenant_uuid = tenant_id(tenant)
 
     async def go() -> tuple[JobView, list[JobRunView]]:
-        from scheduler.sdk import AdScheduler
+        from scheduler.job_reads import JobReader
 
-        ads = AdScheduler(tenant_uuid)
+        ads = JobReader(tenant_uuid)
         runs = await ads.runs(job_ref, limit=limit)
         return await ads.history_job(job_ref), runs
 
