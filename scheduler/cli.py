@@ -27,7 +27,7 @@ from typer.core import TyperGroup
 
 from db.errors import ConflictError, NotFoundError
 from domain.errors import AdSchedulerError, InvalidJobSpec
-from scheduler.commands.common import UsageProblem, err_console
+from scheduler.commands.common import UsageProblem, console, err_console
 from scheduler.errors import JobStateError, database_problem, redact_url
 
 EXIT_FAILURE = 1
@@ -148,9 +148,6 @@ def _mount_commands() -> None:
 
 
 _mount_commands()
-
-# Kept for callers of the former single-module CLI.
-from scheduler.commands.common import console  # noqa: E402
 
 __all__ = ["EXIT_BAD_INPUT", "EXIT_FAILURE", "UsageProblem", "app", "console", "describe_error"]
 
