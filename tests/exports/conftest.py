@@ -16,7 +16,7 @@ import sqlalchemy as sa
 from PIL import Image
 from prefect.filesystems import LocalFileSystem
 
-import flows.export as export_module
+from flows.exports import sending
 from blocks.email_resend import ResendEmail
 from blocks.slack_webhook import SlackIncomingWebhook
 from blocks.storage import AdStorage
@@ -56,7 +56,7 @@ def waits(monkeypatch: pytest.MonkeyPatch) -> list[float]:
     async def record(seconds: float) -> None:
         asked.append(seconds)
 
-    monkeypatch.setattr(export_module, "RETRY", export_module.RetrySettings(sleep=record))
+    monkeypatch.setattr(sending, "SENDING", sending.SendSettings(sleep=record))
     return asked
 
 

@@ -32,7 +32,7 @@ from blocks.email_resend import ResendEmail
 from blocks.slack_webhook import SlackIncomingWebhook
 from db.models import AdRun, ExportDelivery, ScheduledJob, ScheduledJobRun
 from db.session import DbRetrySettings, retry_transaction, session_scope
-from flows.export import export_ad_run
+from flows.exports import export_stored_ad_run
 from flows.retry_exports import retry_failed_exports
 from flows.scheduled_job import run_scheduled_job
 from scheduler.commands.export import register
@@ -180,7 +180,7 @@ async def test_brief_outage_after_slack_accepted_the_post_is_recorded_once(
 
     # A later export and the retry flow send nothing.
     export = JobParameters.model_validate(await _job_params(job_id)).export
-    [again] = await export_ad_run(ad_run_id, export)
+    [again] = await export_stored_ad_run(ad_run_id, export)
     assert again.status == "already_sent"
     report = await retry_failed_exports(in_flight_lease=timedelta(0), tenant_id=tenant_id)
     assert report.looked_at == 0
