@@ -54,6 +54,11 @@ class ExportedAd:
     key: str
 
 
+def ad_key(ad_run_id: UUID, variation_index: int) -> str:
+    """An ad's inline-image content id: the same in a run's export and in a later re-send."""
+    return f"ad-{ad_run_id.hex}-{variation_index}"
+
+
 def content_type_of(path: str) -> str:
     """The MIME type of an image from its file name (`image/png` when unknown)."""
     guessed, _ = mimetypes.guess_type(path)

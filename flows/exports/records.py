@@ -16,7 +16,7 @@ Also here: reading stored ad runs back into `AdRunContent`, for a re-send after 
 from __future__ import annotations
 
 from collections.abc import Awaitable, Callable, Sequence
-from datetime import timedelta
+from datetime import datetime, timedelta
 from typing import Any, Literal
 from uuid import UUID
 
@@ -40,7 +40,7 @@ from db.queries.deliveries import (
 from db.session import is_connection_error, retry_transaction, session_scope
 from domain.redact import redact
 from domain.retry import DEFAULT_RETRY
-from flows.exports.content import AdRunContent, ExportedAd, flow_run_url
+from flows.exports.content import AdRunContent, ExportedAd, ad_key, flow_run_url
 
 DeliveryStatus = Literal["sent", "failed", "already_sent", "skipped", "unconfirmed"]
 
@@ -292,11 +292,14 @@ async def _note_on_ad_run(ad_run_id: UUID, channel: Channel, error: str | None) 
 
 
 async def run_labels(
-    tenant_id: UUID, job_id: UUID | None, templates: Sequence[str]
-) -> tuple[str, dict[str, str]]:
-    """The job's name ("manual run" without a job) and the templates' catalog names.
+    tenant_id: UUID, job_id: UUID | None, templates: Sequence[str], ad_run_ids: Sequence[UUID]
+) -> tuple[str, dict[str, str], dict[UUID, datetime]]:
+    """The job's name ("manual run" without a job), the templates' catalog names, and when
+    each ad run completed.
 
-    The one read an in-memory export makes per run: the pipeline holds neither.
+    The one read an in-memory export makes per run: the pipeline holds none of these, and an
+    email must say exactly what a later re-send from the rows says (same idempotency key,
+    same body).
     """
     async with session_scope() as session:
         job_name = None
@@ -312,7 +315,18 @@ async def run_labels(
                 )
             )
         ).all()
-    return job_name or "manual run", {storage: name for storage, name in rows if name}
+        finished = (
+            await session.execute(
+                sa.select(AdRun.id, AdRun.completed_at, AdRun.created_at).where(
+                    AdRun.id.in_(list(ad_run_ids))
+                )
+            )
+        ).all()
+    return (
+        job_name or "manual run",
+        {storage: name for storage, name in rows if name},
+        {run_id: completed_at or created_at for run_id, completed_at, created_at in finished},
+    )
 
 
 async def load_ad_run_contents(
@@ -375,7 +389,7 @@ async def load_ad_run_contents(
                         storage_path=ad.storage_path,
                         headline=ad.headline or "",
                         content_type=ad.content_type,
-                        key=f"ad-{ad.id.hex}",
+                        key=ad_key(run.id, ad.variation_index),
                     )
                     for ad in ads
                 ),

@@ -41,7 +41,13 @@ from db.models import AdRun
 from db.queries.deliveries import IN_FLIGHT_LEASE, Channel, DeliveryClaim
 from db.types import utcnow
 from domain.redact import redact
-from flows.exports.content import AdRunContent, ExportedAd, content_type_of, flow_run_url
+from flows.exports.content import (
+    AdRunContent,
+    ExportedAd,
+    ad_key,
+    content_type_of,
+    flow_run_url,
+)
 from flows.exports.email import send_email
 from flows.exports.records import (
     DeliveryOutcome,
@@ -490,8 +496,9 @@ async def contents_of_run(
     done = [f for f in finished if f.ok and f.ads]
     if not done:
         return []
-    job_name, labels = await run_labels(run.tenant_id, run.job_id, [f.template for f in done])
-    when = utcnow()
+    job_name, labels, completed_at = await run_labels(
+        run.tenant_id, run.job_id, [f.template for f in done], [f.ad_run_id for f in done]
+    )
     url = flow_run_url(get_settings().prefect_ui_url, run.flow_run_id)
     return [
         AdRunContent(
@@ -505,13 +512,13 @@ async def contents_of_run(
             job_id=run.job_id,
             job_name=job_name,
             flow_run_id=run.flow_run_id,
-            when=when,
+            when=completed_at.get(f.ad_run_id) or utcnow(),
             ads=tuple(
                 ExportedAd(
                     storage_path=ad.storage_path,
                     headline=ad.headline,
                     content_type=content_type_of(ad.storage_path),
-                    key=f"ad-{f.ad_run_id.hex}-{index}",
+                    key=ad_key(f.ad_run_id, index),
                 )
                 for index, ad in enumerate(f.ads)
             ),
