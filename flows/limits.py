@@ -398,6 +398,7 @@ class ProviderSlots:
         self._bulk_free = 0
         self._bulk_since = 0.0
         self._rate = _RateWindows(client, self._limit) if self._limit.per_second else None
+        self._handed_back = asyncio.Event()
 
     @property
     def limit(self) -> ProviderLimit:
@@ -450,18 +451,32 @@ class ProviderSlots:
             return False  # expired meanwhile: the server already freed it
 
     async def _take(self) -> tuple[str, uuid.UUID | None]:
-        if self._bulk is not None and self._bulk_free > 0:
-            if await self._renewed(self._bulk, self._bulk_since):
-                self._bulk_since = max(self._bulk_since, time.monotonic() - LEASE_SECONDS / 2)
-                self._bulk_free -= 1
-                return "bulk", self._bulk
-            self._bulk, self._bulk_free = None, 0
-        while self._idle:
-            lease, since = self._idle.pop()
-            if await self._renewed(lease, since):
-                return "single", lease
-        fresh = await _acquire(self._client, self._limit.name, LEASE_SECONDS)
-        return "single", fresh
+        wait = FIRST_WAIT_S
+        while True:
+            if self._bulk is not None and self._bulk_free > 0:
+                if await self._renewed(self._bulk, self._bulk_since):
+                    self._bulk_since = max(self._bulk_since, time.monotonic() - LEASE_SECONDS / 2)
+                    self._bulk_free -= 1
+                    return "bulk", self._bulk
+                self._bulk, self._bulk_free = None, 0
+            while self._idle:
+                lease, since = self._idle.pop()
+                if await self._renewed(lease, since):
+                    return "single", lease
+            granted, fresh = await _try_acquire(self._client, self._limit.name, LEASE_SECONDS)
+            if granted:
+                return "single", fresh
+            if self._idle or (self._bulk is not None and self._bulk_free > 0):
+                continue  # handed back by this run's own request meanwhile
+            # Wake as soon as a request of this run hands a slot back, else poll again: a slot
+            # parked in `_idle` while its waiter polls the server would be held by nobody.
+            self._handed_back.clear()
+            try:
+                await asyncio.wait_for(
+                    self._handed_back.wait(), timeout=wait * random.uniform(0.8, 1.2)
+                )
+            except TimeoutError:
+                wait = min(wait * 2, MAX_WAIT_S)
 
     def _others_waiting(self) -> bool:
         """Whether another request of this run will want a concurrency slot."""
@@ -489,11 +504,13 @@ class ProviderSlots:
             self._holding -= 1
             if kind == "bulk":
                 self._bulk_free += 1
+                self._handed_back.set()
                 if not self._others_waiting() and self._bulk_free == self._bulk_size and self._bulk:
                     bulk, self._bulk, self._bulk_free = self._bulk, None, 0
                     await asyncio.shield(self._release_all([bulk]))
             elif lease is not None:
                 if self._others_waiting():
                     self._idle.append((lease, time.monotonic()))
+                    self._handed_back.set()
                 else:
                     await asyncio.shield(self._release_all([lease]))
