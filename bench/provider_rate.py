@@ -45,7 +45,7 @@ if str(ROOT) not in sys.path:
 from pydantic import SecretStr  # noqa: E402
 
 from blocks.generators.gemini import GeminiImageGenerator  # noqa: E402
-from tests.generators.fakes import (  # noqa: E402
+from tests.support.http_fake import (  # noqa: E402
     GEMINI_KEY,
     FakeServer,
     Reply,

@@ -16,16 +16,16 @@ import sqlalchemy as sa
 from PIL import Image
 from prefect.filesystems import LocalFileSystem
 
-from flows.exports import sending
 from blocks.email_resend import ResendEmail
 from blocks.slack_webhook import SlackIncomingWebhook
 from blocks.storage import AdStorage
 from config import get_settings
 from db.models import GeneratedAd, ScheduledJobRun
 from db.session import session_scope
+from flows.exports import sending
 from scheduler.params import ExportSettings
-from tests.exports.fakes import FakeResend, FakeSlackWebhook
 from tests.support.factories import make_ad_run, make_brand, make_job, make_product
+from tests.support.http_fake import FakeResend, FakeSlackWebhook
 
 RUN_DAY = datetime(2026, 11, 23, 9, 0, tzinfo=UTC)
 

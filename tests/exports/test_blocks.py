@@ -14,7 +14,7 @@ from blocks.slack_webhook import SlackIncomingWebhook
 from flows.exports import ensure_export_limits, resend_limit_name, slack_limit_name
 from flows.limits import rate_limit_name
 from scheduler.params import ExportSettings
-from tests.exports.fakes import FakeResend, FakeSlackWebhook
+from tests.support.http_fake import FakeResend, FakeSlackWebhook
 
 
 def test_block_types_do_not_collide_with_prefect_slack_webhook() -> None:

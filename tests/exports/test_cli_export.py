@@ -21,7 +21,7 @@ from flows.exports import export_stored_ad_run
 from scheduler.commands.export import register
 from scheduler.params import JobParameters
 from tests.exports.conftest import SavedBlocks, seed_runs, settings_for
-from tests.exports.fakes import FakeResend, FakeSlackWebhook
+from tests.support.http_fake import FakeResend, FakeSlackWebhook
 
 pytestmark = pytest.mark.usefixtures("use_database")
 

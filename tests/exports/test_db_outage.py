@@ -37,9 +37,9 @@ from flows.retry_exports import retry_failed_exports
 from flows.scheduled_job import run_scheduled_job
 from scheduler.commands.export import register
 from scheduler.params import AdParameters, ExportSettings, JobParameters
-from tests.exports.fakes import FakeResend, FakeSlackWebhook
 from tests.exports.outage import DatabaseOutage
 from tests.flows.support import job_with_templates
+from tests.support.http_fake import FakeResend, FakeSlackWebhook
 
 pytestmark = [
     pytest.mark.parametrize("db_url", ["postgres"], indirect=True),

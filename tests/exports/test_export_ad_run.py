@@ -15,7 +15,7 @@ from db.models import AdRun, ExportDelivery, GeneratedAd
 from db.session import session_scope
 from flows.exports import export_stored_ad_run, export_stored_digest
 from tests.exports.conftest import SavedBlocks, png_bytes, seed_runs, settings_for
-from tests.exports.fakes import FakeResend, FakeSlackWebhook
+from tests.support.http_fake import FakeResend, FakeSlackWebhook
 
 pytestmark = pytest.mark.usefixtures("use_database")
 
@@ -142,7 +142,9 @@ async def test_retry_after_lost_answer_reuses_the_idempotency_key(
     [run] = await seed_runs(db_url, tenant_id, storage_root, ads=1)
     fake_resend.fail_next(500, "internal_server_error")
 
-    [outcome] = await export_stored_ad_run(run.ad_run_id, settings_for(saved_blocks, destination="email"))
+    [outcome] = await export_stored_ad_run(
+        run.ad_run_id, settings_for(saved_blocks, destination="email")
+    )
 
     assert outcome.status == "sent"
     assert len(waits) == 1
@@ -200,12 +202,14 @@ async def test_email_stays_under_the_size_limit(
     block.max_message_bytes = EMAIL_ENVELOPE_RESERVE + 130_000
     await block.save(saved_blocks.email, overwrite=True)
 
-    [outcome] = await export_stored_ad_run(run.ad_run_id, settings_for(saved_blocks, destination="email"))
+    [outcome] = await export_stored_ad_run(
+        run.ad_run_id, settings_for(saved_blocks, destination="email")
+    )
 
     assert outcome.status == "sent"
     email = fake_resend.posts[0].json
     assert len(email["attachments"]) == 2
-    assert len(fake_resend.posts[0].body) < block.max_message_bytes
+    assert len(fake_resend.posts[0].raw) < block.max_message_bytes
     for text in (email["text"], email["html"]):
         assert "2 more ads were left out" in text
         assert "summer-sale-variation-4.png" in text
@@ -222,7 +226,9 @@ async def test_slack_shows_images_and_splits_at_fifty_blocks(
 ) -> None:
     [run] = await seed_runs(db_url, tenant_id, storage_root, ads=60, image_size=8)
 
-    [outcome] = await export_stored_ad_run(run.ad_run_id, settings_for(saved_blocks, destination="slack"))
+    [outcome] = await export_stored_ad_run(
+        run.ad_run_id, settings_for(saved_blocks, destination="slack")
+    )
 
     assert outcome.status == "sent" and outcome.provider_message_id == "slack-webhook:2-messages"
     assert len(fake_slack.delivered) == 2

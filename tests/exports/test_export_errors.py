@@ -21,7 +21,7 @@ from db.models import ExportDelivery
 from db.session import session_scope
 from flows.exports import export_stored_ad_run
 from tests.exports.conftest import SavedBlocks, seed_runs, settings_for
-from tests.exports.fakes import FakeResend, FakeSlackWebhook
+from tests.support.http_fake import FakeResend, FakeSlackWebhook
 from tests.support.prefect_server import free_port
 
 pytestmark = pytest.mark.usefixtures("use_database")

@@ -16,8 +16,8 @@ from db.session import session_scope
 from domain import text as medium
 from flows.exports import export_stored_ad_run
 from tests.exports.conftest import RUN_DAY, SavedBlocks, png_bytes, settings_for
-from tests.exports.fakes import FakeResend, FakeSlackWebhook
 from tests.support.factories import make_ad_run, make_brand, make_job, make_product
+from tests.support.http_fake import FakeResend, FakeSlackWebhook
 
 pytestmark = pytest.mark.usefixtures("use_database")
 

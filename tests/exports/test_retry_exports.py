@@ -24,7 +24,7 @@ from flows.exports import (
 from flows.retry_exports import retry_exports
 from scheduler.params import JobParameters
 from tests.exports.conftest import SavedBlocks, seed_runs, settings_for
-from tests.exports.fakes import FakeSlackWebhook, Reply
+from tests.support.http_fake import FakeSlackWebhook, Reply
 
 pytestmark = pytest.mark.usefixtures("use_database")
 

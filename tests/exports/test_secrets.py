@@ -28,7 +28,7 @@ from db.session import session_scope
 from flows.exports import DeliveryOutcome, ensure_export_limits, export_stored_ad_run
 from scheduler.params import ExportSettings
 from tests.exports.conftest import SavedBlocks, seed_runs, settings_for
-from tests.exports.fakes import FakeResend, FakeSlackWebhook
+from tests.support.http_fake import FakeResend, FakeSlackWebhook
 
 pytestmark = pytest.mark.usefixtures("use_database")
 

@@ -21,7 +21,7 @@ from prefect.client.schemas.filters import FlowFilter, FlowFilterName
 from pydantic import SecretStr
 
 from blocks.generators.gemini import GeminiImageGenerator
-from tests.generators.fakes import GEMINI_KEY, FakeServer, gemini_default, running
+from tests.support.http_fake import GEMINI_KEY, FakeServer, gemini_default, running
 
 pytestmark = pytest.mark.postgres
 

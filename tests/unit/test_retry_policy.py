@@ -1,4 +1,4 @@
-"""The one retry policy's pure parts: Retry-After in both RFC 9110 forms, backoff, classification."""
+"""The one retry policy's pure parts: Retry-After (both RFC 9110 forms), backoff, what retries."""
 
 from __future__ import annotations
 
