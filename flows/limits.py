@@ -297,35 +297,37 @@ class _RateWindows:
     async def start(self) -> None:
         """Wait for the right to start one request now; its window is counted from now."""
         self._wanting += 1
-        wait = FIRST_WAIT_S
         try:
-            while True:
-                slot = self._free.pop() if self._free else None
-                if slot is None:
-                    granted, lease = await _try_acquire(
-                        self._client, self._name, RATE_LEASE_SECONDS
-                    )
-                    if granted:
-                        slot = _RateSlot(lease, time.monotonic())
-                if slot is not None and await self._renewed(slot):
-                    self._schedule_return(slot)
-                    return
-                if slot is not None or self._free:
-                    continue  # its lease expired, or a slot came back meanwhile: at once
-                self._returned.clear()
-                try:
-                    await asyncio.wait_for(
-                        self._returned.wait(), timeout=wait * random.uniform(0.8, 1.2)
-                    )
-                except TimeoutError:
-                    wait = min(wait * 2, MAX_WAIT_S)
+            slot = await self._obtain()
         finally:
             self._wanting -= 1
-            if not self._wanting and self._free:
-                # Slots that came back while this one got a fresh one: nobody waits for them.
-                idle, self._free = self._free, []
-                for slot in idle:
-                    await self._release(slot)
+        if not self._wanting and self._free:
+            # Slots that came back while this one got a fresh one: nobody waits for them.
+            idle, self._free = self._free, []
+            for other in idle:
+                await self._release(other)
+        # Last, with nothing awaited after it: the window starts as the request does.
+        self._schedule_return(slot)
+
+    async def _obtain(self) -> _RateSlot:
+        wait = FIRST_WAIT_S
+        while True:
+            slot = self._free.pop() if self._free else None
+            if slot is None:
+                granted, lease = await _try_acquire(self._client, self._name, RATE_LEASE_SECONDS)
+                if granted:
+                    slot = _RateSlot(lease, time.monotonic())
+            if slot is not None and await self._renewed(slot):
+                return slot
+            if slot is not None or self._free:
+                continue  # its lease expired, or a slot came back meanwhile: at once
+            self._returned.clear()
+            try:
+                await asyncio.wait_for(
+                    self._returned.wait(), timeout=wait * random.uniform(0.8, 1.2)
+                )
+            except TimeoutError:
+                wait = min(wait * 2, MAX_WAIT_S)
 
     def _schedule_return(self, slot: _RateSlot) -> None:
         async def back() -> None:
