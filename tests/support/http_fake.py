@@ -86,6 +86,8 @@ class Seen:
         return json.loads(self.raw)
 
 
+#: The name the export tests used for a received request.
+Recorded = Seen
 Handler = Callable[[Seen], Reply]
 
 
