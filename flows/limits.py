@@ -283,6 +283,8 @@ class _RateWindows:
         self._returned = asyncio.Event()
         self._closed = False
         self._timers: set[asyncio.Task[None]] = set()
+        self._poll: asyncio.Task[None] | None = None
+        self._backoff = FIRST_WAIT_S
 
     async def _renewed(self, slot: _RateSlot) -> bool:
         if slot.lease is None or time.monotonic() - slot.since < RATE_LEASE_SECONDS / 2:
@@ -310,24 +312,42 @@ class _RateWindows:
         self._schedule_return(slot)
 
     async def _obtain(self) -> _RateSlot:
-        wait = FIRST_WAIT_S
         while True:
-            slot = self._free.pop() if self._free else None
-            if slot is None:
-                granted, lease = await _try_acquire(self._client, self._name, RATE_LEASE_SECONDS)
-                if granted:
-                    slot = _RateSlot(lease, time.monotonic())
-            if slot is not None and await self._renewed(slot):
-                return slot
-            if slot is not None or self._free:
-                continue  # its lease expired, or a slot came back meanwhile: at once
+            while self._free:
+                slot = self._free.pop()
+                if await self._renewed(slot):
+                    return slot
+            # One server poll per run at a time, raced against this run's own slots coming
+            # back: a slow API call never delays taking a slot whose window just ended.
+            if self._poll is None:
+                self._poll = asyncio.ensure_future(self._poll_server())
+            poll = self._poll
             self._returned.clear()
+            returned = asyncio.ensure_future(self._returned.wait())
             try:
-                await asyncio.wait_for(
-                    self._returned.wait(), timeout=wait * random.uniform(0.8, 1.2)
-                )
-            except TimeoutError:
-                wait = min(wait * 2, MAX_WAIT_S)
+                await asyncio.wait({poll, returned}, return_when=asyncio.FIRST_COMPLETED)
+            finally:
+                returned.cancel()
+            if poll.done() and not poll.cancelled() and poll.exception() is not None:
+                raise poll.exception()  # type: ignore[misc]  # e.g. the limit does not exist
+
+    async def _poll_server(self) -> None:
+        """One attempt at a server slot (into `_free`), else back off before the next."""
+        try:
+            granted, lease = await _try_acquire(self._client, self._name, RATE_LEASE_SECONDS)
+            if granted:
+                self._backoff = FIRST_WAIT_S
+                slot = _RateSlot(lease, time.monotonic())
+                if self._wanting and not self._closed:
+                    self._free.append(slot)
+                    self._returned.set()
+                else:  # everyone was served meanwhile; its window never started
+                    await self._release(slot)
+                return
+            await asyncio.sleep(self._backoff * random.uniform(0.8, 1.2))
+            self._backoff = min(self._backoff * 2, MAX_WAIT_S)
+        finally:
+            self._poll = None
 
     def _schedule_return(self, slot: _RateSlot) -> None:
         async def back() -> None:
@@ -349,6 +369,9 @@ class _RateWindows:
     async def close(self) -> None:
         """Hand every slot back once its window has ended (waits up to one window)."""
         self._closed = True
+        if self._poll is not None:
+            self._poll.cancel()
+            await asyncio.gather(self._poll, return_exceptions=True)
         if self._timers:
             await asyncio.gather(*list(self._timers), return_exceptions=True)
         idle, self._free = self._free, []
