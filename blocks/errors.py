@@ -2,9 +2,7 @@
 
 from __future__ import annotations
 
-from typing import Literal
-
-ErrorKind = Literal["permanent", "retryable"]
+from domain.vocab import ErrorKind
 
 
 class DeliveryError(Exception):

@@ -38,13 +38,13 @@ from db.queries.deliveries import (
     mark_failed,
 )
 from db.session import retry_transaction, session_scope
+from domain.params import ExportSettings, JobParameters
 from flows.exports import (
     RETRY_EXPORTS_MAX_ATTEMPTS,
     DeliveryOutcome,
     export_stored_ad_run,
     export_stored_digest,
 )
-from scheduler.params import ExportSettings, JobParameters
 
 
 class RetryExportsReport(BaseModel):

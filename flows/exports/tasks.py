@@ -40,6 +40,7 @@ from config import get_settings
 from db.models import AdRun
 from db.queries.deliveries import IN_FLIGHT_LEASE, Channel, DeliveryClaim
 from db.types import utcnow
+from domain.params import ExportSettings
 from domain.redact import redact
 from flows.exports.content import (
     AdRunContent,
@@ -60,7 +61,6 @@ from flows.exports.records import (
 )
 from flows.exports.slack import post_to_slack
 from flows.limits import ProviderLimit, ProviderSlots, ensure_provider_limit
-from scheduler.params import ExportSettings
 
 LIMIT_PREFIX = "ad-scheduler"
 

@@ -22,8 +22,8 @@ from blocks.storage import AdStorage
 from config import get_settings
 from db.models import GeneratedAd, ScheduledJobRun
 from db.session import session_scope
+from domain.params import ExportSettings
 from flows.exports import sending
-from scheduler.params import ExportSettings
 from tests.support.factories import make_ad_run, make_brand, make_job, make_product
 from tests.support.http_fake import FakeResend, FakeSlackWebhook
 

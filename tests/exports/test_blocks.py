@@ -11,9 +11,9 @@ from pydantic import ValidationError
 
 from blocks.email_resend import ResendEmail
 from blocks.slack_webhook import SlackIncomingWebhook
+from domain.params import ExportSettings
 from flows.exports import ensure_export_limits, resend_limit_name, slack_limit_name
 from flows.limits import rate_limit_name
-from scheduler.params import ExportSettings
 from tests.support.http_fake import FakeResend, FakeSlackWebhook
 
 

@@ -25,8 +25,8 @@ from prefect.runtime import flow_run
 
 from db.models import AdRun, ExportDelivery
 from db.session import session_scope
+from domain.params import ExportSettings
 from flows.exports import DeliveryOutcome, ensure_export_limits, export_stored_ad_run
-from scheduler.params import ExportSettings
 from tests.exports.conftest import SavedBlocks, seed_runs, settings_for
 from tests.support.http_fake import FakeResend, FakeSlackWebhook
 
