@@ -131,6 +131,12 @@ class RssSampler:
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._loop, daemon=True)
 
+    def children_cpu_s(self) -> float:
+        """CPU seconds (user + system) of the worker's finished flow-run processes so far."""
+        fields = Path(f"/proc/{self.worker_pid}/stat").read_text().rsplit(")", 1)[1].split()
+        # cutime and cstime: fields 16 and 17 of stat(5), in clock ticks.
+        return (int(fields[13]) + int(fields[14])) / os.sysconf("SC_CLK_TCK")
+
     def __enter__(self) -> RssSampler:
         self._thread.start()
         return self
@@ -346,6 +352,15 @@ async def _check_exactly_once(env: Env, jobs: list[Any]) -> dict[str, int]:
     }
 
 
+async def _settled_cpu(rss: RssSampler, before: float) -> float:
+    """CPU of the phase's flow-run processes, once the worker has reaped them all."""
+    deadline = time.monotonic() + 60
+    while True:
+        if not _children_of(rss.worker_pid) or time.monotonic() > deadline:
+            return rss.children_cpu_s() - before
+        await asyncio.sleep(0.2)  # the last processes are exiting
+
+
 async def burst(env: Env, size: int, rss: RssSampler) -> dict[str, Any]:
     """(b): `size` jobs due at the same moment, then `size` bare deployments due together."""
     # Registration through the SDK takes time per job: time the first, then put the slot
@@ -367,8 +382,10 @@ async def burst(env: Env, size: int, rss: RssSampler) -> dict[str, Any]:
     if datetime.now(UTC) > at - timedelta(seconds=2):
         raise SystemExit("registering the burst took longer than planned; rerun")
     rss.phase = "burst-ours"
+    cpu_before = rss.children_cpu_s()
     deployments = [job.prefect_deployment_id for job in jobs]
     runs = await _wait_final(deployments, "burst (ours)")
+    ours_cpu = await _settled_cpu(rss, cpu_before)
     ours = [_timing(r) for found in runs.values() for r in found]
     prefect_runs = [len(found) for found in runs.values()]
     checks = await _check_exactly_once(env, jobs)
@@ -381,7 +398,9 @@ async def burst(env: Env, size: int, rss: RssSampler) -> dict[str, Any]:
     for deployment_id in bare_ids:
         await _schedule_bare(deployment_id, at)
     rss.phase = "burst-bare"
+    cpu_before = rss.children_cpu_s()
     bare_runs = await _wait_final(bare_ids, "burst (bare)")
+    bare_cpu = await _settled_cpu(rss, cpu_before)
     bare = [_timing(r) for found in bare_runs.values() for r in found]
     rss.phase = "idle"
     ours_last, bare_last = max(t.end_s for t in ours), max(t.end_s for t in bare)
@@ -395,12 +414,31 @@ async def burst(env: Env, size: int, rss: RssSampler) -> dict[str, Any]:
         "ours_lag": _summary([t.lag_s for t in ours]),
         "bare_lag": _summary([t.lag_s for t in bare]),
         "ratio": round(ours_last / bare_last, 3),
+        "ours_cpu_s_per_run": round(ours_cpu / size, 2),
+        "bare_cpu_s_per_run": round(bare_cpu / size, 2),
     }
 
 
-async def prepare(fake_url: str, templates: int) -> Env:
-    """Pool, generator block (and its limit), sample data."""
+async def _create_pool(engine_command: bool) -> None:
+    """The process pool; with `engine_command`, its default command runs the flow directly."""
     from prefect.client.orchestration import get_client
+    from prefect.client.schemas.actions import WorkPoolCreate
+    from prefect.workers.process import ProcessWorker
+
+    template = ProcessWorker.get_default_base_job_template()
+    if engine_command:
+        # One interpreter per flow run (`prefect.engine` runs the pull steps itself) instead
+        # of Prefect 3.9's default of a workspace supervisor process plus the engine process.
+        command = f"{sys.executable} -m prefect.engine"
+        template["variables"]["properties"]["command"]["default"] = command
+    async with get_client() as client:
+        await client.create_work_pool(
+            WorkPoolCreate(name=POOL, type="process", base_job_template=template)
+        )
+
+
+async def prepare(fake_url: str, templates: int, engine_command: bool) -> Env:
+    """Pool, generator block (and its limit), sample data."""
     from pydantic import SecretStr
 
     from blocks.generators.gemini import GeminiImageGenerator
@@ -408,11 +446,9 @@ async def prepare(fake_url: str, templates: int) -> Env:
     from db.session import dispose_engines
     from flows.limits import ensure_provider_limit
     from flows.sample_data import seed_sample_data
-    from scheduler.deployments import ensure_process_pool
     from tests.generators.fakes import GEMINI_KEY
 
-    async with get_client() as client:
-        await ensure_process_pool(client, POOL)
+    await _create_pool(engine_command)
     name = f"e2e-gemini-{uuid.uuid4().hex[:8]}"
     generator = GeminiImageGenerator(
         api_key=SecretStr(GEMINI_KEY),
@@ -486,7 +522,7 @@ def run_backend(backend: str, args: argparse.Namespace) -> dict[str, Any]:
             temporary_settings(updates={PREFECT_API_URL: api_url, PREFECT_HOME: str(home)})
         )
         templates = TEMPLATES_PER_JOB * args.firings + args.burst + 4
-        env = asyncio.run(prepare(fake.url, templates))
+        env = asyncio.run(prepare(fake.url, templates, args.engine_command))
         worker_env = prefect_env(
             home, extra={"PREFECT_API_URL": api_url, **app_env, **TUNED_WORKER_ENV}
         )
@@ -515,6 +551,7 @@ def run_backend(backend: str, args: argparse.Namespace) -> dict[str, Any]:
             "flow_run_processes_at_once": rss.peak_flow_runs.get("burst-ours", 0),
         }
         result["worker_limit"] = args.limit
+        result["engine_command"] = args.engine_command
         result["worker_env"] = dict(TUNED_WORKER_ENV)
         return result
 
@@ -527,6 +564,11 @@ def main() -> None:
     parser.add_argument("--firings", type=int, default=5)
     parser.add_argument("--burst", type=int, default=100, help="jobs due together (0: none)")
     parser.add_argument("--limit", type=int, default=20, help="the worker's --limit")
+    parser.add_argument(
+        "--engine-command",
+        action="store_true",
+        help="pool default command `python -m prefect.engine` (one process per flow run)",
+    )
     parser.add_argument("--logs", help="copy the server and worker logs into this folder")
     args = parser.parse_args()
     if args.quick:

@@ -110,11 +110,15 @@ async def prune_database(
     if cutoff.tzinfo is None:
         raise ValueError("cutoff: a naive datetime is not allowed; allowed: an aware datetime")
     report = RetentionReport(cutoff=cutoff)
+    after: uuid.UUID | None = None
     while True:
         async with session_scope(url) as session:
-            batch = await queries.take_ad_runs(session, cutoff, batch_size)
-            if not batch.ad_run_ids:
+            batch = await queries.take_ad_runs(session, cutoff, batch_size, after)
+            if batch.scanned_up_to is None:
                 break
+            after = batch.scanned_up_to
+            if not batch.ad_run_ids:
+                continue
             await _delete_files(storage, batch.file_paths)
             await progress("ad_runs", "files_deleted", len(batch.ad_run_ids))
             deleted = await queries.delete_ad_runs(session, batch.ad_run_ids)
@@ -124,11 +128,15 @@ async def prune_database(
         report.deliveries += deleted.deliveries
         report.batches += 1
         await progress("ad_runs", "committed", len(batch.ad_run_ids))
+    after = None
     while True:
         async with session_scope(url) as session:
-            ids = await queries.take_job_runs(session, cutoff, batch_size)
-            if not ids:
+            ids, scanned_up_to = await queries.take_job_runs(session, cutoff, batch_size, after)
+            if scanned_up_to is None:
                 break
+            after = scanned_up_to
+            if not ids:
+                continue
             runs, deliveries = await queries.delete_job_runs(session, ids)
         report.job_runs += runs
         report.deliveries += deliveries

@@ -18,9 +18,10 @@ What stays, whatever its age (what a job still needs):
 - anything awaiting something: a run or ad run not yet terminal, a delivery `pending` (being
   sent) or `unconfirmed` (a person must check it), and whatever those belong to.
 
-Each batch is one transaction that selects at most `batch_size` ids (locked with SKIP LOCKED on
-PostgreSQL), so memory and lock time are bounded and a failure loses at most the batch in hand:
-it rolls back and the next pass takes the same rows again.
+Each batch is one transaction that looks at the next `batch_size` old rows in primary-key order
+and locks those that may go (SKIP LOCKED on PostgreSQL), so memory, lock time and the cost of a
+batch are bounded whatever is kept, and a failure loses at most the batch in hand: it rolls back
+and the next pass takes the same rows again.
 """
 
 from __future__ import annotations
@@ -31,7 +32,7 @@ from datetime import datetime
 
 import sqlalchemy as sa
 from sqlalchemy.ext.asyncio import AsyncSession
-from sqlalchemy.orm import InstrumentedAttribute, aliased
+from sqlalchemy.orm import aliased
 
 from db.models import (
     TERMINAL_RUN_STATUSES,
@@ -124,29 +125,57 @@ def prunable_ad_runs(cutoff: datetime) -> sa.Select[uuid.UUID]:
 
 async def _take(
     session: AsyncSession,
-    query: sa.Select[uuid.UUID],
-    order: InstrumentedAttribute[datetime],
+    prunable: sa.Select[uuid.UUID],
     table: type[AdRun] | type[ScheduledJobRun],
-) -> list[uuid.UUID]:
-    query = query.order_by(order)
+    *,
+    cutoff: datetime,
+    batch_size: int,
+    after: uuid.UUID | None,
+) -> tuple[list[uuid.UUID], uuid.UUID | None]:
+    """The prunable rows among the next `batch_size` candidates after `after`, by id.
+
+    Candidates are old rows in primary-key order (an index scan that stops after the batch),
+    so each batch costs the same however much is kept: the full rules are checked for the
+    candidates only. Returns (prunable ids, the last candidate id, None when none are left).
+    """
+    candidates = sa.select(table.id).where(table.created_at < cutoff)
+    if after is not None:
+        candidates = candidates.where(table.id > after)
+    scanned = list((await session.scalars(candidates.order_by(table.id).limit(batch_size))).all())
+    if not scanned:
+        return [], None
+    query = prunable.where(table.id.in_(scanned))
     if session.get_bind().dialect.name == "postgresql":
         # Two passes at once (or a pass beside a run touching the same rows) never wait on
         # each other; a row one holds is the other's next time.
         query = query.with_for_update(skip_locked=True, of=table)
-    return list((await session.scalars(query)).all())
+    return list((await session.scalars(query)).all()), scanned[-1]
 
 
 @dataclass(frozen=True)
 class AdRunBatch:
-    """A batch of ad runs about to go: their ids and the storage paths of their ads."""
+    """A batch of ad runs about to go: ids, their ads' storage paths, where the scan is."""
 
     ad_run_ids: list[uuid.UUID]
     file_paths: list[str]
+    scanned_up_to: uuid.UUID | None
 
 
-async def take_ad_runs(session: AsyncSession, cutoff: datetime, batch_size: int) -> AdRunBatch:
-    """Lock up to `batch_size` prunable ad runs (oldest first) and list their files."""
-    ids = await _take(session, prunable_ad_runs(cutoff).limit(batch_size), AdRun.created_at, AdRun)
+async def take_ad_runs(
+    session: AsyncSession, cutoff: datetime, batch_size: int, after: uuid.UUID | None = None
+) -> AdRunBatch:
+    """Lock the prunable ad runs among the next `batch_size` old ones, and list their files.
+
+    `scanned_up_to` is None once every old ad run has been looked at.
+    """
+    ids, last = await _take(
+        session,
+        prunable_ad_runs(cutoff),
+        AdRun,
+        cutoff=cutoff,
+        batch_size=batch_size,
+        after=after,
+    )
     paths: list[str] = []
     if ids:
         paths = list(
@@ -156,7 +185,7 @@ async def take_ad_runs(session: AsyncSession, cutoff: datetime, batch_size: int)
                 )
             ).all()
         )
-    return AdRunBatch(ids, paths)
+    return AdRunBatch(ids, paths, last)
 
 
 @dataclass(frozen=True)
@@ -183,14 +212,19 @@ async def delete_ad_runs(session: AsyncSession, ids: list[uuid.UUID]) -> Deleted
 
 
 async def take_job_runs(
-    session: AsyncSession, cutoff: datetime, batch_size: int
-) -> list[uuid.UUID]:
-    """Lock up to `batch_size` prunable run-history rows, oldest first."""
+    session: AsyncSession, cutoff: datetime, batch_size: int, after: uuid.UUID | None = None
+) -> tuple[list[uuid.UUID], uuid.UUID | None]:
+    """Lock the prunable run-history rows among the next `batch_size` old ones.
+
+    Returns (ids, the last row looked at — None once every old row has been).
+    """
     return await _take(
         session,
-        prunable_job_runs(cutoff).limit(batch_size),
-        ScheduledJobRun.created_at,
+        prunable_job_runs(cutoff),
         ScheduledJobRun,
+        cutoff=cutoff,
+        batch_size=batch_size,
+        after=after,
     )
 
 
