@@ -8,8 +8,9 @@ What runs, per Prefect backend (`--prefect-db sqlite|postgres|both`):
   peak RSS, and the peak RSS of its flow-run processes, are sampled from /proc;
 * a fake Gemini `generateContent` endpoint on 127.0.0.1 answering every request after a fixed
   0.5 s (`tests.generators.fakes`), behind a saved `GeminiImageGenerator` block;
-* jobs registered through the SDK (`scheduler.sdk.AdScheduler`) as one-time jobs whose slot is a
-  few seconds ahead (a cron slot would cost up to a minute of waiting per firing; the run path
+* jobs registered through the SDK (`scheduler.sdk.AdScheduler`) as one-time jobs whose slot is
+  the worker's prefetch + 3 s ahead (`E2E_LEAD_S` overrides), as a cron run is created long
+  before its slot (a cron slot would cost up to a minute of waiting per firing; the run path
   from the scheduled flow run on is the same), and a bare Prefect flow deployment (one trivial
   task, `bare_flow` below) on the same pool, run the same way (a flow run scheduled ahead).
 
@@ -58,7 +59,7 @@ LATENCY_S = 0.5
 TEMPLATES_PER_JOB = 3
 #: Seconds between registering a run and its slot: longer than the worker's prefetch, as a cron
 #: run's is (Prefect creates those long ahead), so the worker can start the process early.
-LEAD_S = 15.0
+LEAD_S = float(os.environ.get("E2E_LEAD_S", "0")) or None
 RUN_TIMEOUT_S = 600.0
 POOL = "e2e-process"
 BARE_ENTRYPOINT = "bench/e2e.py:bare_flow"
@@ -73,6 +74,15 @@ def _bare_task() -> int:
 def bare_flow() -> int:
     """The baseline: a Prefect flow with one trivial task."""
     return _bare_task()
+
+
+def lead_s() -> float:
+    """`E2E_LEAD_S`, else the tuned worker's prefetch plus 3 s."""
+    if LEAD_S:
+        return LEAD_S
+    from scheduler.local_prefect import TUNED_WORKER_ENV
+
+    return float(TUNED_WORKER_ENV.get("PREFECT_WORKER_PREFETCH_SECONDS", "10")) + 3
 
 
 def log(message: str) -> None:
@@ -120,7 +130,11 @@ def _children_of(root: int) -> list[int]:
 
 
 class RssSampler:
-    """Samples the worker's and its flow-run processes' peak RSS (VmHWM) every 0.25 s."""
+    """Samples the worker's and its flow-run processes' peak RSS (VmHWM) every 0.25 s.
+
+    A flow run on a Prefect 3.9 process worker is two processes by default (a workspace
+    supervisor that runs the pull steps, then `prefect.engine`); both are descendants.
+    """
 
     def __init__(self, worker_pid: int) -> None:
         self.worker_pid = worker_pid
@@ -128,6 +142,7 @@ class RssSampler:
         self.worker_kb = 0
         self.flow_run_kb: dict[str, int] = {}
         self.peak_flow_runs: dict[str, int] = {}
+        self.total_kb: dict[str, int] = {}
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._loop, daemon=True)
 
@@ -151,10 +166,13 @@ class RssSampler:
             children = _children_of(self.worker_pid)
             phase = self.phase
             self.peak_flow_runs[phase] = max(self.peak_flow_runs.get(phase, 0), len(children))
+            total = 0
             for pid in children:
+                total += _status_kb(pid, "VmRSS")
                 self.flow_run_kb[phase] = max(
                     self.flow_run_kb.get(phase, 0), _status_kb(pid, "VmHWM")
                 )
+            self.total_kb[phase] = max(self.total_kb.get(phase, 0), total)
 
 
 # --- measuring -------------------------------------------------------------------------------
@@ -295,12 +313,12 @@ async def single_job(env: Env, firings: int, rss: RssSampler) -> dict[str, Any]:
     bare_id = await _bare_deployment(env, "single")
     for firing in range(firings):
         rss.phase = "single-ours"
-        at = datetime.now(UTC) + timedelta(seconds=LEAD_S)
+        at = datetime.now(UTC) + timedelta(seconds=lead_s())
         job = await _register_job(env, at, TEMPLATES_PER_JOB, f"e2e-single-{firing}")
         runs = await _wait_final([job.prefect_deployment_id], f"job firing {firing + 1}")
         ours.append(_timing(runs[job.prefect_deployment_id][0]))
         rss.phase = "single-bare"
-        await _schedule_bare(bare_id, datetime.now(UTC) + timedelta(seconds=LEAD_S))
+        await _schedule_bare(bare_id, datetime.now(UTC) + timedelta(seconds=lead_s()))
         runs = await _wait_final([bare_id], f"bare firing {firing + 1}")
         bare.append(_timing(sorted(runs[bare_id], key=lambda r: r.expected_start_time)[-1]))
         log(
@@ -374,7 +392,7 @@ async def burst(env: Env, size: int, rss: RssSampler) -> dict[str, Any]:
 
     async with AdScheduler(env.tenant) as ads:
         await ads.delete(first.id)
-    at = datetime.now(UTC) + timedelta(seconds=LEAD_S + 2 * per_job * size)
+    at = datetime.now(UTC) + timedelta(seconds=lead_s() + 2 * per_job * size)
     log(f"burst: registering {size} jobs (~{per_job:.2f}s each) due at {at:%H:%M:%S}")
     jobs = []
     for i in range(size):
@@ -394,7 +412,7 @@ async def burst(env: Env, size: int, rss: RssSampler) -> dict[str, Any]:
 
     rss.phase = "registering"
     bare_ids = [await _bare_deployment(env, f"burst-{i}") for i in range(size)]
-    at = datetime.now(UTC) + timedelta(seconds=LEAD_S + 0.2 * size)
+    at = datetime.now(UTC) + timedelta(seconds=lead_s() + 0.2 * size)
     for deployment_id in bare_ids:
         await _schedule_bare(deployment_id, at)
     rss.phase = "burst-bare"
@@ -549,6 +567,9 @@ def run_backend(backend: str, args: argparse.Namespace) -> dict[str, Any]:
                 max(rss.flow_run_kb.get(p, 0) for p in ("single-bare", "burst-bare")) / 1024, 1
             ),
             "flow_run_processes_at_once": rss.peak_flow_runs.get("burst-ours", 0),
+            # Every process of every flow run in flight at the worst moment of the burst.
+            "burst_ours_total": round(rss.total_kb.get("burst-ours", 0) / 1024, 1),
+            "burst_bare_total": round(rss.total_kb.get("burst-bare", 0) / 1024, 1),
         }
         result["worker_limit"] = args.limit
         result["engine_command"] = args.engine_command
