@@ -114,7 +114,13 @@ def prunable_ad_runs(cutoff: datetime) -> sa.Select[uuid.UUID]:
     return sa.select(ad_run.id).where(
         ad_run.status.in_(FINISHED_AD_RUN_STATUSES),
         sa.func.coalesce(ad_run.completed_at, ad_run.created_at) < cutoff,
-        ~sa.exists().where(ProductTemplateUsage.ad_run_id == ad_run.id),
+        # NOT IN over the (small) usage table is one hashed lookup per row; a correlated NOT
+        # EXISTS re-scanned it per row (no index on usage.ad_run_id).
+        ad_run.id.not_in(
+            sa.select(ProductTemplateUsage.ad_run_id).where(
+                ProductTemplateUsage.ad_run_id.is_not(None)
+            )
+        ),
         ~sa.exists().where(
             ExportDelivery.ad_run_id == ad_run.id,
             ExportDelivery.status.in_(AWAITING_DELIVERY_STATUSES),
