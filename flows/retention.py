@@ -28,6 +28,7 @@ import asyncio
 import uuid
 from collections.abc import Awaitable, Callable
 from datetime import datetime, timedelta
+from pathlib import Path
 from typing import Annotated
 
 from prefect import flow, get_run_logger
@@ -78,6 +79,18 @@ async def _delete_files(storage: AdStorage, paths: list[str]) -> None:
             await storage.delete_file(path)
 
     await asyncio.gather(*(one(path) for path in paths))
+    # A local folder keeps one directory per ad run: remove the ones this left empty, or a year
+    # of history leaves ~100,000 empty directories behind (object stores have none).
+    folders = {local.parent for path in paths if (local := storage.local_path(path)) is not None}
+    await asyncio.to_thread(_remove_empty, folders)
+
+
+def _remove_empty(folders: set[Path]) -> None:
+    for folder in folders:
+        try:
+            folder.rmdir()
+        except OSError:
+            pass  # not empty (another file was written there) or already gone
 
 
 async def prune_database(

@@ -58,6 +58,9 @@ async def _assert_final_state(url: str, storage: AdStorage, h: History) -> None:
     assert await present(url, ProductTemplateUsage, h.usage_ids) == h.usage_ids
     assert all(_exists(storage, h.kept_files()))
     assert not any(_exists(storage, h.gone_files()))
+    # The per-ad-run folders of local storage go with their files.
+    folders = {storage.local_path(path).parent for path in h.gone_files()}  # type: ignore[union-attr]
+    assert not any(folder.exists() for folder in folders)
     async with session_scope(url) as session:
         ads_left = await session.scalar(
             sa.select(sa.func.count())
