@@ -245,6 +245,13 @@ def main() -> None:
         if child.returncode != 0:
             raise SystemExit(f"prune failed:\n{child.stderr[-3000:]}")
         pruned = json.loads(child.stdout.strip().splitlines()[-1])
+        # Printed before the scratch folder is removed (that takes minutes for ~100,000
+        # folders); nothing else goes to stdout.
+        _print_result(rows, pruned)
+        log("removing the scratch database and folder")
+
+
+def _print_result(rows: int, pruned: dict[str, Any]) -> None:
     report = pruned["report"]
     deleted = (
         report["ad_runs"] + report["generated_ads"] + report["deliveries"] + report["job_runs"]
@@ -262,7 +269,8 @@ def main() -> None:
                 "batches": report["batches"],
                 "loadavg": " ".join(Path("/proc/loadavg").read_text().split()[:3]),
             }
-        )
+        ),
+        flush=True,
     )
 
 
