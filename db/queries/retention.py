@@ -34,14 +34,8 @@ import sqlalchemy as sa
 from sqlalchemy.ext.asyncio import AsyncSession
 from sqlalchemy.orm import aliased
 
-from db.models import (
-    TERMINAL_RUN_STATUSES,
-    AdRun,
-    ExportDelivery,
-    GeneratedAd,
-    ProductTemplateUsage,
-    ScheduledJobRun,
-)
+from db.models import AdRun, ExportDelivery, GeneratedAd, ProductTemplateUsage, ScheduledJobRun
+from domain.vocab import TERMINAL_RUN_STATUSES
 
 #: Ad-run statuses that are finished (nothing more will happen to the run by itself).
 FINISHED_AD_RUN_STATUSES = ("completed", "failed")
