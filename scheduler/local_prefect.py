@@ -140,8 +140,8 @@ def worker_args(pool: str) -> list[str]:
 #: for its slot (the server answers its early Running proposal with WAIT), so a run starts on
 #: time when its process is ready within the prefetch. On Prefect 3.9 a process-pool flow run
 #: is two interpreters (workspace supervisor, then the engine) that import Prefect and the flow
-#: module: ~6 s on this 2-core machine when quiet, 20-50 s under heavy load; Prefect's default
-#: 10 s prefetch let a busy machine start runs 4-5 s late (issue 15).
+#: module: a few seconds on this 2-core machine when quiet, 20-50 s under heavy load; the
+#: former 10 s prefetch let a busy machine start runs 4-5 s late (issue 15).
 TUNED_WORKER_ENV = {
     "PREFECT_WORKER_QUERY_SECONDS": "1",
     "PREFECT_WORKER_PREFETCH_SECONDS": "30",
