@@ -141,7 +141,7 @@ def worker_args(pool: str) -> list[str]:
 #: time when its process is ready within the prefetch. On Prefect 3.9 a process-pool flow run
 #: is two interpreters (workspace supervisor, then the engine) that import Prefect and the flow
 #: module: a few seconds on this 2-core machine when quiet, 20-50 s under heavy load; the
-#: former 10 s prefetch let a busy machine start runs 4-5 s late (issue 15).
+#: former 10 s prefetch let runs start 4-5 s late (issue 15, bench/lag.py).
 TUNED_WORKER_ENV = {
     "PREFECT_WORKER_QUERY_SECONDS": "1",
     "PREFECT_WORKER_PREFETCH_SECONDS": "30",
