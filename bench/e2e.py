@@ -7,7 +7,7 @@ What runs, per Prefect backend (`--prefect-db sqlite|postgres|both`):
 * one process worker (`worker_args`, `TUNED_WORKER_ENV`, `--limit` flow runs at once) whose
   peak RSS, and the peak RSS of its flow-run processes, are sampled from /proc;
 * a fake Gemini `generateContent` endpoint on 127.0.0.1 answering every request after a fixed
-  0.5 s (`tests.generators.fakes`), behind a saved `GeminiImageGenerator` block;
+  0.5 s (`tests.support.http_fake`), behind a saved `GeminiImageGenerator` block;
 * jobs registered through the SDK (`scheduler.sdk.AdScheduler`) as one-time jobs whose slot is
   the worker's prefetch + 3 s ahead (`E2E_LEAD_S` overrides), as a cron run is created long
   before its slot (a cron slot would cost up to a minute of waiting per firing; the run path
@@ -464,7 +464,7 @@ async def prepare(fake_url: str, templates: int, engine_command: bool) -> Env:
     from db.session import dispose_engines
     from flows.limits import ensure_provider_limit
     from flows.sample_data import seed_sample_data
-    from tests.generators.fakes import GEMINI_KEY
+    from tests.support.http_fake import GEMINI_KEY
 
     await _create_pool(engine_command)
     name = f"e2e-gemini-{uuid.uuid4().hex[:8]}"
@@ -504,8 +504,8 @@ def run_backend(backend: str, args: argparse.Namespace) -> dict[str, Any]:
         prefect_env,
         worker_args,
     )
-    from tests.generators.fakes import FakeServer, gemini_default, running
     from tests.support.databases import scratch_pg_database
+    from tests.support.http_fake import FakeServer, gemini_default, running
 
     with ExitStack() as stack:
         data_dir = stack.enter_context(tempfile.TemporaryDirectory(prefix=f"e2e-{backend}-"))
