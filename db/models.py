@@ -34,7 +34,16 @@ SCHEDULE_TYPES = ("one_time", "recurring")
 TEMPLATE_MODES = ("unused", "specific", "uploaded")
 #: Seed statuses first; "skipped" and "cancelled" are added for runs the system deliberately did
 #: not execute (misfire, duplicate slot, overlap, nothing to do) — neither completed nor failed.
-RUN_STATUSES = ("pending", "running", "completed", "failed", "skipped", "cancelled")
+#: "awaiting_approval" (revision 0005): the run made its ads and waits, suspended, for a decision.
+RUN_STATUSES = (
+    "pending",
+    "running",
+    "completed",
+    "failed",
+    "skipped",
+    "cancelled",
+    "awaiting_approval",
+)
 TERMINAL_RUN_STATUSES = ("completed", "failed", "skipped", "cancelled")
 RUN_TRIGGERS = ("schedule", "manual")
 OVERLAP_POLICIES = ("skip", "queue")
@@ -44,6 +53,8 @@ EXPORT_CHANNELS = ("email", "slack")
 #: "unconfirmed": the provider may have accepted it but the outcome was never recorded (revision
 #: 0004); shown as "sent, not recorded — check" and never re-sent automatically.
 DELIVERY_STATUSES = ("pending", "sent", "failed", "unconfirmed")
+#: Approval outcomes (revision 0005); see domain/approval.py.
+APPROVAL_STATUSES = ("awaiting", "approved", "rejected", "partial", "timed_out")
 
 
 def _in(column: str, values: tuple[str, ...]) -> str:
@@ -319,6 +330,9 @@ class GeneratedAd(Base):
     size_bytes: Mapped[int]
     content_type: Mapped[str] = mapped_column(sa.Text, default="image/png")
     created_at: Mapped[datetime] = mapped_column(default=utcnow, server_default=sa.func.now())
+    #: Approval (revision 0005): "approved"/"rejected" once decided; NULL when not reviewed.
+    #: A rejected ad stays in storage and is never exported.
+    review_status: Mapped[str | None] = mapped_column(sa.Text)
 
     ad_run: Mapped[AdRun] = relationship(back_populates="ads", lazy="raise")
 
@@ -351,3 +365,41 @@ class ExportDelivery(TimestampMixin, Base):
     #: "permanent" (reconfigure, do not retry) or "retryable".
     error_kind: Mapped[str | None] = mapped_column(sa.Text)
     sent_at: Mapped[datetime | None]
+
+
+class RunApproval(TimestampMixin, Base):
+    """The approval of one job run (revision 0005): what waits, and the decision once made.
+
+    One row per `scheduled_job_runs` row whose job asks for approval, written when the run
+    suspends (`awaiting`) and settled once (`approved`, `rejected`, `partial`, `timed_out`).
+    """
+
+    __tablename__ = "run_approvals"
+    __table_args__ = (
+        sa.CheckConstraint(_in("status", APPROVAL_STATUSES), name="status"),
+        sa.CheckConstraint(_in("on_timeout", ("discard", "export")), name="on_timeout"),
+        sa.Index("ix_run_approvals_tenant_status", "tenant_id", "status"),
+    )
+
+    id: Mapped[uuid.UUID] = mapped_column(primary_key=True, default=uuid.uuid4)
+    tenant_id: Mapped[uuid.UUID]
+    scheduled_job_id: Mapped[uuid.UUID] = mapped_column(sa.ForeignKey("scheduled_jobs.id"))
+    scheduled_job_run_id: Mapped[uuid.UUID] = mapped_column(
+        sa.ForeignKey("scheduled_job_runs.id"), unique=True
+    )
+    flow_run_id: Mapped[uuid.UUID] = mapped_column(unique=True)
+    status: Mapped[str] = mapped_column(sa.Text, default="awaiting", server_default="awaiting")
+    #: The ads awaiting a decision (`generated_ads.id`), in display order.
+    ad_ids: Mapped[list[uuid.UUID]] = mapped_column(UUIDList())
+    requested_at: Mapped[datetime] = mapped_column(default=utcnow)
+    deadline_at: Mapped[datetime]
+    on_timeout: Mapped[str] = mapped_column(sa.Text)
+    approved_ad_ids: Mapped[list[uuid.UUID] | None] = mapped_column(UUIDList())
+    rejected_ad_ids: Mapped[list[uuid.UUID] | None] = mapped_column(UUIDList())
+    note: Mapped[str | None] = mapped_column(sa.Text)
+    decided_by: Mapped[str | None] = mapped_column(sa.Text)
+    #: "ui" (the Prefect resume form), "sdk" (SDK/CLI) or "timeout".
+    decided_via: Mapped[str | None] = mapped_column(sa.Text)
+    decided_at: Mapped[datetime | None]
+    #: When the approved ads were handed to the export step (exactly once).
+    exported_at: Mapped[datetime | None]
