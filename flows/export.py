@@ -353,6 +353,13 @@ async def _load_ad_runs(where: sa.ColumnElement[bool]) -> list[AdRunContent]:
                     await session.scalars(
                         sa.select(GeneratedAd)
                         .where(GeneratedAd.ad_run_id == run.id)
+                        # approval hook: an ad a person rejected is never exported
+                        .where(
+                            sa.or_(
+                                GeneratedAd.review_status.is_(None),
+                                GeneratedAd.review_status != "rejected",
+                            )
+                        )
                         .order_by(GeneratedAd.variation_index)
                     )
                 ).all()

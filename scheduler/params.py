@@ -10,6 +10,8 @@ from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, EmailStr, Field, field_validator, model_validator
 
+from domain.approval import ApprovalSettings
+
 ContentSource = Literal["hooks", "benefits", "recreate_template"]
 ColorMode = Literal["original", "brand", "complementary"]
 ImageMode = Literal["auto", "specific"]
@@ -108,3 +110,4 @@ class JobParameters(BaseModel):
     template_concurrency: int = Field(
         default=4, ge=1, le=32, description="Templates generated at once within one run."
     )
+    approval: ApprovalSettings = Field(default_factory=ApprovalSettings)  # approval hook

@@ -923,6 +923,7 @@ def spec_from_job(job: ScheduledJob) -> JobSpec:
         "templates": templates,
         "ad": params.get("ad", {}),
         "template_concurrency": params.get("template_concurrency", 4),
+        "approval": params.get("approval", {}),  # approval hook
         "export": export,
         "overlap": job.overlap_policy,
         "misfire_grace_seconds": job.misfire_grace_seconds,

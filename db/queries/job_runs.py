@@ -30,9 +30,13 @@ from db.models import TERMINAL_RUN_STATUSES, ScheduledJob, ScheduledJobRun
 from db.types import utcnow
 from domain import cron as cron_rules
 
-RunStatus = Literal["pending", "running", "completed", "failed", "skipped", "cancelled"]
+RunStatus = Literal[
+    "pending", "running", "completed", "failed", "skipped", "cancelled", "awaiting_approval"
+]
 
-_RANK = {"pending": 0, "running": 1}
+# A run awaiting approval is as far along as a running one (not terminal): it may go back to
+# running when it resumes, and on to a terminal status.
+_RANK = {"pending": 0, "running": 1, "awaiting_approval": 1}
 TERMINAL_RANK = 2
 
 #: The run fields an event may carry (everything but the key and the status).

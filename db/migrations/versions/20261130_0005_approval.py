@@ -130,5 +130,7 @@ def downgrade() -> None:
     with op.batch_alter_table("generated_ads", schema=None) as batch_op:
         batch_op.drop_column("review_status")
     # A run still waiting for a decision can only be shown as running by the older code.
-    op.execute("UPDATE scheduled_job_runs SET status = 'running' WHERE status = 'awaiting_approval'")
+    op.execute(
+        "UPDATE scheduled_job_runs SET status = 'running' WHERE status = 'awaiting_approval'"
+    )
     _set_run_statuses(OLD_RUN_STATUSES)
