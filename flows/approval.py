@@ -376,7 +376,9 @@ class DecisionRefused(Exception):
     """Prefect refused to resume the run (it is not waiting any more); nothing was stored."""
 
 
-async def submit_decision(approval_id: uuid.UUID, decision: Decision, *, via: str) -> None:
+async def submit_decision(
+    approval_id: uuid.UUID, decision: Decision, *, via: str, database_url: str | None = None
+) -> None:
     """Store the decision and resume the flow run, atomically: both happen or neither.
 
     The row is settled inside a transaction that commits only once Prefect accepted the resume
@@ -387,7 +389,7 @@ async def submit_decision(approval_id: uuid.UUID, decision: Decision, *, via: st
         DecisionRefused: already decided (here or in the UI), or the run no longer waits.
     """
     timed_out = via == "timeout"
-    async with session_scope() as session:
+    async with session_scope(database_url) as session:
         approval = await session.get_one(RunApproval, approval_id, with_for_update=True)
         if not await settle_approval(session, approval_id, decision, via=via, timed_out=timed_out):
             raise DecisionRefused(

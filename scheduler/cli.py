@@ -722,7 +722,7 @@ def templates_enable(
 def _mount_optional_commands() -> None:
     """Mount `scheduler/commands/*.py` modules that expose `register(app)` (e.g. export)."""
     folder = Path(__file__).parent / "commands"
-    for name in ("export",):
+    for name in ("export", "approvals"):  # approvals: approval hook
         if (folder / f"{name}.py").exists():
             importlib.import_module(f"scheduler.commands.{name}").register(app)
 

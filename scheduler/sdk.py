@@ -786,6 +786,28 @@ class AdScheduler:
             )
             return builtins.list(rows.all())
 
+    # -- approvals (approval hook: thin delegations to scheduler/approvals.py) -----------------
+
+    async def approvals(self, *, include_decided: bool = False) -> builtins.list[Any]:
+        """Runs awaiting approval (`ApprovalView`s); see `scheduler.approvals.list_pending`."""
+        from scheduler import approvals
+
+        return await approvals.list_pending(
+            self.tenant_id, database_url=self._db_url, include_decided=include_decided
+        )
+
+    async def approval(self, run: uuid.UUID | str) -> Any:
+        """One run's approval with its ads; see `scheduler.approvals.show`."""
+        from scheduler import approvals
+
+        return await approvals.show(self.tenant_id, run, database_url=self._db_url)
+
+    async def decide(self, run: uuid.UUID | str, **decision: Any) -> Any:
+        """Approve/reject a waiting run's ads (`approve=`, `reject=`, `note=`, `reviewer=`)."""
+        from scheduler import approvals
+
+        return await approvals.decide(self.tenant_id, run, database_url=self._db_url, **decision)
+
     async def history_job(self, job_ref: uuid.UUID | str) -> ScheduledJob:
         """A job by id or name, deleted ones included (for showing run history)."""
         async with self._session() as session:
