@@ -223,7 +223,7 @@ async def test_runs_wait_for_a_decision_then_export_exactly_the_approved_ads(
         slack.server.stop()
 
 
-async def test_cli_lists_shows_and_refuses_bad_input(
+def test_cli_lists_shows_and_refuses_bad_input(
     production_settings: ProductionWorker, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     from scheduler.cli import app
