@@ -106,6 +106,7 @@ async def _thumbnail(storage: AdStorage, path: str) -> bytes | None:
 
 async def compose_email_notice(
     block: ResendEmail,
+    *,
     recipients: list[str],
     job_name: str,
     flow_run_id: uuid.UUID,
@@ -119,7 +120,8 @@ async def compose_email_notice(
     text = [subject]
     if link:
         html.append(
-            f'<p><a href="{medium.html_text(link)}">Open the run in Prefect</a> to approve or reject each ad.</p>'
+            f'<p><a href="{medium.html_text(link)}">Open the run in Prefect</a> '
+            "to approve or reject each ad.</p>"
         )
         text.append(f"Open the run in Prefect to decide: {link}")
     else:
@@ -185,7 +187,12 @@ async def announce_waiting(
         try:
             email = await load_block(export.email_block.rpartition("/")[2], ResendEmail)
             params = await compose_email_notice(
-                email, list(export.email_recipients), job.name, flow_run_id, ads, storage
+                email,
+                recipients=list(export.email_recipients),
+                job_name=job.name,
+                flow_run_id=flow_run_id,
+                ads=ads,
+                storage=storage,
             )
             await email.get_client().send(params, idempotency_key=f"approval-{flow_run_id}")
             reached.append("email")

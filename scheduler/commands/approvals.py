@@ -49,9 +49,7 @@ def list_command(
     all_: Annotated[bool, typer.Option("--all", help="Also decided approvals.")] = False,
 ) -> None:
     """List runs awaiting approval (soonest deadline first)."""
-    views: list[sdk.ApprovalView] = _run(
-        sdk.list_pending(_tenant(tenant), include_decided=all_)
-    )
+    views: list[sdk.ApprovalView] = _run(sdk.list_pending(_tenant(tenant), include_decided=all_))
     if not views:
         typer.echo("no runs awaiting approval")
         return
@@ -83,10 +81,12 @@ def show_command(
 
 
 @approvals_app.command("decide")
-def decide_command(
+def decide_command(  # noqa: PLR0917 (one typer option per parameter)
     run: Annotated[str, typer.Argument(help="Flow run id (or job run id).")],
     approve: Annotated[list[str] | None, typer.Option("--approve", help="Ad id to export.")] = None,
-    reject: Annotated[list[str] | None, typer.Option("--reject", help="Ad id not to export.")] = None,
+    reject: Annotated[
+        list[str] | None, typer.Option("--reject", help="Ad id not to export.")
+    ] = None,
     approve_rest: Annotated[bool, typer.Option("--approve-rest")] = False,
     reject_rest: Annotated[bool, typer.Option("--reject-rest")] = False,
     note: Annotated[str, typer.Option("--note")] = "",

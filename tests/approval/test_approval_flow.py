@@ -70,8 +70,9 @@ async def _approval(worker: ProductionWorker, flow_run_id: uuid.UUID) -> RunAppr
 async def _deliveries(worker: ProductionWorker, tenant: uuid.UUID) -> list[tuple[Any, ...]]:
     async with session_scope(worker.database_url) as session:
         rows = await session.execute(
-            sa.select(ExportDelivery.ad_run_id, ExportDelivery.channel, ExportDelivery.status)
-            .where(ExportDelivery.tenant_id == tenant)
+            sa.select(
+                ExportDelivery.ad_run_id, ExportDelivery.channel, ExportDelivery.status
+            ).where(ExportDelivery.tenant_id == tenant)
         )
         return [tuple(r) for r in rows.all()]
 
@@ -174,9 +175,7 @@ async def test_runs_wait_for_a_decision_then_export_exactly_the_approved_ads(
             again = await client.resume_flow_run(run_ids[0], run_input=form)
         assert again.status != SetStateStatus.ACCEPT
         with pytest.raises(sdk.DecisionConflict, match="already decided"):
-            await sdk.decide(
-                tenant, run_ids[0], approve=ui_ads, database_url=worker.database_url
-            )
+            await sdk.decide(tenant, run_ids[0], approve=ui_ads, database_url=worker.database_url)
 
         settled = [await _approval(worker, r) for r in run_ids]
         assert [a.status for a in settled] == ["partial", "rejected", "timed_out", "timed_out"]
