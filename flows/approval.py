@@ -80,10 +80,19 @@ FORM_NAME = "AdApproval"
 
 
 class ApprovalForm(RunInput):
-    """Base of the resume form; `approval_form` adds one required choice per ad."""
+    """Base of the resume form; `approval_form` adds one required choice per ad, then `note`
+    and `reviewer` (after the ads: pydantic puts a base class's fields first, and the UI shows
+    fields in schema order)."""
 
-    note: str = pydantic.Field(default="", max_length=2000, description="Optional note.")
-    reviewer: str = pydantic.Field(default="", max_length=200, description="Your name.")
+    @property
+    def note_text(self) -> str:
+        """The note (empty when none)."""
+        return str(getattr(self, "note", "") or "")
+
+    @property
+    def reviewer_text(self) -> str:
+        """Who decided, as typed (empty when not given)."""
+        return str(getattr(self, "reviewer", "") or "")
 
 
 def form_field(index: int) -> str:
@@ -106,6 +115,11 @@ def approval_form(ads: list[AdForReview], description: str = "") -> type[Approva
                 description=f"Template {ad.template}, variation {ad.variation_index + 1}",
             ),
         )
+    fields["note"] = (str, pydantic.Field(default="", max_length=2000, title="Note"))
+    fields["reviewer"] = (
+        str,
+        pydantic.Field(default="", max_length=200, title="Reviewer", description="Your name."),
+    )
     model = pydantic.create_model(FORM_NAME, __base__=ApprovalForm, **fields)
     if description:
         model._description = description  # shown as markdown above the form by the Prefect UI
@@ -128,7 +142,7 @@ def decision_from_form(ads: list[uuid.UUID], form: ApprovalForm) -> Decision:
     values = form.model_dump()
     approve = [ad for i, ad in enumerate(ads) if values.get(form_field(i)) == "approve"]
     reject = [ad for i, ad in enumerate(ads) if values.get(form_field(i)) == "reject"]
-    return check_decision(ads, approve, reject, note=form.note, reviewer=form.reviewer)
+    return check_decision(ads, approve, reject, note=form.note_text, reviewer=form.reviewer_text)
 
 
 async def thumbnail_uri(storage: AdStorage, path: str) -> str | None:

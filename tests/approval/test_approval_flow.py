@@ -10,6 +10,7 @@ from __future__ import annotations
 import asyncio
 import time
 import uuid
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -25,15 +26,24 @@ from db.session import session_scope
 from flows.approval import expire_approvals, form_field
 from flows.sample_data import seed_sample_data
 from scheduler import approvals as sdk
+from scheduler.deployments import ensure_process_pool
+from scheduler.sdk import AdScheduler
 from tests.exports.fakes import FakeSlackWebhook
-from tests.support.production import ProductionWorker, wait_for_flow_run
+from tests.support.production import (
+    NO_BASE,
+    ProductionWorker,
+    wait_for_flow_run,
+    wait_for_worker,
+    worker_environment,
+    worker_process,
+)
 
 pytestmark = pytest.mark.postgres
 
 SUSPEND_TIMEOUT_S = 180
 
 
-async def wait_until_suspended(flow_run_id: uuid.UUID, worker: ProductionWorker) -> FlowRun:
+async def wait_until_suspended(flow_run_id: uuid.UUID, log: Path) -> FlowRun:
     """Poll the API until the run is Suspended (paused); fail with the worker log otherwise."""
     deadline = time.monotonic() + SUSPEND_TIMEOUT_S
     async with get_client() as client:
@@ -42,7 +52,8 @@ async def wait_until_suspended(flow_run_id: uuid.UUID, worker: ProductionWorker)
             if run.state is not None and run.state.is_paused():
                 return run
             if run.state is not None and run.state.is_final() or time.monotonic() > deadline:
-                raise AssertionError(f"{flow_run_id}: {run.state_name}\n{worker.log_tail()}")
+                tail = log.read_text(errors="replace")[-6000:]
+                raise AssertionError(f"{flow_run_id}: {run.state_name}\n{tail}")
             await asyncio.sleep(0.5)  # polling the API
 
 
@@ -112,7 +123,7 @@ async def test_runs_wait_for_a_decision_then_export_exactly_the_approved_ads(
             )
             jobs = (by_ui, by_sdk, discard, export)
             run_ids = [await ads.run_now(job.id) for job in jobs]
-        await asyncio.gather(*(wait_until_suspended(r, worker) for r in run_ids))
+        await asyncio.gather(*(wait_until_suspended(r, worker.log) for r in run_ids))
 
         # Waiting: ads recorded, row awaiting, one notice per run, nothing exported.
         approvals = [await _approval(worker, r) for r in run_ids]
@@ -238,3 +249,59 @@ def test_cli_lists_shows_and_refuses_bad_input(
     bad = runner.invoke(app, ["approvals", "decide", "not-a-run", "--approve", "x"])
     assert bad.exit_code == 2 and "Traceback" not in bad.output
     assert worker.database_url  # the CLI read the worker's database (no approval for tenant)
+
+
+async def test_a_worker_restarted_while_a_run_waits_loses_nothing(
+    production_settings: ProductionWorker, tmp_path: Path
+) -> None:
+    worker = production_settings
+    tenant = uuid.uuid4()
+    pool = f"approval-restart-{uuid.uuid4().hex[:8]}"
+    async with get_client() as client:
+        await ensure_process_pool(client, pool)
+    env = worker_environment(
+        worker.api_url, worker.database_block, worker.storage_block, tmp_path / "data"
+    )
+    _brand, product, _ = await seed_sample_data(tenant, worker.storage, templates=4)
+    spec = {
+        "name": "restart",
+        "product_id": str(product.id),
+        "schedule": {"type": "recurring", "cron": "0 3 1 1 *", "timezone": "UTC"},
+        "templates": {"mode": "unused", "count": 2},
+        "ad": {"variations": 1},
+        "approval": {"enabled": True, "timeout": "2h", "on_timeout": "export"},
+    }
+    with worker_process(pool, tmp_path, env, log_name="first.log") as (proc, log):
+        await wait_for_worker(pool, proc, log)
+        async with AdScheduler(
+            tenant, database_url=worker.database_url, base_deployment=NO_BASE, work_pool=pool
+        ) as ads:
+            job = await ads.create(spec)
+            run_id = await ads.run_now(job.id)
+        await wait_until_suspended(run_id, log)
+    # The worker is gone (its process group stopped); the suspended run held no process.
+    assert proc.poll() is not None
+    view = await sdk.show(tenant, run_id, database_url=worker.database_url)
+    decided = await sdk.decide(
+        tenant,
+        run_id,
+        approve=[view.ads[0].id],
+        reject=[view.ads[1].id],
+        database_url=worker.database_url,
+    )
+    assert decided.status == "partial"
+    with worker_process(pool, tmp_path, env, log_name="second.log") as (proc, log):
+        finished = await wait_for_flow_run(run_id, log=log)
+    assert finished.state_name == "Completed", log.read_text(errors="replace")[-6000:]
+    async with session_scope(worker.database_url) as session:
+        made = (
+            await session.scalars(
+                sa.select(GeneratedAd.review_status).where(GeneratedAd.tenant_id == tenant)
+            )
+        ).all()
+        row = await session.scalar(
+            sa.select(ScheduledJobRun).where(ScheduledJobRun.flow_run_id == run_id)
+        )
+    # Nothing generated twice on the resumed pass, the decision kept, the run completed.
+    assert sorted(made, key=str) == ["approved", "rejected"]
+    assert row is not None and row.status == "completed" and len(row.ad_run_ids or []) == 2
