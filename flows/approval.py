@@ -235,6 +235,14 @@ async def request_approval(job: ScheduledJob, params: JobParameters, job_run_id:
             on_timeout=approval_settings.on_timeout,
         )
         ads = await ads_for_review(session, approval)
+    if not existed:
+        # A waiting run counts toward max_runs already (db/queries/job_runs.derive_job_state).
+        from flows.history import rederive_job
+
+        try:
+            await rederive_job(job.id)
+        except Exception as exc:  # the reconciler derives it again; the approval goes on
+            get_run_logger().warning("job counters: %s", type(exc).__name__)
     storage = await load_storage()
     thumbs = dict(
         zip(

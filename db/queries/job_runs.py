@@ -189,7 +189,11 @@ async def derive_job_state(
     runs = ScheduledJobRun
     completed = await session.scalar(
         sa.select(sa.func.count()).where(
-            runs.scheduled_job_id == job_id, runs.trigger == "schedule", runs.status == "completed"
+            runs.scheduled_job_id == job_id,
+            runs.trigger == "schedule",
+            # approval hook: a run awaiting approval made its ads and counts already, so slow
+            # decisions never let a job generate more than max_runs runs.
+            runs.status.in_(("completed", "awaiting_approval")),
         )
     )
     last_run_at = await session.scalar(
