@@ -31,7 +31,7 @@ import base64
 import io
 import logging
 import uuid
-from datetime import timedelta
+from datetime import datetime, timedelta
 from typing import Any
 
 import pydantic
@@ -301,10 +301,27 @@ async def resume_decided_run(job: ScheduledJob, params: JobParameters) -> State 
             ) from None
         async with session_scope() as session:
             await settle_approval(session, approval.id, decision, via="ui")
-    async with session_scope() as session:
-        approval = await session.get_one(RunApproval, approval.id, populate_existing=True)
-    summary = describe(approval)
+    summary = await finish_decision(job, params, approval.id, ads)
     run_logger.info("approval: %s", summary)
+    return Completed(message=f"approval: {summary}")
+
+
+async def finish_decision(
+    job: ScheduledJob,
+    params: JobParameters,
+    approval_id: uuid.UUID,
+    ads: list[AdForReview],
+    *,
+    run_status: str | None = None,
+) -> str:
+    """Export a decided approval's approved ads, note the decision on the run; its summary.
+
+    Safe to repeat: deliveries are recorded per ad run and channel, and the note is written
+    once. `run_status` also sets the run row's status (for a run Prefect ended before it could).
+    """
+    async with session_scope() as session:
+        approval = await session.get_one(RunApproval, approval_id, populate_existing=True)
+    summary = describe(approval)
     await _export_approved(job, params, approval)
     async with session_scope() as session:
         await session.execute(
@@ -315,8 +332,11 @@ async def resume_decided_run(job: ScheduledJob, params: JobParameters) -> State 
         run = await session.get_one(ScheduledJobRun, approval.scheduled_job_run_id)
         if "approval:" not in (run.logs or ""):
             run.logs = "; ".join(p for p in (run.logs, f"approval: {summary}") if p)[:10_000]
+        if run_status is not None:
+            run.status, run.skip_reason = run_status, None
+            run.completed_at = run.completed_at or utcnow()
     await _publish_decision(job.name, approval, ads)
-    return Completed(message=f"approval: {summary}")
+    return summary
 
 
 def describe(approval: RunApproval) -> str:
@@ -443,7 +463,7 @@ async def expire_approvals(now_offset_seconds: int = 0) -> int:
     now = utcnow() + timedelta(seconds=now_offset_seconds)
     async with session_scope() as session:
         due = await expired_approvals(session, now)
-    done = 0
+    done = await _finish_stranded(now)
     for approval in due:
         waited = medium.single_line(_human(approval.deadline_at - approval.requested_at))
         decision = timeout_decision(approval.ad_ids, approval.on_timeout, waited)  # type: ignore[arg-type]
@@ -453,6 +473,61 @@ async def expire_approvals(now_offset_seconds: int = 0) -> int:
         except DecisionRefused as exc:
             logger.info("timeout of %s not applied: %s", approval.flow_run_id, exc)
     return done
+
+
+#: A decided run whose flow run ended without exporting gets this long to do it itself.
+STRANDED_AFTER = timedelta(minutes=2)
+
+
+async def _finish_stranded(now: datetime) -> int:
+    """Finish decisions whose resumed run Prefect ended before it ran; returns how many.
+
+    A decision can arrive while the job's next run holds the deployment's only concurrency
+    slot: with `overlap: skip` (CANCEL_NEW) Prefect then cancels the resumed run before its flow
+    starts. The decision stands, so its approved ads are exported here (a UI decision is read
+    from the run's stored input first) and the run is recorded completed.
+    """
+    from prefect.input.actions import read_flow_run_input
+
+    async with session_scope() as session:
+        candidates = list(
+            (
+                await session.scalars(
+                    sa.select(RunApproval).where(
+                        RunApproval.exported_at.is_(None),
+                        RunApproval.requested_at <= now - STRANDED_AFTER,
+                    )
+                )
+            ).all()
+        )
+    finished = 0
+    async with get_client() as client:
+        for approval in candidates:
+            try:
+                run = await client.read_flow_run(approval.flow_run_id)
+            except Exception:
+                continue
+            if run.state is None or not run.state.is_final() or run.state.is_completed():
+                continue
+            async with session_scope() as session:
+                ads = await ads_for_review(session, approval)
+                job = await session.get_one(ScheduledJob, approval.scheduled_job_id)
+            if approval.status == "awaiting":
+                raw = await read_flow_run_input(
+                    key=f"suspended-{PAUSE_KEY}-response", flow_run_id=approval.flow_run_id
+                )
+                if not raw:
+                    continue  # ended undecided (cancelled by a person): nothing to ship
+                form = approval_form(ads)(**raw)
+                async with session_scope() as session:
+                    await settle_approval(
+                        session, approval.id, decision_from_form(approval.ad_ids, form), via="ui"
+                    )
+            params = JobParameters.model_validate(job.parameters)
+            summary = await finish_decision(job, params, approval.id, ads, run_status="completed")
+            logger.info("finished stranded decision of %s: %s", approval.flow_run_id, summary)
+            finished += 1
+    return finished
 
 
 def _human(delta: timedelta) -> str:

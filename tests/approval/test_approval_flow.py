@@ -18,6 +18,7 @@ import sqlalchemy as sa
 from prefect.client.orchestration import get_client
 from prefect.client.schemas.objects import FlowRun
 from prefect.client.schemas.responses import SetStateStatus
+from prefect.states import Cancelled
 from typer.testing import CliRunner
 
 from blocks.slack_webhook import SlackIncomingWebhook
@@ -263,6 +264,10 @@ async def test_a_worker_restarted_while_a_run_waits_loses_nothing(
         worker.api_url, worker.database_block, worker.storage_block, tmp_path / "data"
     )
     _brand, product, _ = await seed_sample_data(tenant, worker.storage, templates=4)
+    slack = FakeSlackWebhook()
+    slack.server.start()
+    block = f"slack-{uuid.uuid4().hex[:8]}"
+    await SlackIncomingWebhook(url=slack.webhook_url).asave(block)
     spec = {
         "name": "restart",
         "product_id": str(product.id),
@@ -278,7 +283,10 @@ async def test_a_worker_restarted_while_a_run_waits_loses_nothing(
         ) as ads:
             job = await ads.create(spec)
             run_id = await ads.run_now(job.id)
+            stranded = await ads.create(_spec("stranded", product.id, block, timeout="2h"))
+            stranded_run = await ads.run_now(stranded.id)
         await wait_until_suspended(run_id, log)
+        await wait_until_suspended(stranded_run, log)
     # The worker is gone (its process group stopped); the suspended run held no process.
     assert proc.poll() is not None
     view = await sdk.show(tenant, run_id, database_url=worker.database_url)
@@ -290,9 +298,29 @@ async def test_a_worker_restarted_while_a_run_waits_loses_nothing(
         database_url=worker.database_url,
     )
     assert decided.status == "partial"
+    # The other run is decided in the UI, then cancelled by Prefect before its flow starts, as
+    # when the job's next run holds the deployment's slot (overlap `skip`, CANCEL_NEW).
+    async with get_client() as client:
+        answer = {form_field(0): "reject", form_field(1): "approve"}
+        assert (await client.resume_flow_run(stranded_run, run_input=answer)).status == (
+            SetStateStatus.ACCEPT
+        )
+        await client.set_flow_run_state(
+            stranded_run, Cancelled(message="Deployment concurrency limit reached."), force=True
+        )
     with worker_process(pool, tmp_path, env, log_name="second.log") as (proc, log):
         finished = await wait_for_flow_run(run_id, log=log)
     assert finished.state_name == "Completed", log.read_text(errors="replace")[-6000:]
+    try:
+        # The sweeper finishes the stranded decision: the approved ad is exported, once.
+        assert await expire_approvals(now_offset_seconds=300) == 1
+        assert await expire_approvals(now_offset_seconds=300) == 0
+    finally:
+        slack.server.stop()
+    left = await _approval(worker, stranded_run)
+    assert (left.status, left.decided_via) == ("partial", "ui") and left.exported_at
+    reviewed = await _ad_runs_of(worker, left.ad_ids)
+    assert await _deliveries(worker, tenant) == [(reviewed[left.ad_ids[1]][0], "slack", "sent")]
     async with session_scope(worker.database_url) as session:
         made = (
             await session.scalars(
@@ -303,5 +331,5 @@ async def test_a_worker_restarted_while_a_run_waits_loses_nothing(
             sa.select(ScheduledJobRun).where(ScheduledJobRun.flow_run_id == run_id)
         )
     # Nothing generated twice on the resumed pass, the decision kept, the run completed.
-    assert sorted(made, key=str) == ["approved", "rejected"]
+    assert sorted(made, key=str) == ["approved", "approved", "rejected", "rejected"]
     assert row is not None and row.status == "completed" and len(row.ad_run_ids or []) == 2
