@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import uuid
+from pathlib import Path
 
 import pytest
 
@@ -106,3 +107,56 @@ def test_the_form_has_a_required_choice_per_ad_and_round_trips() -> None:
     assert decision_from_form(ids, form(**form_values(ids, decision))) == decision
     with pytest.raises(ValueError, match="ad_2"):
         form(ad_1="approve")
+
+
+async def test_the_waiting_notice_links_the_run_and_shows_thumbnails(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from PIL import Image
+    from prefect.filesystems import LocalFileSystem
+    from pydantic import SecretStr
+
+    from blocks.email_resend import ResendEmail
+    from blocks.storage import AdStorage
+    from config import get_settings
+    from flows.approval_notice import compose_email_notice, compose_slack_notice
+
+    monkeypatch.setenv("AD_SCHEDULER_PREFECT_UI_URL", "https://prefect.example.com/")
+    get_settings.cache_clear()
+    try:
+        storage = AdStorage(filesystem=LocalFileSystem(basepath=str(tmp_path)))
+        (tmp_path / "ads").mkdir()
+        Image.new("RGB", (540, 540), "navy").save(tmp_path / "ads" / "a.png")
+        ad = AdForReview(
+            id=uuid.uuid4(),
+            ad_run_id=uuid.uuid4(),
+            template="t.png",
+            variation_index=0,
+            headline="Salt & Pepper <!channel>",
+            storage_path="ads/a.png",
+            content_type="image/png",
+            review_status=None,
+        )
+        run = uuid.uuid4()
+        link = f"https://prefect.example.com/runs/flow-run/{run}"
+        slack = compose_slack_notice("shoes", run, [ad], storage)
+        assert slack["text"].startswith("1 ads waiting for approval")
+        text = str(slack["blocks"])
+        assert link in text and "&lt;!channel&gt;" in text and "<!channel>" not in text
+        block = ResendEmail(api_key=SecretStr("re_x"), from_address="Ads <ads@example.com>")
+        email = await compose_email_notice(
+            block,
+            recipients=["team@example.com"],
+            job_name="shoes",
+            flow_run_id=run,
+            ads=[ad],
+            storage=storage,
+        )
+        assert email["subject"] == "1 ads waiting for approval: shoes" and link in email["html"]
+        [thumb] = email["attachments"]
+        assert (
+            thumb["content_type"] == "image/jpeg" and f"cid:{thumb['content_id']}" in email["html"]
+        )
+        assert "re_x" not in str(email)
+    finally:
+        get_settings.cache_clear()
