@@ -40,6 +40,9 @@ from tests.support.production import (
 )
 
 pytestmark = pytest.mark.postgres
+#: Each of these tests waits for several worker flow runs in turn (suspend, then resume): more
+#: than the suite's 300 s default on a loaded machine.
+SEVERAL_RUNS = pytest.mark.timeout(600)
 
 SUSPEND_TIMEOUT_S = 180
 
@@ -103,6 +106,7 @@ def _notices(slack: FakeSlackWebhook) -> list[Any]:
     return [p for p in slack.posts if "waiting for approval" in str(p.json.get("text", ""))]
 
 
+@SEVERAL_RUNS
 async def test_runs_wait_for_a_decision_then_export_exactly_the_approved_ads(
     production_settings: ProductionWorker,
 ) -> None:
@@ -252,6 +256,7 @@ def test_cli_lists_shows_and_refuses_bad_input(
     assert worker.database_url  # the CLI read the worker's database (no approval for tenant)
 
 
+@SEVERAL_RUNS
 async def test_a_worker_restarted_while_a_run_waits_loses_nothing(
     production_settings: ProductionWorker, tmp_path: Path
 ) -> None:
