@@ -301,7 +301,11 @@ async def resume_decided_run(job: ScheduledJob, params: JobParameters) -> State 
             ) from None
         async with session_scope() as session:
             await settle_approval(session, approval.id, decision, via="ui")
-    summary = await finish_decision(job, params, approval.id, ads)
+    beat = asyncio.create_task(_heartbeat(approval.scheduled_job_run_id))
+    try:
+        summary = await finish_decision(job, params, approval.id, ads)
+    finally:
+        beat.cancel()
     run_logger.info("approval: %s", summary)
     return Completed(message=f"approval: {summary}")
 
@@ -337,6 +341,23 @@ async def finish_decision(
             run.completed_at = run.completed_at or utcnow()
     await _publish_decision(job.name, approval, ads)
     return summary
+
+
+async def _heartbeat(job_run_id: uuid.UUID) -> None:
+    """Touch the running row while the resumed run exports (the reconciler's liveness signal)."""
+    from config import get_settings
+
+    while True:
+        await asyncio.sleep(get_settings().run_heartbeat_seconds)
+        try:
+            async with session_scope() as session:
+                await session.execute(
+                    sa.update(ScheduledJobRun)
+                    .where(ScheduledJobRun.id == job_run_id, ScheduledJobRun.status == "running")
+                    .values(updated_at=utcnow())
+                )
+        except Exception as exc:  # a missed beat is not worth failing the run for
+            get_run_logger().warning("run heartbeat failed: %s", type(exc).__name__)
 
 
 def describe(approval: RunApproval) -> str:
