@@ -24,8 +24,9 @@ OnTimeout = Literal["discard", "export"]
 Choice = Literal["approve", "reject"]
 #: Outcomes recorded with a run's approval ("awaiting" until a decision or the timeout).
 APPROVAL_STATUSES = ("awaiting", "approved", "rejected", "partial", "timed_out")
-#: Who settled an approval: the Prefect UI's resume form, the SDK/CLI, or the timeout.
-DECIDED_VIA = ("ui", "sdk", "timeout")
+#: Who settled an approval: the Prefect UI's resume form, the SDK/CLI, the timeout, or the run
+#: ending undecided (cancelled by a person).
+DECIDED_VIA = ("ui", "sdk", "timeout", "run_ended")
 
 MIN_TIMEOUT_SECONDS = 5 * 60
 MAX_TIMEOUT_SECONDS = 14 * 24 * 3600

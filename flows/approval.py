@@ -439,6 +439,11 @@ class DecisionRefused(Exception):
     """Prefect refused to resume the run (it is not waiting any more); nothing was stored."""
 
 
+class ResumeUnreachable(Exception):
+    """Prefect could not be asked to resume the run (unreachable, or an API error); nothing
+    was stored."""
+
+
 async def submit_decision(
     approval_id: uuid.UUID, decision: Decision, *, via: str, database_url: str | None = None
 ) -> None:
@@ -450,6 +455,7 @@ async def submit_decision(
 
     Raises:
         DecisionRefused: already decided (here or in the UI), or the run no longer waits.
+        ResumeUnreachable: the resume request itself failed (Prefect unreachable).
     """
     timed_out = via == "timeout"
     async with session_scope(database_url) as session:
@@ -464,8 +470,9 @@ async def submit_decision(
                     approval.flow_run_id, run_input=form_values(approval.ad_ids, decision)
                 )
             except Exception as exc:
-                raise DecisionRefused(
-                    f"Prefect did not resume run {approval.flow_run_id} ({type(exc).__name__})"
+                raise ResumeUnreachable(
+                    f"could not ask Prefect to resume run {approval.flow_run_id} "
+                    f"({type(exc).__name__}); nothing was stored, try again"
                 ) from None
         if result.status != SetStateStatus.ACCEPT:
             reason = getattr(result.details, "reason", "") or result.status.value
@@ -491,11 +498,13 @@ async def expire_approvals(now_offset_seconds: int = 0) -> int:
         try:
             await submit_decision(approval.id, decision, via="timeout")
             done += 1
-        except DecisionRefused as exc:
+        except (DecisionRefused, ResumeUnreachable) as exc:
             logger.info("timeout of %s not applied: %s", approval.flow_run_id, exc)
     return done
 
 
+#: `decided_via` of an approval whose run ended (cancelled by a person) before any decision.
+RUN_ENDED = "run_ended"
 #: A decided run whose flow run ended without exporting gets this long to do it itself.
 STRANDED_AFTER = timedelta(minutes=2)
 
@@ -533,19 +542,27 @@ async def _finish_stranded(now: datetime) -> int:
             async with session_scope() as session:
                 ads = await ads_for_review(session, approval)
                 job = await session.get_one(ScheduledJob, approval.scheduled_job_id)
+            run_status: str | None = "completed"
             if approval.status == "awaiting":
                 raw = await read_flow_run_input(
                     key=f"suspended-{PAUSE_KEY}-response", flow_run_id=approval.flow_run_id
                 )
-                if not raw:
-                    continue  # ended undecided (cancelled by a person): nothing to ship
-                form = approval_form(ads)(**raw)
-                async with session_scope() as session:
-                    await settle_approval(
-                        session, approval.id, decision_from_form(approval.ad_ids, form), via="ui"
+                if raw:
+                    decision = decision_from_form(approval.ad_ids, approval_form(ads)(**raw))
+                    via = "ui"
+                else:
+                    # Ended undecided (a person cancelled the waiting run): nothing ships, and
+                    # the approval stops waiting (no timeout will try to resume it).
+                    decision = Decision(
+                        approved=(),
+                        rejected=tuple(approval.ad_ids),
+                        note=f"the run ended {run.state.name} before a decision: nothing exported",
                     )
+                    via, run_status = RUN_ENDED, None
+                async with session_scope() as session:
+                    await settle_approval(session, approval.id, decision, via=via)
             params = JobParameters.model_validate(job.parameters)
-            summary = await finish_decision(job, params, approval.id, ads, run_status="completed")
+            summary = await finish_decision(job, params, approval.id, ads, run_status=run_status)
             logger.info("finished stranded decision of %s: %s", approval.flow_run_id, summary)
             finished += 1
     return finished

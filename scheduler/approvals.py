@@ -21,7 +21,7 @@ from db.models import RunApproval
 from db.queries.approvals import AdForReview, ads_for_review, find_approval, list_approvals
 from db.session import session_scope
 from domain.approval import InvalidDecision, check_decision
-from scheduler.sdk import JobStateError
+from scheduler.sdk import JobStateError, PrefectApiError
 
 
 class ApprovalNotFound(NotFoundError):
@@ -135,7 +135,7 @@ async def decide(
             ads left undecided, a note over 2000 characters (nothing was written).
         DecisionConflict: the run was already decided or no longer waits.
     """
-    from flows.approval import DecisionRefused, submit_decision
+    from flows.approval import DecisionRefused, ResumeUnreachable, submit_decision
 
     view = await show(tenant_id, run, database_url=database_url)
     if view.status != "awaiting":
@@ -157,6 +157,8 @@ async def decide(
         await submit_decision(approval_id, decision, via="sdk", database_url=database_url)
     except DecisionRefused as exc:
         raise DecisionConflict(str(exc)) from None
+    except ResumeUnreachable as exc:
+        raise PrefectApiError(str(exc)) from None
     return await show(tenant_id, view.flow_run_id, database_url=database_url)
 
 

@@ -268,7 +268,7 @@ async def test_a_worker_restarted_while_a_run_waits_loses_nothing(
     env = worker_environment(
         worker.api_url, worker.database_block, worker.storage_block, tmp_path / "data"
     )
-    _brand, product, _ = await seed_sample_data(tenant, worker.storage, templates=4)
+    _brand, product, _ = await seed_sample_data(tenant, worker.storage, templates=6)
     slack = FakeSlackWebhook()
     slack.server.start()
     block = f"slack-{uuid.uuid4().hex[:8]}"
@@ -290,8 +290,10 @@ async def test_a_worker_restarted_while_a_run_waits_loses_nothing(
             run_id = await ads.run_now(job.id)
             stranded = await ads.create(_spec("stranded", product.id, block, timeout="2h"))
             stranded_run = await ads.run_now(stranded.id)
-        await wait_until_suspended(run_id, log)
-        await wait_until_suspended(stranded_run, log)
+            dropped = await ads.create(_spec("dropped", product.id, block, timeout="2h"))
+            dropped_run = await ads.run_now(dropped.id)
+        for waiting in (run_id, stranded_run, dropped_run):
+            await wait_until_suspended(waiting, log)
     # The worker is gone (its process group stopped); the suspended run held no process.
     assert proc.poll() is not None
     view = await sdk.show(tenant, run_id, database_url=worker.database_url)
@@ -313,12 +315,14 @@ async def test_a_worker_restarted_while_a_run_waits_loses_nothing(
         await client.set_flow_run_state(
             stranded_run, Cancelled(message="Deployment concurrency limit reached."), force=True
         )
+        # And a person cancels the third waiting run in the UI, undecided.
+        await client.set_flow_run_state(dropped_run, Cancelled(message="not needed"), force=True)
     with worker_process(pool, tmp_path, env, log_name="second.log") as (proc, log):
         finished = await wait_for_flow_run(run_id, log=log)
     assert finished.state_name == "Completed", log.read_text(errors="replace")[-6000:]
     try:
         # The sweeper finishes the stranded decision: the approved ad is exported, once.
-        assert await expire_approvals(now_offset_seconds=300) == 1
+        assert await expire_approvals(now_offset_seconds=300) == 2
         assert await expire_approvals(now_offset_seconds=300) == 0
     finally:
         slack.server.stop()
@@ -326,6 +330,9 @@ async def test_a_worker_restarted_while_a_run_waits_loses_nothing(
     assert (left.status, left.decided_via) == ("partial", "ui") and left.exported_at
     reviewed = await _ad_runs_of(worker, left.ad_ids)
     assert await _deliveries(worker, tenant) == [(reviewed[left.ad_ids[1]][0], "slack", "sent")]
+    ended = await _approval(worker, dropped_run)
+    assert (ended.status, ended.decided_via) == ("rejected", "run_ended")
+    assert "ended Cancelled before a decision" in (ended.note or "")
     async with session_scope(worker.database_url) as session:
         made = (
             await session.scalars(
@@ -336,5 +343,5 @@ async def test_a_worker_restarted_while_a_run_waits_loses_nothing(
             sa.select(ScheduledJobRun).where(ScheduledJobRun.flow_run_id == run_id)
         )
     # Nothing generated twice on the resumed pass, the decision kept, the run completed.
-    assert sorted(made, key=str) == ["approved", "approved", "rejected", "rejected"]
+    assert sorted(made, key=str) == ["approved"] * 2 + ["rejected"] * 4
     assert row is not None and row.status == "completed" and len(row.ad_run_ids or []) == 2
