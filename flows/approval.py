@@ -65,7 +65,7 @@ from domain.approval import (
     check_decision,
     timeout_decision,
 )
-from scheduler.params import ExportSettings, JobParameters
+from domain.params import ExportSettings, JobParameters
 
 logger = logging.getLogger("ad_scheduler.approval")
 

@@ -23,7 +23,7 @@ from blocks.storage import AdStorage
 from db.models import ScheduledJob
 from db.queries.approvals import AdForReview
 from domain import text as medium
-from scheduler.params import ExportSettings
+from domain.params import ExportSettings
 
 MAX_SLACK_IMAGES = 10
 MAX_EMAIL_THUMBNAILS = 12

@@ -15,8 +15,9 @@ from domain.approval import (
     parse_timeout,
     timeout_decision,
 )
+from domain.errors import InvalidJobSpec
+from domain.spec import JobSpec
 from flows.approval import approval_form, decision_from_form, form_values, review_markdown
-from scheduler.spec import InvalidJobSpec, JobSpec
 
 
 @pytest.mark.parametrize(
