@@ -379,18 +379,25 @@ async def _export_approved(job: ScheduledJob, params: JobParameters, approval: R
     approved = set(approval.approved_ad_ids or [])
     if not approved or params.export.destination == "none":
         return
-    from flows.pipeline import AdRunOutcome, RunPlan, export_outcomes
+    from flows.pipeline import AdRunOutcome, AdSummary, RunPlan, export_outcomes
 
     async with session_scope() as session:
         rows = (
             await session.execute(
-                sa.select(AdRun.id, AdRun.template_storage_name)
-                .join(GeneratedAd, GeneratedAd.ad_run_id == AdRun.id)
+                sa.select(GeneratedAd, AdRun.template_storage_name)
+                .join(AdRun, AdRun.id == GeneratedAd.ad_run_id)
                 .where(GeneratedAd.id.in_(list(approved)))
-                .distinct()
+                .order_by(AdRun.template_storage_name, GeneratedAd.variation_index)
             )
         ).all()
-    outcomes = [AdRunOutcome(ad_run_id=i, template=str(t), ok=True) for i, t in rows]
+    # The export works from the outcomes it is given: only the approved ads are in them.
+    by_run: dict[uuid.UUID, AdRunOutcome] = {}
+    for ad, template in rows:
+        outcome = by_run.setdefault(
+            ad.ad_run_id, AdRunOutcome(ad_run_id=ad.ad_run_id, template=str(template), ok=True)
+        )
+        outcome.ads.append(AdSummary(storage_path=ad.storage_path, headline=ad.headline))
+    outcomes = list(by_run.values())
     plan = RunPlan(
         tenant_id=job.tenant_id,
         product_id=job.product_id,
@@ -401,7 +408,6 @@ async def _export_approved(job: ScheduledJob, params: JobParameters, approval: R
         job_id=job.id,
         job_run_id=approval.scheduled_job_run_id,
     )
-    # Rejected ads are left out by the export itself (`generated_ads.review_status`).
     await export_outcomes(plan, outcomes)
 
 

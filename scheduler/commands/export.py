@@ -169,7 +169,7 @@ async def export_run(
     Raises:
         _Usage: The run does not exist for the tenant, or the channel is not configured.
     """
-    from flows.export import ensure_export_limits, export_ad_run, export_job_run_digest
+    from flows.exports import export_stored_ad_run, export_stored_digest, open_exports
 
     ad_run, job_run, job = await _find_subject(run_id, tenant_id)
     digest = ad_run is None and channel is ExportChannel.email
@@ -192,16 +192,20 @@ async def export_run(
             logger.warning("Manual re-send: %s", line)
             if announce is not None:
                 announce(line)
-    await ensure_export_limits(export)
     rows: list[Row] = []
-    if digest:
-        assert job_run is not None
-        for outcome in await export_job_run_digest(job_run.id, export, force=force):
-            rows.append((job_run.id, outcome.channel, outcome.status, _detail(outcome)))
-        return rows
-    for ad_run_id in ad_run_ids:
-        for outcome in await export_ad_run(ad_run_id, export, force=force):
-            rows.append((ad_run_id, outcome.channel, outcome.status, _detail(outcome)))
+    async with open_exports(export) as blocks:
+        if digest:
+            assert job_run is not None
+            for outcome in await export_stored_digest(
+                job_run.id, export, force=force, blocks=blocks
+            ):
+                rows.append((job_run.id, outcome.channel, outcome.status, _detail(outcome)))
+            return rows
+        for ad_run_id in ad_run_ids:
+            for outcome in await export_stored_ad_run(
+                ad_run_id, export, force=force, blocks=blocks
+            ):
+                rows.append((ad_run_id, outcome.channel, outcome.status, _detail(outcome)))
     return rows
 
 
