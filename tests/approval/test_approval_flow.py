@@ -29,7 +29,7 @@ from flows.sample_data import seed_sample_data
 from scheduler import approvals as sdk
 from scheduler.deployments import ensure_process_pool
 from scheduler.sdk import AdScheduler
-from tests.exports.fakes import FakeSlackWebhook
+from tests.support.http_fake import FakeSlackWebhook
 from tests.support.production import (
     NO_BASE,
     ProductionWorker,
