@@ -21,7 +21,7 @@ from db.models import RunApproval
 from db.queries.approvals import AdForReview, ads_for_review, find_approval, list_approvals
 from db.session import session_scope
 from domain.approval import InvalidDecision, check_decision
-from scheduler.sdk import JobStateError, PrefectApiError
+from scheduler.errors import JobStateError, PrefectApiError
 
 
 class ApprovalNotFound(NotFoundError):
