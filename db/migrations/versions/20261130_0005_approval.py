@@ -10,7 +10,7 @@ Adopted databases get the same from the models (db/adopt.py creates missing tabl
 CHECKs from `db.models`), so the adoption path needs no code of its own.
 
 Revision ID: 0005
-Revises: 0004
+Revises: 0006 (written against 0004; re-chained after main added 0006)
 Create Date: 2026-11-30 00:00:00
 """
 
@@ -21,7 +21,7 @@ from alembic import op
 from sqlalchemy.dialects import postgresql
 
 revision: str = "0005"
-down_revision: str | None = "0004"
+down_revision: str | None = "0006"  # re-chained after main's 0006 (catalog_active)
 branch_labels: str | Sequence[str] | None = None
 depends_on: str | Sequence[str] | None = None
 
