@@ -50,6 +50,7 @@ from db.models import AdTemplate, Brand, Product, ScheduledJob, ScheduledJobRun
 from db.session import dispose_engines, session_scope
 from db.types import utcnow
 from domain import cron as cron_rules
+from flows.ui_sync import absorb_ui_changes
 from scheduler import deployments as dep
 from scheduler.spec import (
     FieldProblem,
@@ -520,6 +521,9 @@ class AdScheduler:
                             job = found
                     else:
                         job = await self._load(session, target, for_update=True)
+                    if not new:
+                        # What a person changed in the Prefect UI is kept, never undone.
+                        await absorb_ui_changes(client, session, job)
                     if not new and job.prefect_deployment_id is not None:
                         previous = dep.plan_for(job, *await self._names(session, job))
                     await change(client, session, job, undo)
