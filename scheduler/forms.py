@@ -198,12 +198,12 @@ class AdForm(BaseModel):
         title="Product image",
         description="`auto`: a product image per variation. `specific`: always the image below.",
     )
-    product_image: str | None = Field(
-        default=None,
+    product_image: str = Field(
+        default="",
         description="`specific` image mode: the storage path of the product image.",
     )
-    generator_block: str | None = Field(
-        default=None,
+    generator_block: str = Field(
+        default="",
         description="Name of a saved generator block (Gemini, HTTP ad service); empty: the "
         "offline renderer.",
     )
@@ -222,15 +222,15 @@ class ExportForm(BaseModel):
         max_length=MAX_RECIPIENTS,
         description=f"Email: up to {MAX_RECIPIENTS} addresses.",
     )
-    email_block: str | None = Field(
-        default=None, description="Email: the name of a saved Resend email block."
+    email_block: str = Field(
+        default="", description="Email: the name of a saved Resend email block."
     )
     email_mode: Literal["per_ad_run", "digest"] = Field(
         default="per_ad_run",
         description="Email: one email per template (`per_ad_run`) or one per run (`digest`).",
     )
-    slack_webhook_block: str | None = Field(
-        default=None,
+    slack_webhook_block: str = Field(
+        default="",
         description="Slack: the name of a saved Slack webhook block (create it under Blocks; "
         "the webhook URL is a secret and never goes into a form).",
     )
@@ -253,8 +253,8 @@ class JobForm(BaseModel):
         default="", max_length=MAX_DESCRIPTION_LENGTH, description="Shown with the job."
     )
     schedule: ScheduleForm = Field(default_factory=ScheduleForm)
-    max_runs: int | None = Field(
-        default=None, ge=1, description="Stop after this many completed runs; empty: no limit."
+    max_runs: int = Field(
+        default=0, ge=0, description="Stop after this many completed runs; 0: no limit."
     )
     templates: TemplatesForm = Field(default_factory=TemplatesForm)
     ad: AdForm = Field(default_factory=AdForm)
@@ -282,15 +282,20 @@ class JobForm(BaseModel):
             "product_id": product_id,
             "description": self.description,
             "schedule": self.schedule.to_spec(),
-            "max_runs": self.max_runs,
+            "max_runs": self.max_runs or None,
             "templates": self.templates.to_spec(),
-            "ad": self.ad.model_dump(),
-            "export": self.export.model_dump(),
+            "ad": _blanks_to_none(self.ad.model_dump()),
+            "export": _blanks_to_none(self.export.model_dump()),
             "template_concurrency": self.template_concurrency,
             "overlap": self.overlap,
             "misfire_grace_seconds": self.misfire_grace_seconds,
             "max_consecutive_failures": self.max_consecutive_failures,
         }
+
+
+def _blanks_to_none(values: dict[str, Any]) -> dict[str, Any]:
+    # A form shows "not set" as an empty text box; the spec says None.
+    return {k: (None if isinstance(v, str) and not v.strip() else v) for k, v in values.items()}
 
 
 def form_tenant() -> uuid.UUID:
