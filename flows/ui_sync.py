@@ -83,6 +83,7 @@ JOB_SCHEDULE_SLUG = "ad-job-cron"
 #: was started by a person in the UI (or straight through the API).
 APP_RUN_TAGS = frozenset({"manual", "one-time", "auto-scheduled"})
 UI = "in the Prefect UI"
+DELETED_EVENT = "prefect.deployment.deleted"
 PAGE = 200
 DEFAULT_INTERVAL_SECONDS = 2.0
 
@@ -339,6 +340,27 @@ async def _read_deployment(
         return None
 
 
+async def deleted_in_prefect(client: PrefectClient, deployment_id: uuid.UUID) -> bool:
+    """Whether Prefect recorded deleting the deployment (a `prefect.deployment.deleted` event).
+
+    A deployment can also be missing because the Prefect server is new or its database was
+    reset; only a recorded delete is a person's doing. Events are kept for
+    `PREFECT_EVENTS_RETENTION_PERIOD` (7 days by default) and persisted within seconds.
+    """
+    response = await client._client.post(
+        "/events/filter",
+        json={
+            "filter": {
+                "event": {"name": [DELETED_EVENT]},
+                "resource": {"id": [f"prefect.deployment.{deployment_id}"]},
+            },
+            "limit": 1,
+        },
+    )
+    response.raise_for_status()
+    return bool(response.json().get("events"))
+
+
 async def absorb_ui_changes(
     client: PrefectClient, session: AsyncSession, job: ScheduledJob
 ) -> UiSync:
@@ -542,6 +564,15 @@ async def sync_ui_changes(
             if deployment is None:
                 # Missing from the listing: make sure (a read by id) before calling it deleted.
                 deployment = await _read_deployment(client, view.deployment_id)
+            if deployment is None and not await deleted_in_prefect(client, view.deployment_id):
+                # Gone without a delete (a new or wiped Prefect server): not a person's doing,
+                # so the job stays; `resync` recreates its deployment.
+                report.problems.append(
+                    f"job {view.name!r}: its deployment {view.deployment_id} is not on this "
+                    "Prefect server and was not deleted there; run `ad-scheduler jobs resync` "
+                    "(or the SDK's `resync`) to recreate it"
+                )
+                continue
             sync = plan_ui_sync(view, deployment)
             if not sync.changed:
                 continue
@@ -574,6 +605,7 @@ async def watch_ui_changes(
     runs as usual. Returns everything the passes took from the UI, added up.
     """
     total = UiSyncReport()
+    seen_problems: set[str] = set()
     stop = stop or asyncio.Event()
     deadline = time.monotonic() + duration if duration is not None else None
     async with get_client() as client:
@@ -586,12 +618,14 @@ async def watch_ui_changes(
                 for line in report.notes:
                     logger.info("%s", line)
                 for line in report.problems:
-                    logger.warning("%s", line)
+                    if line not in seen_problems:  # a lasting problem is said once
+                        seen_problems.add(line)
+                        logger.warning("%s", line)
+                        total.problems.append(line)
                 total.jobs_checked = report.jobs_checked
                 total.jobs_changed += report.jobs_changed
                 total.runs_recorded += report.runs_recorded
                 total.notes.extend(report.notes)
-                total.problems.extend(report.problems)
             if deadline is not None and time.monotonic() >= deadline:
                 break
             wait = interval if deadline is None else min(interval, deadline - time.monotonic())

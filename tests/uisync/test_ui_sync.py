@@ -230,3 +230,26 @@ async def test_a_completed_job_resumed_in_the_ui_is_stopped_again_and_said(
         deployment = await client.read_deployment(dep_id)
         [schedule] = await client.read_deployment_schedules(dep_id)
     assert deployment.paused is True and schedule.active is False
+
+
+async def test_a_deployment_missing_without_a_delete_does_not_delete_the_job(
+    ads: AdScheduler, catalog: Catalog
+) -> None:
+    """A new or reset Prefect server does not know the job: that is no person's delete."""
+    from sqlalchemy import update
+
+    from db.models import ScheduledJob
+    from db.session import session_scope
+
+    job = await ads.create(recurring_spec(catalog))
+    unknown = uuid.uuid4()
+    async with session_scope(catalog.db_url) as session:
+        await session.execute(
+            update(ScheduledJob)
+            .where(ScheduledJob.id == job.id)
+            .values(prefect_deployment_id=unknown)
+        )
+    report = await sync_ui_changes(database_url=catalog.db_url, job_ids=[job.id])
+    assert any("not on this Prefect server" in p and "resync" in p for p in report.problems)
+    row = await job_row(catalog.db_url, job.id)
+    assert row.deleted_at is None and row.status == "active"
