@@ -253,3 +253,8 @@ async def test_a_deployment_missing_without_a_delete_does_not_delete_the_job(
     assert any("not on this Prefect server" in p and "resync" in p for p in report.problems)
     row = await job_row(catalog.db_url, job.id)
     assert row.deleted_at is None and row.status == "active"
+    # Leave no job pointing at an unknown deployment in the shared test database.
+    async with session_scope(catalog.db_url) as session:
+        await session.execute(
+            update(ScheduledJob).where(ScheduledJob.id == job.id).values(deleted_at=row.updated_at)
+        )
