@@ -145,11 +145,14 @@ async def test_the_save_job_form_shows_the_job_spec_in_chromium(ui_server: str) 
                 # Descriptions are shown, and choices are dropdowns showing their defaults.
                 assert "The product's name (or id) the ads are made for." in body
                 assert "Can't connect" not in body
+                # Prefect's design system renders a dropdown as `.p-select-button` (a combobox
+                # for searchable lists); each Literal of the form is one.
                 selects = await page.eval_on_selector_all(
-                    "form select, form [role='combobox'], form button[aria-haspopup]",
-                    "els => els.length",
+                    "form .p-select-button, form .p-combobox, form select", "els => els.length"
                 )
-                assert selects >= 8, f"only {selects} dropdowns in the form"
+                assert selects >= 10, f"only {selects} dropdowns in the form"
+                for default in ("recurring", "UTC", "recycle", "hooks", "per_ad_run", "skip"):
+                    assert default in body, f"the form does not show the default {default!r}"
             finally:
                 await context.close()
     finally:
