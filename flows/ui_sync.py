@@ -86,6 +86,8 @@ UI = "in the Prefect UI"
 DELETED_EVENT = "prefect.deployment.deleted"
 PAGE = 200
 DEFAULT_INTERVAL_SECONDS = 2.0
+#: What a person sets in the UI (the rest of a sync's values follow from these).
+_KEPT_COLUMNS = ("status", "cron_expression", "timezone")
 
 
 def _stamp(now: datetime) -> str:
@@ -145,6 +147,23 @@ class UiSync:
     pause_deployment: bool = False
     stop_schedule: uuid.UUID | None = None
     adopt_schedule: uuid.UUID | None = None
+
+    def warn_if_overridden(self, job: ScheduledJob) -> list[str]:
+        """After a write that followed this sync: say (log) each UI change it replaced.
+
+        Returns:
+            The warnings logged (empty when the write kept every UI change).
+        """
+        said = []
+        for column, value in self.values.items():
+            if column in _KEPT_COLUMNS and getattr(job, column) != value:
+                said.append(
+                    f"job {job.name!r}: {column} was changed in the Prefect UI to {value!r}; "
+                    f"this write sets it to {getattr(job, column)!r}"
+                )
+        for line in said:
+            logger.warning("%s", line)
+        return said
 
     @property
     def changed(self) -> bool:

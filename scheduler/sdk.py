@@ -521,12 +521,13 @@ class AdScheduler:
                             job = found
                     else:
                         job = await self._load(session, target, for_update=True)
-                    if not new:
-                        # What a person changed in the Prefect UI is kept, never undone.
-                        await absorb_ui_changes(client, session, job)
+                    # What a person changed in the Prefect UI is kept, never undone silently.
+                    ui = None if new else await absorb_ui_changes(client, session, job)
                     if not new and job.prefect_deployment_id is not None:
                         previous = dep.plan_for(job, *await self._names(session, job))
                     await change(client, session, job, undo)
+                    if ui is not None:
+                        ui.warn_if_overridden(job)
                     # Every write (create, update, pause, resume, resync) leaves the next run
                     # Prefect will actually start, or none while paused or completed.
                     job.next_run_at = next_run_for(job)

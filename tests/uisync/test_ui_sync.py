@@ -258,3 +258,26 @@ async def test_a_deployment_missing_without_a_delete_does_not_delete_the_job(
         await session.execute(
             update(ScheduledJob).where(ScheduledJob.id == job.id).values(deleted_at=row.updated_at)
         )
+
+
+async def test_an_sdk_write_that_replaces_a_ui_edit_says_so(
+    ads: AdScheduler, catalog: Catalog, ui, caplog: pytest.LogCaptureFixture
+) -> None:
+    """No watcher: `update` read the row before the UI edit reached it, so its spec carries the
+    old cron; the write goes through (the person asked for it) and says what it replaced."""
+    job = await ads.create(recurring_spec(catalog))
+    dep_id = job.prefect_deployment_id
+    assert dep_id is not None
+    spec = (await ads.spec_of(job.id)).model_dump(mode="json")
+    schedule_id = await _schedule_id(dep_id)
+    edit = {"schedule": {"cron": "45 6 * * *", "timezone": "UTC"}}
+    (await ui.patch(f"/deployments/{dep_id}/schedules/{schedule_id}", json=edit)).raise_for_status()
+
+    with caplog.at_level("WARNING", logger="ad_scheduler.ui_sync"):
+        await ads.apply({**spec, "max_runs": 3})
+    said = [r.getMessage() for r in caplog.records if r.name == "ad_scheduler.ui_sync"]
+    assert any(
+        "cron_expression was changed in the Prefect UI to '45 6 * * *'" in m
+        and "this write sets it to '0 9 * * 1'" in m
+        for m in said
+    ), said
