@@ -50,7 +50,6 @@ from db.models import AdTemplate, Brand, Product, ScheduledJob, ScheduledJobRun
 from db.session import dispose_engines, session_scope
 from db.types import utcnow
 from domain import cron as cron_rules
-from flows.ui_sync import absorb_ui_changes
 from scheduler import deployments as dep
 from scheduler.spec import (
     FieldProblem,
@@ -496,6 +495,8 @@ class AdScheduler:
         deployment is changed, and the transaction commits; any failure rolls the row back and
         undoes the Prefect changes.
         """
+        from flows.ui_sync import absorb_ui_changes  # on use: keeps the CLI's start-up light
+
         undo = _Undo()
         async with self._prefect() as client:
             try:
