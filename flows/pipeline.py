@@ -55,9 +55,10 @@ from db.queries.templates import (
 )
 from db.session import session_scope
 from db.types import utcnow
+from domain.params import AdParameters, ExportSettings
+from domain.vocab import DEFAULT_TEMPLATE_CONCURRENCY
 from flows.limits import ProviderSlots, ensure_provider_limit
 from flows.run_recovery import settle_after
-from scheduler.params import AdParameters, ExportSettings
 
 #: Generator block types a bare block name is looked up in, in this order.
 GENERATOR_BLOCK_SLUGS = GENERATOR_SLUGS
@@ -98,7 +99,7 @@ class RunPlan(BaseModel):
     export: ExportSettings = Field(default_factory=ExportSettings)
     job_id: uuid.UUID | None = None
     job_run_id: uuid.UUID | None = None
-    concurrency: int = Field(default=4, ge=1)
+    concurrency: int = Field(default=DEFAULT_TEMPLATE_CONCURRENCY, ge=1)
     #: For templates claimed in `unused` mode: claim an unused replacement for each template
     #: set aside (never for `specific` templates, which a person named).
     replace_set_aside: bool = False

@@ -30,11 +30,12 @@ from db.queries.templates import claim_specific_templates, claim_unused_template
 from db.session import dispose_engines, retry_transaction, session_scope
 from db.types import utcnow
 from domain.misfire import is_misfire
+from domain.params import JobParameters
+from domain.vocab import SCHEDULED_JOB_FLOW
 from flows.artifacts import publish_run_artifact
 from flows.history import SKIPPED_STATE_NAME, on_state_change, run_trigger, scheduled_time
 from flows.pipeline import PipelineResult, RunPlan, make_ads, rename_flow_run
 from flows.run_recovery import settle_after
-from scheduler.params import JobParameters
 
 
 class JobRunSummary(BaseModel):
@@ -83,7 +84,7 @@ async def release_connections(flow: object, flow_run: object, state: object) -> 
 
 
 @flow(
-    name="run-scheduled-job",
+    name=SCHEDULED_JOB_FLOW,
     log_prints=False,
     # Every state reaches the mirror; the reconciler covers the states no hook sees.
     on_running=[on_state_change],
