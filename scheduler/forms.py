@@ -35,20 +35,19 @@ from prefect.states import Completed, Failed, State
 from pydantic import BaseModel, ConfigDict, Field, WithJsonSchema
 
 from config import get_settings
-from db.errors import AdSchedulerError
 from db.models import Brand, Product, ScheduledJob
 from db.session import session_scope
 from domain import cron as cron_rules
-from scheduler.params import MAX_RECIPIENTS, MAX_VARIATIONS
-from scheduler.sdk import AdScheduler
-from scheduler.spec import (
+from domain.errors import AdSchedulerError, InvalidJobSpec
+from domain.params import MAX_RECIPIENTS, MAX_VARIATIONS
+from domain.spec import (
     MAX_DESCRIPTION_LENGTH,
     MAX_JITTER_SECONDS,
     MAX_NAME_LENGTH,
     MAX_TEMPLATES_PER_RUN,
-    InvalidJobSpec,
     JobSpec,
 )
+from scheduler.sdk import AdScheduler
 
 #: Zone names that are aliases of the machine's files, not places (Prefect accepts some of them;
 #: `domain.cron` refuses the machine-dependent ones).

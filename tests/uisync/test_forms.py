@@ -13,9 +13,9 @@ from prefect.client.schemas.filters import DeploymentFilter, DeploymentFilterId
 from prefect.states import State
 
 from config import get_settings
+from domain.errors import InvalidJobSpec
 from scheduler import forms
 from scheduler.sdk import AdScheduler
-from scheduler.spec import InvalidJobSpec
 from tests.scheduler.conftest import Catalog, tenant_deployments, tenant_jobs
 
 
