@@ -47,6 +47,15 @@ from domain.spec import (
     MAX_TEMPLATES_PER_RUN,
     JobSpec,
 )
+from domain.vocab import (
+    ColorMode,
+    ContentSource,
+    Destination,
+    EmailMode,
+    ExhaustedPolicy,
+    ImageMode,
+    OverlapPolicy,
+)
 from scheduler.sdk import AdScheduler
 
 #: Zone names that are aliases of the machine's files, not places (Prefect accepts some of them;
@@ -152,7 +161,7 @@ class TemplatesForm(BaseModel):
         le=MAX_TEMPLATES_PER_RUN,
         description="`unused` mode: templates per run (at most the size of the catalog).",
     )
-    when_exhausted: Literal["recycle", "skip", "fail"] = Field(
+    when_exhausted: ExhaustedPolicy = Field(
         default="recycle",
         title="When none are left",
         description="`unused` mode, when the product has used every template: `recycle` the "
@@ -180,19 +189,19 @@ class AdForm(BaseModel):
     variations: int = Field(
         default=3, ge=1, le=MAX_VARIATIONS, description="Ads made from each template."
     )
-    content_source: Literal["hooks", "benefits", "recreate_template"] = Field(
+    content_source: ContentSource = Field(
         default="hooks",
         title="Headlines from",
         description="`hooks`: the product's hook list. `benefits`: its key benefits. "
         "`recreate_template`: the template's own copy, restyled for the product.",
     )
-    color_mode: Literal["original", "brand", "complementary"] = Field(
+    color_mode: ColorMode = Field(
         default="original",
         title="Colours",
         description="`original`: the template's palette. `brand`: the brand colours. "
         "`complementary`: the complements of the brand colours.",
     )
-    image_mode: Literal["auto", "specific"] = Field(
+    image_mode: ImageMode = Field(
         default="auto",
         title="Product image",
         description="`auto`: a product image per variation. `specific`: always the image below.",
@@ -213,7 +222,7 @@ class ExportForm(BaseModel):
 
     model_config = ConfigDict(extra="forbid")
 
-    destination: Literal["none", "email", "slack", "both"] = Field(
+    destination: Destination = Field(
         default="none", description="Send each run's ads by email, to Slack, both, or nowhere."
     )
     email_recipients: list[str] = Field(
@@ -224,7 +233,7 @@ class ExportForm(BaseModel):
     email_block: str = Field(
         default="", description="Email: the name of a saved Resend email block."
     )
-    email_mode: Literal["per_ad_run", "digest"] = Field(
+    email_mode: EmailMode = Field(
         default="per_ad_run",
         description="Email: one email per template (`per_ad_run`) or one per run (`digest`).",
     )
@@ -261,7 +270,7 @@ class JobForm(BaseModel):
     template_concurrency: int = Field(
         default=4, ge=1, le=32, description="Templates generated at once within one run."
     )
-    overlap: Literal["skip", "queue"] = Field(
+    overlap: OverlapPolicy = Field(
         default="skip",
         description="A run due while the previous one still runs: `skip` it, or `queue` it.",
     )
