@@ -187,6 +187,8 @@ class AdScheduler(JobReader):
         deployment is changed, and the transaction commits; any failure rolls the row back and
         undoes the Prefect changes.
         """
+        from flows.ui_sync import absorb_ui_changes  # on use: keeps the CLI's start-up light
+
         undo = Undo()
         async with self._prefect() as client:
             try:
@@ -216,9 +218,13 @@ class AdScheduler(JobReader):
                         job = await q.load_live_job(
                             session, self.tenant_id, target, for_update=True
                         )
+                    # What a person changed in the Prefect UI is kept, never undone silently.
+                    ui = None if new else await absorb_ui_changes(client, session, job)
                     if not new and job.prefect_deployment_id is not None:
                         previous = dep.plan_for(job, *await self._names(session, job))
                     await change(client, session, job, undo)
+                    if ui is not None:
+                        ui.warn_if_overridden(job)
                     # Every write (create, update, pause, resume, resync) leaves the next run
                     # Prefect will actually start, or none while paused or completed.
                     job.next_run_at = next_run_for(job)
