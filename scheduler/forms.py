@@ -29,16 +29,14 @@ from datetime import UTC, datetime
 from functools import lru_cache
 from typing import Annotated, Any, Literal
 
-import sqlalchemy as sa
 from prefect import flow, get_run_logger
 from prefect.states import Completed, Failed, State
 from pydantic import BaseModel, ConfigDict, Field, WithJsonSchema
 
 from config import get_settings
-from db.models import Brand, Product
 from db.read_models import JobView
-from db.session import session_scope
 from domain import cron as cron_rules
+from domain.approval import ApprovalSettings
 from domain.errors import AdSchedulerError, InvalidJobSpec
 from domain.params import MAX_RECIPIENTS, MAX_VARIATIONS
 from domain.spec import (
@@ -283,6 +281,10 @@ class JobForm(BaseModel):
     max_consecutive_failures: int = Field(
         default=3, ge=1, le=100, description="Pause the job after this many failed runs in a row."
     )
+    approval: ApprovalSettings = Field(
+        default_factory=ApprovalSettings,
+        description="Hold the ads for a person's approval before they are exported.",
+    )
 
     def to_spec(self, product_id: uuid.UUID) -> dict[str, Any]:
         """The `JobSpec` input this form describes (validated by `JobSpec.parse`)."""
@@ -299,6 +301,7 @@ class JobForm(BaseModel):
             "overlap": self.overlap,
             "misfire_grace_seconds": self.misfire_grace_seconds,
             "max_consecutive_failures": self.max_consecutive_failures,
+            "approval": self.approval.model_dump(),
         }
 
 
@@ -310,48 +313,6 @@ def _blanks_to_none(values: dict[str, Any]) -> dict[str, Any]:
 def form_tenant() -> uuid.UUID:
     """The tenant the forms act for (`AD_SCHEDULER_TENANT_ID`, as the CLI)."""
     return uuid.UUID(get_settings().tenant_id)
-
-
-async def resolve_product(tenant_id: uuid.UUID, reference: str) -> uuid.UUID:
-    """A product of the tenant by id or by name (case-insensitive).
-
-    Raises:
-        InvalidJobSpec: on `product`, when none or several products match.
-    """
-    ref = reference.strip()
-    try:
-        as_id: uuid.UUID | None = uuid.UUID(ref)
-    except ValueError:
-        as_id = None
-    async with session_scope() as session:
-        if as_id is not None:
-            found = await session.scalar(
-                sa.select(Product.id).where(Product.tenant_id == tenant_id, Product.id == as_id)
-            )
-            if found is not None:
-                return found
-        rows = (
-            await session.execute(
-                sa.select(Product.id, Product.name, Brand.name)
-                .join(Brand, Brand.id == Product.brand_id)
-                .where(Product.tenant_id == tenant_id)
-                .order_by(Product.name)
-            )
-        ).all()
-    matches = [r for r in rows if r[1].strip().lower() == ref.lower()]
-    if len(matches) == 1:
-        return uuid.UUID(str(matches[0][0]))
-    if len(matches) > 1:
-        choices = ", ".join(f"{r[0]} ({r[2]})" for r in matches)
-        raise InvalidJobSpec.one(
-            "product",
-            f"{len(matches)} products are named {ref!r}; allowed: one of the ids {choices}",
-        )
-    names = ", ".join(sorted({r[1] for r in rows})[:20]) or "none yet"
-    raise InvalidJobSpec.one(
-        "product",
-        f"no product {ref!r}; allowed: the name or id of a product of this tenant ({names})",
-    )
 
 
 def _refused(exc: AdSchedulerError) -> State:
@@ -378,10 +339,9 @@ async def save_job(job: JobForm) -> State:
     """
     tenant = form_tenant()
     try:
-        product_id = await resolve_product(tenant, job.product)
-        spec = JobSpec.parse(job.to_spec(product_id))
         async with AdScheduler(tenant) as ads:
-            saved = await ads.apply(spec)
+            product_id = await ads.catalog.resolve_product_id(job.product, field="product")
+            saved = await ads.apply(JobSpec.parse(job.to_spec(product_id)))
     except AdSchedulerError as exc:
         return _refused(exc)
     message = f"saved {_describe(saved)}"
@@ -481,7 +441,6 @@ __all__ = [
     "TemplatesForm",
     "delete_job",
     "pause_job",
-    "resolve_product",
     "resume_job",
     "run_job_now",
     "save_job",
