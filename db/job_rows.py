@@ -164,6 +164,8 @@ def spec_from_row(job: JobRow) -> JobSpec:
     }
     if "template_concurrency" in params:
         data["template_concurrency"] = params["template_concurrency"]
+    if "approval" in params:  # approval hook
+        data["approval"] = params["approval"]
     return JobSpec.parse(data, existing_scheduled_at=job.scheduled_at)
 
 

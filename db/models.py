@@ -18,6 +18,7 @@ import sqlalchemy as sa
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column, relationship
 
 from db.types import JSONType, UTCDateTime, UUIDList, text_array, utcnow
+from domain.approval import APPROVAL_STATUSES
 from domain.vocab import (
     AD_RUN_STATUSES,
     DELIVERY_STATUSES,
@@ -320,6 +321,9 @@ class GeneratedAd(Base):
     size_bytes: Mapped[int]
     content_type: Mapped[str] = mapped_column(sa.Text, default="image/png")
     created_at: Mapped[datetime] = mapped_column(default=utcnow, server_default=sa.func.now())
+    #: Approval (revision 0005): "approved"/"rejected" once decided; NULL when not reviewed.
+    #: A rejected ad stays in storage and is never exported.
+    review_status: Mapped[str | None] = mapped_column(sa.Text)
 
     ad_run: Mapped[AdRun] = relationship(back_populates="ads", lazy="raise")
 
@@ -352,3 +356,41 @@ class ExportDelivery(TimestampMixin, Base):
     #: "permanent" (reconfigure, do not retry) or "retryable".
     error_kind: Mapped[str | None] = mapped_column(sa.Text)
     sent_at: Mapped[datetime | None]
+
+
+class RunApproval(TimestampMixin, Base):
+    """The approval of one job run (revision 0005): what waits, and the decision once made.
+
+    One row per `scheduled_job_runs` row whose job asks for approval, written when the run
+    suspends (`awaiting`) and settled once (`approved`, `rejected`, `partial`, `timed_out`).
+    """
+
+    __tablename__ = "run_approvals"
+    __table_args__ = (
+        sa.CheckConstraint(_in("status", APPROVAL_STATUSES), name="status"),
+        sa.CheckConstraint(_in("on_timeout", ("discard", "export")), name="on_timeout"),
+        sa.Index("ix_run_approvals_tenant_status", "tenant_id", "status"),
+    )
+
+    id: Mapped[uuid.UUID] = mapped_column(primary_key=True, default=uuid.uuid4)
+    tenant_id: Mapped[uuid.UUID]
+    scheduled_job_id: Mapped[uuid.UUID] = mapped_column(sa.ForeignKey("scheduled_jobs.id"))
+    scheduled_job_run_id: Mapped[uuid.UUID] = mapped_column(
+        sa.ForeignKey("scheduled_job_runs.id"), unique=True
+    )
+    flow_run_id: Mapped[uuid.UUID] = mapped_column(unique=True)
+    status: Mapped[str] = mapped_column(sa.Text, default="awaiting", server_default="awaiting")
+    #: The ads awaiting a decision (`generated_ads.id`), in display order.
+    ad_ids: Mapped[list[uuid.UUID]] = mapped_column(UUIDList())
+    requested_at: Mapped[datetime] = mapped_column(default=utcnow)
+    deadline_at: Mapped[datetime]
+    on_timeout: Mapped[str] = mapped_column(sa.Text)
+    approved_ad_ids: Mapped[list[uuid.UUID] | None] = mapped_column(UUIDList())
+    rejected_ad_ids: Mapped[list[uuid.UUID] | None] = mapped_column(UUIDList())
+    note: Mapped[str | None] = mapped_column(sa.Text)
+    decided_by: Mapped[str | None] = mapped_column(sa.Text)
+    #: "ui" (the Prefect resume form), "sdk" (SDK/CLI), "timeout" or "run_ended".
+    decided_via: Mapped[str | None] = mapped_column(sa.Text)
+    decided_at: Mapped[datetime | None]
+    #: When the approved ads were handed to the export step (exactly once).
+    exported_at: Mapped[datetime | None]

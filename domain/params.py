@@ -12,6 +12,7 @@ from typing import Any, ClassVar
 
 from pydantic import BaseModel, ConfigDict, EmailStr, Field, field_validator, model_validator
 
+from domain.approval import ApprovalSettings
 from domain.vocab import (
     DEFAULT_TEMPLATE_CONCURRENCY,
     EMAIL_DESTINATIONS,
@@ -139,3 +140,4 @@ class JobParameters(BaseModel):
         le=MAX_TEMPLATE_CONCURRENCY,
         description="Templates generated at once within one run.",
     )
+    approval: ApprovalSettings = Field(default_factory=ApprovalSettings)  # approval hook

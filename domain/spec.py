@@ -33,6 +33,7 @@ from pydantic import (
 
 from domain import cron as cron_rules
 from domain import misfire
+from domain.approval import ApprovalSettings
 from domain.errors import InvalidJobSpec
 from domain.params import AdParameters, ExportFields, ExportSettings, JobParameters
 from domain.vocab import (
@@ -281,6 +282,8 @@ class JobSpec(BaseModel):
             time is skipped as missed; 0 = no limit (late runs always run), else 60..604800
             (`domain.misfire`: a shorter grace would skip on-time runs).
         max_consecutive_failures: The job pauses itself after this many failed runs in a row.
+        approval: Wait for a person's approval before exporting (`enabled`, `timeout` like
+            `24h`, `on_timeout` discard|export; see domain/approval.py).
         tenant_id: Optional; when given it must be the SDK's tenant.
     """
 
@@ -300,6 +303,7 @@ class JobSpec(BaseModel):
     overlap: OverlapPolicy = "skip"
     misfire_grace_seconds: int = Field(default=3600)
     max_consecutive_failures: int = Field(default=3, ge=1, le=100)
+    approval: ApprovalSettings = Field(default_factory=ApprovalSettings)  # approval hook
     tenant_id: UUID | None = None
 
     @field_validator("misfire_grace_seconds")
@@ -335,4 +339,5 @@ class JobSpec(BaseModel):
             ad=self.ad,
             export=self.export.to_settings(slack_block_name),
             template_concurrency=self.template_concurrency,
+            approval=self.approval,  # approval hook
         )

@@ -36,7 +36,11 @@ OVERLAP_POLICIES: Final[tuple[OverlapPolicy, ...]] = get_args(OverlapPolicy)
 
 #: The seed's statuses first; `skipped` and `cancelled` are added for runs the system
 #: deliberately did not execute (misfire, duplicate slot, overlap, nothing to do).
-RunStatus = Literal["pending", "running", "completed", "failed", "skipped", "cancelled"]
+#: `awaiting_approval` (revision 0005): the run made its ads and waits, suspended, for a
+#: person's decision (flows/approval.py).
+RunStatus = Literal[
+    "pending", "running", "completed", "failed", "skipped", "cancelled", "awaiting_approval"
+]
 RUN_STATUSES: Final[tuple[RunStatus, ...]] = get_args(RunStatus)
 SEED_RUN_STATUSES: Final[tuple[RunStatus, ...]] = ("pending", "running", "completed", "failed")
 TERMINAL_RUN_STATUSES: Final[tuple[RunStatus, ...]] = (

@@ -63,6 +63,8 @@ def status_for(state: State) -> tuple[RunStatus, str | None]:
         return "cancelled", None
     if kind in (StateType.RUNNING, StateType.CANCELLING):
         return "running", None
+    if kind == StateType.PAUSED:  # only the approval gate suspends runs (flows/approval.py)
+        return "awaiting_approval", None
     return "pending", None
 
 

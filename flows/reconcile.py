@@ -51,6 +51,7 @@ from db.types import utcnow
 from domain.vocab import SCHEDULED_JOB_FLOW
 from flows.history import apply_job_status, event_for, mirror_flow_run
 from flows.run_recovery import describe_failure, finish_job_run, settle_run_work
+from flows.ui_sync import sync_ui_changes
 
 PAGE = 200
 STARTED_STATES = [
@@ -256,6 +257,14 @@ async def reconcile_job_runs(
                 report.jobs_changed += 1
 
         await isolated(f"job {job_id}", derive)
+
+    # 6. what people did to job deployments in the Prefect UI (the watcher sees it in seconds).
+    async def ui_changes() -> None:
+        taken = await sync_ui_changes(job_ids=list(scope) if scope else None)
+        report.jobs_changed += taken.jobs_changed
+        report.problems.extend(p[:500] for p in taken.problems)
+
+    await isolated("changes made in the Prefect UI", ui_changes)
     logger.info("reconciled: %s", report.model_dump())
     return report
 

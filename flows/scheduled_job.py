@@ -32,6 +32,7 @@ from db.types import utcnow
 from domain.misfire import is_misfire
 from domain.params import JobParameters
 from domain.vocab import SCHEDULED_JOB_FLOW
+from flows.approval import held_export, request_approval, resume_decided_run
 from flows.artifacts import publish_run_artifact
 from flows.history import SKIPPED_STATE_NAME, on_state_change, run_trigger, scheduled_time
 from flows.job_board import refresh_board_after_run
@@ -115,6 +116,9 @@ async def run_scheduled_job(job_id: uuid.UUID) -> JobRunSummary | State:
     if job is None or job.deleted_at is not None:
         raise NotFoundError("scheduled job", job_id)
     params = JobParameters.model_validate(job.parameters)
+    # approval hook: a run back from its approval only settles the decision and exports.
+    if (decided := await resume_decided_run(job, params)) is not None:
+        return decided
     when = (slot_time or utcnow()).astimezone(_zone(job.timezone))
     run_name = f"{job.name} · {when:%Y-%m-%d %H:%M %Z}"
     await rename_flow_run(
@@ -217,7 +221,7 @@ async def _claim_and_make_ads(
         flow_run_id=flow_run_id,
         templates=templates,
         ad=params.ad,
-        export=params.export,
+        export=held_export(params),  # approval hook: nothing is exported before the decision
         job_id=job.id,
         job_run_id=job_run_id,
         concurrency=params.template_concurrency,
@@ -229,7 +233,10 @@ async def _claim_and_make_ads(
         result = await make_ads(plan)
     finally:
         beat.cancel()
-    return await _finish(job, flow_run_id, result)
+    outcome = await _finish(job, flow_run_id, result)
+    # approval hook: with approval on, the run suspends here (its process exits) and resumes above.
+    await request_approval(job, params, job_run_id)
+    return outcome
 
 
 async def _finish(

@@ -187,6 +187,8 @@ class AdScheduler(JobReader):
         deployment is changed, and the transaction commits; any failure rolls the row back and
         undoes the Prefect changes.
         """
+        from flows.ui_sync import absorb_ui_changes  # on use: keeps the CLI's start-up light
+
         undo = Undo()
         async with self._prefect() as client:
             try:
@@ -216,9 +218,13 @@ class AdScheduler(JobReader):
                         job = await q.load_live_job(
                             session, self.tenant_id, target, for_update=True
                         )
+                    # What a person changed in the Prefect UI is kept, never undone silently.
+                    ui = None if new else await absorb_ui_changes(client, session, job)
                     if not new and job.prefect_deployment_id is not None:
                         previous = dep.plan_for(job, *await self._names(session, job))
                     await change(client, session, job, undo)
+                    if ui is not None:
+                        ui.warn_if_overridden(job)
                     # Every write (create, update, pause, resume, resync) leaves the next run
                     # Prefect will actually start, or none while paused or completed.
                     job.next_run_at = next_run_for(job)
@@ -438,6 +444,28 @@ class AdScheduler(JobReader):
                     f"the deployment of job {job.name!r} is missing; apply the job again"
                 ) from exc
         return run.id
+
+    # -- approvals (approval hook: thin delegations to scheduler/approvals.py) -----------------
+
+    async def approvals(self, *, include_decided: bool = False) -> list[Any]:
+        """Runs awaiting approval (`ApprovalView`s); see `scheduler.approvals.list_pending`."""
+        from scheduler import approvals
+
+        return await approvals.list_pending(
+            self.tenant_id, database_url=self._db_url, include_decided=include_decided
+        )
+
+    async def approval(self, run: uuid.UUID | str) -> Any:
+        """One run's approval with its ads; see `scheduler.approvals.show`."""
+        from scheduler import approvals
+
+        return await approvals.show(self.tenant_id, run, database_url=self._db_url)
+
+    async def decide(self, run: uuid.UUID | str, **decision: Any) -> Any:
+        """Approve/reject a waiting run's ads (`approve=`, `reject=`, `note=`, `reviewer=`)."""
+        from scheduler import approvals
+
+        return await approvals.decide(self.tenant_id, run, database_url=self._db_url, **decision)
 
 
 def spec_from_job(job: Any) -> JobSpec:

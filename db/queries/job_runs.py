@@ -31,7 +31,9 @@ from domain import cron as cron_rules
 from domain import job_rules
 from domain.vocab import TERMINAL_RUN_STATUSES, RunStatus, RunTrigger
 
-_RANK = {"pending": 0, "running": 1}
+# approval hook: a run awaiting approval is as far along as a running one (not terminal): it
+# may go back to running when it resumes, and on to a terminal status.
+_RANK = {"pending": 0, "running": 1, "awaiting_approval": 1}
 TERMINAL_RANK = 2
 
 #: The run fields an event may carry (everything but the key and the status).
@@ -184,7 +186,11 @@ async def derive_job_state(
     runs = ScheduledJobRun
     completed = await session.scalar(
         sa.select(sa.func.count()).where(
-            runs.scheduled_job_id == job_id, runs.trigger == "schedule", runs.status == "completed"
+            runs.scheduled_job_id == job_id,
+            runs.trigger == "schedule",
+            # approval hook: a run awaiting approval made its ads and counts already, so slow
+            # decisions never let a job generate more than max_runs runs.
+            runs.status.in_(("completed", "awaiting_approval")),
         )
     )
     last_run_at = await session.scalar(

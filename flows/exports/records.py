@@ -347,6 +347,13 @@ async def load_ad_run_contents(
                 await session.scalars(
                     sa.select(GeneratedAd)
                     .where(GeneratedAd.ad_run_id == run.id)
+                    # approval hook: an ad a person rejected is never exported
+                    .where(
+                        sa.or_(
+                            GeneratedAd.review_status.is_(None),
+                            GeneratedAd.review_status != "rejected",
+                        )
+                    )
                     .order_by(GeneratedAd.variation_index)
                 )
             ).all()

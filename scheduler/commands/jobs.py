@@ -155,6 +155,12 @@ def spec_from_flags(**flags: Any) -> dict[str, Any]:
     }
     if flags["max_runs"] is not None:
         spec["max_runs"] = flags["max_runs"]
+    if flags.get("approval"):  # approval hook
+        spec["approval"] = {
+            "enabled": True,
+            "timeout": flags.get("approval_timeout") or "24h",
+            "on_timeout": flags.get("on_timeout") or "discard",
+        }
     return spec
 
 
@@ -216,6 +222,10 @@ def jobs_create(  # noqa: PLR0917 (one typer option per parameter)
         help="Skip runs starting more than N s late: 0 = never skip, else 60..604800.",
     ),
     description: str = typer.Option(DEFAULT_DESCRIPTION, help="Free text shown in the Prefect UI."),
+    # approval hook: the job option `approval` (domain/approval.py)
+    approval: bool = typer.Option(False, "--approval", help="Wait for approval before export."),
+    approval_timeout: str = typer.Option("24h", help="Approval wait: 5m..14d, e.g. 24h."),
+    on_timeout: str = typer.Option("discard", help="After the approval wait: discard | export."),
     tenant: str | None = TenantOption,
 ) -> None:
     """Register a job from flags or from a YAML/JSON file (files are applied idempotently).
@@ -428,6 +438,7 @@ def jobs_show(
         ),
         ("ads", json.dumps(params.get("ad", {}))),
         ("export", json.dumps(params.get("export", {}))),
+        ("approval", json.dumps(params.get("approval", {"enabled": False}))),  # approval hook
         ("overlap / misfire", f"{job.overlap_policy} / {job.misfire_grace_seconds} s"),
         ("deployment", f"{SCHEDULED_JOB_FLOW}/{job.deployment_name} ({job.prefect_deployment_id})"),
     ]
