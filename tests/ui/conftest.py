@@ -1,4 +1,9 @@
-"""UI test fixtures: one real Prefect server with its UI per module, one headless Chromium.
+"""UI test fixtures: one real Prefect server with its UI per session, one headless Chromium
+per module.
+
+One server for every module, not one each: Prefect's in-process events worker (which carries
+task-run states to the server) stays bound to the first server it met, so a second server in the
+same process never hears of the task runs of later flows.
 
 Mandatory under CI=true (a missing chromium fails the run); skipped elsewhere when Debian's
 chromium is not installed (`apt-get install -y chromium`).
@@ -24,9 +29,9 @@ from tests.ui.browser import CHROMIUM, chromium, chromium_available
 CHROMIUM_HINT = f"UI tests skipped: no chromium at {CHROMIUM} (apt-get install -y chromium)"
 
 
-@pytest.fixture(scope="module")
+@pytest.fixture(scope="session")
 def ui_url(postgres_available: bool) -> Iterator[str]:
-    """A Prefect server with its UI (PostgreSQL, 127.0.0.1) for one module; yields the UI's
+    """A Prefect server with its UI (PostgreSQL, 127.0.0.1) for the session; yields the UI's
     base URL. PREFECT_API_URL points at it meanwhile, so flows and the SDK use it too."""
     require_postgres(postgres_available)
     from prefect.settings import PREFECT_API_URL, temporary_settings
@@ -37,6 +42,11 @@ def ui_url(postgres_available: bool) -> Iterator[str]:
         tempfile.TemporaryDirectory(prefix="prefect-home-") as home,
         local_prefect_server(Path(home), database_url=database_url, extra_env=services) as api,
     ):
+        # The events worker carries task-run states; one bound to another server (an earlier
+        # fixture's) would keep sending them there: drained, the next one binds to this server.
+        from prefect.events.worker import EventsWorker
+
+        EventsWorker.drain_all()
         previous = os.environ.get("PREFECT_API_URL")
         os.environ["PREFECT_API_URL"] = api
         try:
