@@ -65,6 +65,9 @@ def embedded_url(settings: Settings) -> URL:
 async def resolve_database_url(settings: Settings | None = None) -> URL:
     """Turn `DATABASE_URL` (a URL, a block name or nothing) into a SQLAlchemy URL.
 
+    A block name is loaded from the Prefect API once per process and remembered (see
+    `forget_resolved_urls`); a name that does not load is not remembered.
+
     Raises:
         ValueError: The value is neither a valid URL nor the name of a saved connector block.
     """
@@ -78,7 +81,21 @@ async def resolve_database_url(settings: Settings | None = None) -> URL:
         except sa.exc.ArgumentError as exc:
             # The message would echo the URL, password included: name the problem, not the value.
             raise ValueError("DATABASE_URL is not a valid SQLAlchemy URL") from exc
-    return await _url_from_block(raw)
+    cached = _BLOCK_URLS.get(raw)
+    if cached is None:
+        # Once per process: a flow run opens dozens of sessions, and each lookup is an API call.
+        cached = _BLOCK_URLS[raw] = await _url_from_block(raw)
+    return cached
+
+
+#: Connector blocks resolved so far in this process, by block name. A changed block reaches a
+#: process that already resolved it only after a restart (a flow run is its own process).
+_BLOCK_URLS: dict[str, URL] = {}
+
+
+def forget_resolved_urls() -> None:
+    """Drop the per-process cache of connector blocks resolved by `resolve_database_url`."""
+    _BLOCK_URLS.clear()
 
 
 async def _url_from_block(block_name: str) -> URL:

@@ -25,7 +25,13 @@ logger = logging.getLogger("ad_scheduler.history")
 #: Tags that mark a run as fired by the job's schedule rather than by a person.
 SCHEDULE_TAGS = {"auto-scheduled", "one-time"}
 SKIPPED_STATE_NAME = "Skipped"
+#: A Completed run whose ads were made (and count) but whose exports failed.
+EXPORTS_FAILED_STATE_NAME = "Exports failed"
 OVERLAP_MESSAGE = "concurrency limit"
+#: States after which a job's counters or status may change (terminal ones).
+_DERIVING_STATES = frozenset(
+    {StateType.COMPLETED, StateType.FAILED, StateType.CRASHED, StateType.CANCELLED}
+)
 
 
 def run_trigger(flow_run: FlowRun) -> str:
@@ -93,8 +99,13 @@ def event_for(flow_run: FlowRun, state: State | None = None) -> JobRunEvent | No
     )
 
 
-async def mirror_flow_run(flow_run: FlowRun, state: State | None = None) -> bool:
-    """Upsert the run's row and re-derive its job; apply status changes to Prefect.
+async def mirror_flow_run(
+    flow_run: FlowRun, state: State | None = None, *, derive: bool = True
+) -> bool:
+    """Upsert the run's row; with `derive`, re-derive its job and apply a status change.
+
+    `derive=False` records only: for a state that cannot change the job (Running), and for
+    callers that derive each touched job once themselves (the reconciler).
 
     Returns True when the job's status changed (completed or paused) as a result.
     """
@@ -104,10 +115,13 @@ async def mirror_flow_run(flow_run: FlowRun, state: State | None = None) -> bool
     async with session_scope() as session:
         row = await upsert_job_run(session, event)
         if row.tenant_id is None:
+            # A row first written without its job (the job was deleted meanwhile).
             from db.models import ScheduledJob
 
             job = await session.get(ScheduledJob, event.scheduled_job_id)
             row.tenant_id = job.tenant_id if job else None
+    if not derive:
+        return False
     # The row is committed on its own: nothing the job's derivation does can roll it back.
     return await rederive_job(event.scheduled_job_id)
 
@@ -155,7 +169,8 @@ async def _hook(flow: Any, flow_run: FlowRun, state: State) -> None:
     # reconciler heal the row later. Only the error's type is logged — messages from drivers
     # can carry connection details.
     try:
-        await mirror_flow_run(flow_run, state)
+        # Running changes no counter and no status: record it, derive nothing.
+        await mirror_flow_run(flow_run, state, derive=state.type in _DERIVING_STATES)
     except Exception as exc:
         logger.error(
             "run mirror: could not record state %s of flow run %s (%s); the reconciler will",

@@ -24,10 +24,10 @@ import io
 import uuid
 from contextlib import AsyncExitStack
 from dataclasses import dataclass
-from typing import Any, cast
+from datetime import datetime
+from typing import Any, Literal, cast
 
 import sqlalchemy as sa
-from PIL import Image
 from prefect import get_run_logger, task
 from prefect.artifacts import acreate_progress_artifact, aupdate_progress_artifact
 from prefect.cache_policies import NO_CACHE
@@ -48,6 +48,7 @@ from blocks.storage import AdStorage
 from db.errors import TemplatesExhaustedError
 from db.models import AdRun, AdTemplate, Brand, GeneratedAd, Product
 from db.queries.templates import (
+    claim_specific_templates,
     claim_unused_templates,
     confirm_template_use,
     release_claims,
@@ -83,6 +84,17 @@ class AdRunOutcome(BaseModel):
     set_aside: str | None = None
     #: The template this one replaced (after that one was set aside), if any.
     replaces: str | None = None
+
+
+class TemplateChoice(BaseModel):
+    """Which templates a run claims: `names` (specific or uploaded), else `count` unused ones."""
+
+    tenant_id: uuid.UUID
+    product_id: uuid.UUID
+    flow_run_id: uuid.UUID
+    names: list[str] | None = None
+    count: int = Field(default=1, ge=1)
+    when_exhausted: Literal["recycle", "skip", "fail"] = "recycle"
 
 
 class RunPlan(BaseModel):
@@ -277,16 +289,65 @@ async def create_ad_runs(plan: RunPlan) -> list[AdRunTicket]:
     return tickets
 
 
+@task(name="select-templates", cache_policy=NO_CACHE, task_run_name="select-templates")
+async def select_templates(choice: TemplateChoice) -> list[str]:
+    """Claim the run's templates: `count` unused ones, or the named ones (in that order).
+
+    Unused templates are claimed for the run (no other run in flight picks them); a claim is
+    confirmed by `record_template_usage` or released when its template fails.
+
+    Raises:
+        TemplatesExhaustedError: None is left and the policy is `fail`.
+        ValueError: A named template is not in the product's catalog (the message names it).
+    """
+    async with session_scope() as session:
+        if choice.names is not None:
+            return await claim_specific_templates(
+                session,
+                tenant_id=choice.tenant_id,
+                product_id=choice.product_id,
+                names=choice.names,
+            )
+        claim = await claim_unused_templates(
+            session,
+            tenant_id=choice.tenant_id,
+            product_id=choice.product_id,
+            flow_run_id=choice.flow_run_id,
+            count=choice.count,
+            when_exhausted=choice.when_exhausted,
+        )
+        return claim.templates
+
+
 @task(name="generate-ad-run", cache_policy=NO_CACHE, task_run_name="generate {ticket.template}")
 async def generate_ad_run(
     plan: RunPlan, ticket: AdRunTicket, resources: RunResources
-) -> AdRunOutcome:
-    """Generate one ad run: N variations of one template, stored and recorded.
+) -> GeneratedAdRun:
+    """Generate one ad run: N variations of one template, stored (not yet recorded).
 
-    Never raises for a generation failure: the ad run is marked failed with its reason.
+    Never raises for a generation failure: the result carries the reason, for
+    `record_template_usage` to record. Files it stored are deleted if it is cancelled.
     """
     async with resources.open_runs:
         return await _generate(plan, ticket, resources)
+
+
+@task(
+    name="record-template-usage",
+    cache_policy=NO_CACHE,
+    task_run_name="record-template-usage {generated.ticket.template}",
+)
+async def record_template_usage(
+    plan: RunPlan, generated: GeneratedAdRun, resources: RunResources
+) -> AdRunOutcome:
+    """Record one ad run and its template's usage in one transaction.
+
+    The ads stored (even when a later variation failed), the ad run's outcome, and the usage:
+    a generated template is confirmed as used with its ad run; a failed one has its claim
+    released and stays unused, and one that failed for a reason of its own is set aside, so no
+    later run claims it first again. If the transaction fails, the stored files are deleted.
+    """
+    return await _record(plan, generated, resources)
 
 
 class TemplateFault(Exception):
@@ -306,11 +367,19 @@ async def read_template(storage: AdStorage, template: str) -> bytes:
         # FileNotFoundError.
         raise TemplateFault("its file is missing from template storage") from exc
     try:
-        with Image.open(io.BytesIO(data)) as image:
-            image.verify()
+        _check_image(data)
     except Exception as exc:  # Pillow raises several types for bad images
         raise TemplateFault(f"its file is not a readable image ({type(exc).__name__})") from exc
     return data
+
+
+def _check_image(data: bytes) -> None:
+    # Pillow is imported where it is used: a run whose generator is remote pays for it here
+    # only (the flow process's import time is on every run's critical path).
+    from PIL import Image
+
+    with Image.open(io.BytesIO(data)) as image:
+        image.verify()
 
 
 def template_fault(exc: BaseException) -> str | None:
@@ -322,15 +391,26 @@ def template_fault(exc: BaseException) -> str | None:
     return None
 
 
-async def _generate(plan: RunPlan, ticket: AdRunTicket, res: RunResources) -> AdRunOutcome:
+@dataclass
+class GeneratedAdRun:
+    """One template's generation, stored but not yet recorded (see `record_template_usage`)."""
+
+    ticket: AdRunTicket
+    started_at: datetime
+    ads: list[AdSummary]
+    #: `generated_ads` rows to insert, as column values.
+    rows: list[dict[str, Any]]
+    #: Storage paths written (deleted again if the rows are not written).
+    written: list[str]
+    error: str | None = None
+    #: Why the template itself is at fault (set it aside), when it is.
+    fault: str | None = None
+
+
+async def _generate(plan: RunPlan, ticket: AdRunTicket, res: RunResources) -> GeneratedAdRun:
     logger = get_run_logger()
     storage, template = res.storage, ticket.template
-    started_at = utcnow()
-    ads: list[AdSummary] = []
-    rows: list[GeneratedAd] = []
-    written: list[str] = []
-    error: str | None = None
-    fault: str | None = None
+    result = GeneratedAdRun(ticket=ticket, started_at=utcnow(), ads=[], rows=[], written=[])
     attempted = 0
     try:
         template_image = await read_template(storage, template)
@@ -358,22 +438,22 @@ async def _generate(plan: RunPlan, ticket: AdRunTicket, res: RunResources) -> Ad
                 res.slots.done()
                 attempted += 1
             stored_at = storage.ad_path(plan.tenant_id, ticket.ad_run_id, index, image.extension)
-            written.append(stored_at)
+            result.written.append(stored_at)
             await storage.write(stored_at, image.data)
-            rows.append(
-                GeneratedAd(
-                    tenant_id=plan.tenant_id,
-                    ad_run_id=ticket.ad_run_id,
-                    variation_index=index,
-                    storage_path=stored_at,
-                    headline=image.headline,
-                    width=image.width,
-                    height=image.height,
-                    size_bytes=len(image.data),
-                    content_type=image.content_type,
-                )
+            result.rows.append(
+                {
+                    "tenant_id": plan.tenant_id,
+                    "ad_run_id": ticket.ad_run_id,
+                    "variation_index": index,
+                    "storage_path": stored_at,
+                    "headline": image.headline,
+                    "width": image.width,
+                    "height": image.height,
+                    "size_bytes": len(image.data),
+                    "content_type": image.content_type,
+                }
             )
-            ads.append(
+            result.ads.append(
                 AdSummary(
                     storage_path=stored_at,
                     headline=image.headline,
@@ -382,29 +462,34 @@ async def _generate(plan: RunPlan, ticket: AdRunTicket, res: RunResources) -> Ad
             )
     except (TemplateFault, GenerationError, FileNotFoundError, OSError, ValueError) as exc:
         res.slots.done(plan.ad.variations - attempted)  # the variations this run will not try
-        error = str(exc) or type(exc).__name__
+        result.error = str(exc) or type(exc).__name__
         fault = template_fault(exc)
         if fault and not res.may_set_aside(exc):
             fault = None  # every template is being rejected: blame the request, not them
-        logger.warning("template %s failed: %s", template, error)
+        result.fault = fault
+        logger.warning("template %s failed: %s", template, result.error)
     except BaseException:
-        # Cancelled or a bug: the rows below will never be written, so neither may the files.
-        await _delete_quietly(storage, written)
+        # Cancelled or a bug: the rows will never be written, so neither may the files.
+        await _delete_quietly(storage, result.written)
         raise
-    # One transaction records the ads stored so far (even when a later variation failed), the
-    # ad run's outcome and the template's usage: a generated template is confirmed as used with
-    # its ad run, a failed one has its claim released and stays unused (and one that failed for
-    # a reason of its own is set aside, so no later run claims it first again).
+    return result
+
+
+async def _record(plan: RunPlan, generated: GeneratedAdRun, res: RunResources) -> AdRunOutcome:
+    logger = get_run_logger()
+    ticket, error, fault = generated.ticket, generated.error, generated.fault
+    template = ticket.template
     try:
         async with session_scope() as session:
-            session.add_all(rows)
+            if generated.rows:
+                session.add_all(GeneratedAd(**row) for row in generated.rows)
             await session.execute(
                 sa.update(AdRun)
                 .where(AdRun.id == ticket.ad_run_id)
                 .values(
                     status="failed" if error else "completed",
                     error_message=f"{error} — template set aside" if fault else error,
-                    started_at=started_at,
+                    started_at=generated.started_at,
                     completed_at=utcnow(),
                 )
             )
@@ -425,7 +510,7 @@ async def _generate(plan: RunPlan, ticket: AdRunTicket, res: RunResources) -> Ad
                 )
     except BaseException:
         # The rows were not written: the files must not stay in storage without them.
-        await _delete_quietly(storage, written)
+        await _delete_quietly(res.storage, generated.written)
         raise
     if error:
         if fault:
@@ -434,13 +519,13 @@ async def _generate(plan: RunPlan, ticket: AdRunTicket, res: RunResources) -> Ad
             ad_run_id=ticket.ad_run_id,
             template=template,
             ok=False,
-            ads=ads,
+            ads=generated.ads,
             error=error,
             set_aside=fault,
         )
     res.note_success()
-    logger.info("template %s: %d ads", template, len(ads))
-    return AdRunOutcome(ad_run_id=ticket.ad_run_id, template=template, ok=True, ads=ads)
+    logger.info("template %s: %d ads", template, len(generated.ads))
+    return AdRunOutcome(ad_run_id=ticket.ad_run_id, template=template, ok=True, ads=generated.ads)
 
 
 async def _delete_quietly(storage: AdStorage, paths: list[str]) -> None:
@@ -573,7 +658,8 @@ async def _make_ads(plan: RunPlan, stack: AsyncExitStack) -> PipelineResult:
 
     async def one(ticket: AdRunTicket, replaces: str | None = None) -> list[AdRunOutcome]:
         nonlocal finished, replacements_left
-        outcome = await generate_ad_run(plan, ticket, resources)
+        generated = await generate_ad_run(plan, ticket, resources)
+        outcome = await record_template_usage(plan, generated, resources)
         outcome.replaces = replaces
         replacement = None
         if outcome.set_aside and replacements_left > 0:

@@ -26,13 +26,25 @@ from config import get_settings
 from db.errors import NotFoundError, TemplatesExhaustedError
 from db.models import ScheduledJob, ScheduledJobRun
 from db.queries.job_runs import JobRunEvent, claim_schedule_slot, upsert_job_run
-from db.queries.templates import claim_specific_templates, claim_unused_templates
 from db.session import dispose_engines, retry_transaction, session_scope
 from db.types import utcnow
 from domain.misfire import is_misfire
 from flows.artifacts import publish_run_artifact
-from flows.history import SKIPPED_STATE_NAME, on_state_change, run_trigger, scheduled_time
-from flows.pipeline import PipelineResult, RunPlan, make_ads, rename_flow_run
+from flows.history import (
+    EXPORTS_FAILED_STATE_NAME,
+    SKIPPED_STATE_NAME,
+    on_state_change,
+    run_trigger,
+    scheduled_time,
+)
+from flows.pipeline import (
+    PipelineResult,
+    RunPlan,
+    TemplateChoice,
+    make_ads,
+    rename_flow_run,
+    select_templates,
+)
 from flows.run_recovery import settle_after
 from scheduler.params import JobParameters
 
@@ -178,25 +190,16 @@ async def _claim_and_make_ads(
     job: ScheduledJob, params: JobParameters, flow_run_id: uuid.UUID, job_run_id: uuid.UUID
 ) -> JobRunSummary | State:
     logger = get_run_logger()
+    choice = TemplateChoice(
+        tenant_id=job.tenant_id,  # type: ignore[arg-type]
+        product_id=job.product_id,
+        flow_run_id=flow_run_id,
+        names=None if job.template_mode == "unused" else list(job.template_ids or []),
+        count=job.template_count or 1,
+        when_exhausted=job.exhausted_policy,  # type: ignore[arg-type]
+    )
     try:
-        async with session_scope() as session:
-            if job.template_mode == "unused":
-                claim = await claim_unused_templates(
-                    session,
-                    tenant_id=job.tenant_id,  # type: ignore[arg-type]
-                    product_id=job.product_id,
-                    flow_run_id=flow_run_id,
-                    count=job.template_count or 1,
-                    when_exhausted=job.exhausted_policy,  # type: ignore[arg-type]
-                )
-                templates = claim.templates
-            else:
-                templates = await claim_specific_templates(
-                    session,
-                    tenant_id=job.tenant_id,  # type: ignore[arg-type]
-                    product_id=job.product_id,
-                    names=job.template_ids or [],
-                )
+        templates = await select_templates(choice)
     except TemplatesExhaustedError as exc:
         return Failed(message=str(exc))
     if not templates:
@@ -252,7 +255,7 @@ async def _finish(
     if result.failed and result.succeeded:
         errors.append(result.failure_message())
     if result.export_failures:
-        # The ads are made and kept; a failed export is the run's error to see.
+        # The ads are made and kept; a failed export is the run's error to see, whole.
         errors.append("export failed: " + "; ".join(result.export_failures))
     await asyncio.gather(
         _record(
@@ -270,6 +273,9 @@ async def _finish(
     )
     if not result.succeeded:
         return Failed(message="; ".join(notes[1:]) or "no template produced ads")
+    if result.export_failures:
+        # Completed (the ads are made, kept and counted), under a name the run list shows.
+        return Completed(name=EXPORTS_FAILED_STATE_NAME, message="; ".join([*notes, *errors]))
     if result.failed:
         # Shown on the run in the Prefect UI: completed, but not every template made ads.
         return Completed(message="; ".join(notes))

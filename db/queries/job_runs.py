@@ -89,23 +89,35 @@ async def upsert_job_run(session: AsyncSession, event: JobRunEvent) -> Scheduled
     values.setdefault("trigger", "schedule")
     insert = postgresql.insert if session.get_bind().dialect.name == "postgresql" else sqlite.insert
     now = utcnow()
-    inserted = await session.scalar(
-        insert(ScheduledJobRun)
-        .values(
-            id=uuid.uuid4(),
-            flow_run_id=event.flow_run_id,
-            status=event.status,
-            created_at=now,
-            updated_at=now,
-            **values,
-        )
-        .on_conflict_do_nothing(index_elements=["flow_run_id"])
-        .returning(ScheduledJobRun.id)
+    # A hook does not know the tenant: the new row takes its job's, in the same statement.
+    tenant = values.pop("tenant_id", None) or (
+        sa.select(ScheduledJob.tenant_id)
+        .where(ScheduledJob.id == event.scheduled_job_id)
+        .scalar_subquery()
     )
-    query = sa.select(ScheduledJobRun).where(ScheduledJobRun.flow_run_id == event.flow_run_id)
+    # One round trip on first sight: the inserted row comes back whole (nothing on a conflict).
+    inserted = (
+        await session.scalars(
+            insert(ScheduledJobRun)
+            .values(
+                id=uuid.uuid4(),
+                flow_run_id=event.flow_run_id,
+                status=event.status,
+                created_at=now,
+                updated_at=now,
+                tenant_id=tenant,
+                **values,
+            )
+            .on_conflict_do_nothing(index_elements=["flow_run_id"])
+            .returning(ScheduledJobRun),
+            execution_options={"populate_existing": True},
+        )
+    ).one_or_none()
     if inserted is not None:
-        row = (await session.scalars(query)).one()
-        return row
+        return inserted
+    if event.tenant_id is not None:
+        values["tenant_id"] = event.tenant_id
+    query = sa.select(ScheduledJobRun).where(ScheduledJobRun.flow_run_id == event.flow_run_id)
     row = (await session.scalars(query.with_for_update())).one()
     new_rank, old_rank = status_rank(event.status), status_rank(row.status)
     advances = new_rank > old_rank or (new_rank == old_rank and new_rank < TERMINAL_RANK)
@@ -183,14 +195,17 @@ async def derive_job_state(
     if job is None:
         raise NotFoundError("scheduled job", job_id)
     runs = ScheduledJobRun
-    completed = await session.scalar(
-        sa.select(sa.func.count()).where(
-            runs.scheduled_job_id == job_id, runs.trigger == "schedule", runs.status == "completed"
+    scheduled = runs.trigger == "schedule"
+    # The three aggregates in one statement (FILTER: PostgreSQL, and SQLite since 3.30).
+    completed, last_run_at, any_scheduled_ended = (
+        await session.execute(
+            sa.select(
+                sa.func.count().filter(scheduled, runs.status == "completed"),
+                sa.func.max(runs.started_at),
+                sa.func.count().filter(scheduled, runs.status.in_(TERMINAL_RUN_STATUSES)),
+            ).where(runs.scheduled_job_id == job_id)
         )
-    )
-    last_run_at = await session.scalar(
-        sa.select(sa.func.max(runs.started_at)).where(runs.scheduled_job_id == job_id)
-    )
+    ).one()
     order_key = sa.func.coalesce(runs.scheduled_for, runs.started_at, runs.created_at)
     recent = (
         await session.execute(
@@ -210,13 +225,6 @@ async def derive_job_state(
             break
         streak += 1
         last_error = last_error or row.error_message
-    any_scheduled_ended = await session.scalar(
-        sa.select(sa.func.count()).where(
-            runs.scheduled_job_id == job_id,
-            runs.trigger == "schedule",
-            runs.status.in_(TERMINAL_RUN_STATUSES),
-        )
-    )
 
     changed_to: str | None = None
     status = job.status or "active"
