@@ -13,7 +13,6 @@ import uuid
 from datetime import UTC, datetime
 from typing import Any
 
-from prefect.client.orchestration import get_client
 from prefect.client.schemas.objects import FlowRun, State, StateType
 
 from db.queries.job_runs import JobRunEvent, RunStatus, derive_job_state, upsert_job_run
@@ -140,28 +139,16 @@ async def rederive_job(job_id: uuid.UUID) -> bool:
 
 
 async def apply_job_status(job_id: uuid.UUID) -> None:
-    """Make the job's Prefect deployment match its status (idempotent).
+    """Make the job's Prefect deployment match its row, status included (idempotent).
 
-    `completed`: every schedule inactive (future runs are deleted by Prefect). `paused`: the
-    deployment is paused (its schedules stay as they are, so resume restores them exactly).
+    The same plan and converge the SDK uses (`flows/deployment_sync.py`): `completed` switches
+    the schedule off (future runs are deleted by Prefect) and pauses the deployment; `paused`
+    pauses the deployment (its schedule stays as it is, so resume restores it exactly).
     """
-    from db.models import ScheduledJob
+    # Imported here: only a run that changes its job's status needs the deployment code.
+    from flows.deployment_sync import converge_job_status
 
-    async with session_scope() as session:
-        job = await session.get(ScheduledJob, job_id)
-    if job is None or job.prefect_deployment_id is None:
-        return
-    async with get_client() as client:
-        if job.status == "completed":
-            for schedule in await client.read_deployment_schedules(job.prefect_deployment_id):
-                if schedule.active:
-                    await client.update_deployment_schedule(
-                        job.prefect_deployment_id, schedule.id, active=False
-                    )
-        elif job.status == "paused":
-            deployment = await client.read_deployment(job.prefect_deployment_id)
-            if not deployment.paused:
-                await client.pause_deployment(job.prefect_deployment_id)
+    await converge_job_status(job_id)
 
 
 async def _hook(flow: Any, flow_run: FlowRun, state: State) -> None:

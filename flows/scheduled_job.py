@@ -191,12 +191,12 @@ async def _claim_and_make_ads(
 ) -> JobRunSummary | State:
     logger = get_run_logger()
     choice = TemplateChoice(
-        tenant_id=job.tenant_id,  # type: ignore[arg-type]
+        tenant_id=job.tenant_id,
         product_id=job.product_id,
         flow_run_id=flow_run_id,
         names=None if job.template_mode == "unused" else list(job.template_ids or []),
         count=job.template_count or 1,
-        when_exhausted=job.exhausted_policy,  # type: ignore[arg-type]
+        when_exhausted=job.exhausted_policy,
     )
     try:
         templates = await select_templates(choice)

@@ -26,7 +26,7 @@ from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from db.errors import NotFoundError
-from db.models import TERMINAL_RUN_STATUSES, ScheduledJob, ScheduledJobRun
+from db.models import TERMINAL_RUN_STATUSES, Brand, Product, ScheduledJob, ScheduledJobRun
 from db.types import utcnow
 from domain import cron as cron_rules
 
@@ -309,3 +309,28 @@ async def latest_runs(
         sa.select(runs).join(newest, newest.c.id == runs.id).where(newest.c.n == 1)
     )
     return {r.scheduled_job_id: r for r in rows.all()}
+
+
+@dataclass(frozen=True)
+class JobWithNames:
+    """A job row with the names its deployment's description shows."""
+
+    job: ScheduledJob
+    product_name: str
+    brand_name: str
+
+
+async def job_with_names(session: AsyncSession, job_id: uuid.UUID) -> JobWithNames | None:
+    """The job (deleted or not) and its product's and brand's names, one query; None if absent."""
+    found = (
+        await session.execute(
+            sa.select(ScheduledJob, Product.name, Brand.name)
+            .outerjoin(Product, Product.id == ScheduledJob.product_id)
+            .outerjoin(Brand, Brand.id == Product.brand_id)
+            .where(ScheduledJob.id == job_id)
+        )
+    ).one_or_none()
+    if found is None:
+        return None
+    job, product_name, brand_name = found
+    return JobWithNames(job=job, product_name=product_name or "?", brand_name=brand_name or "?")

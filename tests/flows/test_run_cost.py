@@ -168,9 +168,7 @@ async def test_a_scheduled_run_reads_its_database_block_once_and_stays_in_budget
     # The connector block behind DATABASE_URL: read once per process, not once per session.
     assert costs.api_matching("/block_documents/name/" + block_named_database) == 1
     # Only the final state derives the job (one row lock on it); Running records, nothing more.
-    job_locks = [
-        s for s in costs.sql if "FROM scheduled_jobs" in s and "FOR UPDATE" in s.upper()
-    ]
+    job_locks = [s for s in costs.sql if "FROM scheduled_jobs" in s and "FOR UPDATE" in s.upper()]
     assert len(job_locks) == 1
     assert api_calls <= API_BUDGET
     assert len(costs.sql) <= SQL_BUDGET
