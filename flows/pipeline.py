@@ -41,7 +41,6 @@ from blocks.generators.base import (
     ProductBrief,
     RejectedRequestError,
 )
-from blocks.generators.local import LocalAdRenderer
 from blocks.generators.retrying import generate_with_retries
 from blocks.registry import GENERATOR_SLUGS, load_block
 from blocks.storage import AdStorage
@@ -163,6 +162,9 @@ async def load_generator(block_name: str | None) -> AdGenerator:
         BlockNotFoundError: No generator block of that name is saved (a `ValueError`).
     """
     if not block_name:
+        # Imported here: the offline renderer brings Pillow, which a remote generator never needs.
+        from blocks.generators.local import LocalAdRenderer
+
         return LocalAdRenderer()
     # Through the registry: a worker's flow process has not imported the generator classes.
     return await load_block(
@@ -734,12 +736,19 @@ async def _load_storage() -> AdStorage:
     return await load_storage()
 
 
-async def rename_flow_run(flow_run_id: uuid.UUID, name: str, tags: list[str]) -> None:
-    """Give the flow run a name and tags a person can read in the UI (best effort)."""
+async def rename_flow_run(
+    flow_run_id: uuid.UUID, name: str, tags: list[str], current_tags: list[str] | None = None
+) -> None:
+    """Give the flow run a name and tags a person can read in the UI (best effort).
+
+    `tags` are added to `current_tags` (the run's tags as the caller has them; read from the
+    API when not given).
+    """
     try:
         async with get_client() as client:
-            current = await client.read_flow_run(flow_run_id)
-            merged = sorted(set(current.tags) | set(tags))
+            if current_tags is None:
+                current_tags = list((await client.read_flow_run(flow_run_id)).tags)
+            merged = sorted(set(current_tags) | set(tags))
             await client.update_flow_run(flow_run_id, name=name, tags=merged)
     except Exception as exc:  # cosmetic: never fail a run over its name
         get_run_logger().warning("could not rename flow run: %s", type(exc).__name__)

@@ -131,6 +131,8 @@ async def run_scheduled_job(job_id: uuid.UUID) -> JobRunSummary | State:
         flow_run.id,
         run_name,
         [f"job:{job.name}", f"product:{job.product_id}", f"brand:{job.brand_id}"],
+        # The run's tags as the engine read them when the run started: no second read.
+        current_tags=list(flow_run.tags or []),
     )
 
     # The row exists from the start, with what the hooks cannot know.
