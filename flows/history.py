@@ -3,7 +3,10 @@
 State hooks give freshness; the reconciler (flows/reconcile.py) gives completeness — hooks are
 client-side and do not run when a worker dies with its flow, for runs a deployment concurrency
 limit cancels, or for zombies the server marks crashed (notes/PREFECT.md §3). Both report through
-`mirror_flow_run`, which is idempotent and monotonic, then re-derive the job's counters.
+`mirror_flow_run`, which is idempotent and monotonic. A final state re-derives the job's counters
+(Running cannot change them: it is only recorded); the reconciler derives each job it touched
+once, after mirroring. A status the derivation changes (completed, paused) reaches the job's
+deployment through the SDK's own plan and converge (`flows/deployment_sync.py`).
 """
 
 from __future__ import annotations

@@ -1,4 +1,11 @@
-"""The tasks both ad flows share: generate one ad run per template, record usage, export.
+"""The tasks both ad flows share, as the design card names them (each run's task list shows them):
+
+- `select-templates`: claim the run's templates (`select_templates`);
+- `generate-ad-run`, one per template, its task run named by the template: N variations made
+  and stored (`generate_ad_run`);
+- `record-template-usage`, one per template: the ads, the ad run's outcome and the template's
+  usage in one transaction (`record_template_usage`);
+- the export tasks (`export_outcomes` hands the finished ad runs to `flows/export`).
 
 `make_ads` is the common core of `run_scheduled_job` and `create_ads`. Templates run
 concurrently with an explicit bound (`template_concurrency`); every provider call also holds a slot

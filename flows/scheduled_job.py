@@ -1,10 +1,12 @@
 """`run_scheduled_job`: the flow every job's deployment points at.
 
-One run: load the job → skip a misfire or a duplicate slot (recorded, not run stale) → claim
-templates for the job's template mode → one ad run per template, concurrently and under the
-provider limit → record usage → export → finish Completed, or Failed naming the failed templates
-(the successful ads stay and count). Its state hooks mirror every state into
-`scheduled_job_runs`; counters and `next_run_at` are derived from that history.
+One run: load the job (once) → skip a misfire or a duplicate slot (recorded, not run stale) →
+`select-templates` for the job's template mode → one `generate-ad-run` per template, concurrently
+and under the provider limit, each followed by `record-template-usage` → export → finish
+Completed; Completed named "Exports failed" when exports failed (the ads stay and count); or
+Failed naming the failed templates when no template made ads. Its state hooks mirror every
+state into `scheduled_job_runs` (Running is recorded; a final state also re-derives the job's
+counters and `next_run_at` from that history).
 """
 
 from __future__ import annotations
