@@ -32,13 +32,14 @@ import uuid
 from contextlib import AsyncExitStack
 from dataclasses import dataclass
 from datetime import datetime
-from typing import Any, Literal, cast
+from typing import Any, Literal, TypeVar, cast
 
 import sqlalchemy as sa
 from prefect import get_run_logger, task
 from prefect.artifacts import acreate_progress_artifact, aupdate_progress_artifact
 from prefect.cache_policies import NO_CACHE
 from prefect.client.orchestration import PrefectClient, get_client
+from prefect.utilities.annotations import quote
 from pydantic import BaseModel, ConfigDict, Field
 
 from blocks.generators.base import (
@@ -65,6 +66,8 @@ from db.types import utcnow
 from flows.limits import ProviderSlots, ensure_provider_limit
 from flows.run_recovery import settle_after
 from scheduler.params import AdParameters, ExportSettings
+
+T = TypeVar("T")
 
 #: Generator block types a bare block name is looked up in, in this order.
 GENERATOR_BLOCK_SLUGS = GENERATOR_SLUGS
@@ -661,14 +664,17 @@ async def _make_ads(plan: RunPlan, stack: AsyncExitStack) -> PipelineResult:
         generating=asyncio.Semaphore(plan.concurrency),
         open_runs=asyncio.Semaphore(2 * plan.concurrency),
     )
+    # What every task of the run shares, passed without Prefect walking it for futures on each
+    # call (the plan lists every template: walking it per task made a run quadratic).
+    shared_plan, shared = _unwalked(plan), _unwalked(resources)
     finished = 0
     # Replacements for templates set aside: at most one per planned template.
     replacements_left = total if plan.replace_set_aside else 0
 
     async def one(ticket: AdRunTicket, replaces: str | None = None) -> list[AdRunOutcome]:
         nonlocal finished, replacements_left
-        generated = await generate_ad_run(plan, ticket, resources)
-        outcome = await record_template_usage(plan, generated, resources)
+        generated = await generate_ad_run(shared_plan, ticket, shared)
+        outcome = await record_template_usage(shared_plan, generated, shared)
         outcome.replaces = replaces
         replacement = None
         if outcome.set_aside and replacements_left > 0:
@@ -705,6 +711,11 @@ async def _make_ads(plan: RunPlan, stack: AsyncExitStack) -> PipelineResult:
     exported = await export_outcomes(plan, outcomes)
     failures = [f"{d.channel}: {d.error}" for d in exported if getattr(d, "status", "") == "failed"]
     return PipelineResult(outcomes=outcomes, export_failures=failures)
+
+
+def _unwalked(value: T) -> T:
+    """`value` marked for Prefect not to introspect as a task parameter (the task gets `value`)."""
+    return cast(T, quote(value))
 
 
 async def _claim_replacement(plan: RunPlan) -> AdRunTicket | None:
