@@ -440,9 +440,17 @@ async def _read_deployment(client: PrefectClient, deployment_id: UUID) -> Deploy
 async def converge_schedule(
     client: PrefectClient, deployment_id: UUID, plan: JobDeployment
 ) -> None:
-    """Edit the cron schedule in place by slug; add it if missing; remove it for one-time jobs."""
+    """Edit the cron schedule in place by slug; add it if missing; remove it for one-time jobs.
+
+    A job whose schedule is off (completed) has every schedule of its deployment off, not only
+    its own: nothing may start a run of a completed job.
+    """
     schedules = await client.read_deployment_schedules(deployment_id)
     ours = next((s for s in schedules if s.slug == SCHEDULE_SLUG), None)
+    if not plan.schedule_active:
+        for other in schedules:
+            if other is not ours and other.active:
+                await client.update_deployment_schedule(deployment_id, other.id, active=False)
     wanted = plan.cron_schedule()
     if wanted is None:
         if ours is not None:
