@@ -129,31 +129,37 @@ async def run_scheduled_job(job_id: uuid.UUID) -> JobRunSummary | State:
     params = JobParameters.model_validate(job.parameters)
     when = (slot_time or utcnow()).astimezone(_zone(job.timezone))
     run_name = f"{job.name} · {when:%Y-%m-%d %H:%M %Z}"
-    await rename_flow_run(
-        flow_run.id,
-        run_name,
-        [f"job:{job.name}", f"product:{job.product_id}", f"brand:{job.brand_id}"],
-        # The run's tags as the engine read them when the run started: no second read.
-        current_tags=list(flow_run.tags or []),
+    # Cosmetic, and independent of the row below: the two round trips overlap.
+    renaming = asyncio.ensure_future(
+        rename_flow_run(
+            flow_run.id,
+            run_name,
+            [f"job:{job.name}", f"product:{job.product_id}", f"brand:{job.brand_id}"],
+            # The run's tags as the engine read them when the run started: no second read.
+            current_tags=list(flow_run.tags or []),
+        )
     )
 
     # The row exists from the start, with what the hooks cannot know.
-    async with session_scope() as session:
-        row = await upsert_job_run(
-            session,
-            JobRunEvent(
-                flow_run_id=flow_run.id,
-                scheduled_job_id=job.id,
-                tenant_id=job.tenant_id,
-                status="running",
-                trigger=trigger,
-                scheduled_for=slot_time,
-                started_at=utcnow(),
-            ),
-        )
-        row.flow_run_name = run_name
-        job_run_id = row.id
-        owns_slot = trigger != "schedule" or await claim_schedule_slot(session, row)
+    try:
+        async with session_scope() as session:
+            row = await upsert_job_run(
+                session,
+                JobRunEvent(
+                    flow_run_id=flow_run.id,
+                    scheduled_job_id=job.id,
+                    tenant_id=job.tenant_id,
+                    status="running",
+                    trigger=trigger,
+                    scheduled_for=slot_time,
+                    started_at=utcnow(),
+                ),
+            )
+            row.flow_run_name = run_name
+            job_run_id = row.id
+            owns_slot = trigger != "schedule" or await claim_schedule_slot(session, row)
+    finally:
+        await renaming  # never raises (a failed rename is logged)
 
     if trigger == "schedule":
         if not owns_slot:
