@@ -43,8 +43,9 @@ pytestmark = pytest.mark.usefixtures("prefect_api", "data_dir")
 TEMPLATES = 4
 
 #: Measured for a 4-template, 1-variation scheduled run with exports off (PostgreSQL, connector
-#: block named by DATABASE_URL). Before issue 9's "data once" work: 36 API requests (14 of them
-#: the connector block, once per session) and 44 SQL statements. A regression shows up here.
+#: block named by DATABASE_URL; log shipping not counted). Before issue 9's "data once" work:
+#: 36 API requests (14 of them the connector block, once per session) and 44 SQL statements;
+#: after it 22 and 33. A regression shows up here.
 API_BUDGET = 24
 SQL_BUDGET = 36
 
@@ -163,7 +164,8 @@ async def test_a_scheduled_run_reads_its_database_block_once_and_stays_in_budget
     assert state.is_completed(), state.message
     assert [r.status for r in await job_runs_of(job.id)] == ["completed"]
 
-    api_calls = sum(costs.api.values())
+    # Log shipping is batched by time in the background (how many batches depends on timing).
+    api_calls = sum(n for key, n in costs.api.items() if "/api/logs" not in key)
     print(f"\n{api_calls} API requests, {len(costs.sql)} SQL statements: {dict(costs.api)}")
     # The connector block behind DATABASE_URL: read once per process, not once per session.
     assert costs.api_matching("/block_documents/name/" + block_named_database) == 1
