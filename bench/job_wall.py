@@ -61,9 +61,9 @@ async def _run_job(templates: int, latency: float, label: str) -> float:
 
     from blocks.storage import default_storage
     from db.session import session_scope
+    from domain.params import AdParameters, JobParameters
     from flows.sample_data import seed_sample_data
     from flows.scheduled_job import run_scheduled_job
-    from scheduler.params import AdParameters, JobParameters
     from tests.support.factories import make_job
 
     tenant = uuid.uuid4()

@@ -3,9 +3,8 @@
 from __future__ import annotations
 
 import math
-from typing import Literal
 
-ErrorKind = Literal["permanent", "retryable"]
+from domain.vocab import ErrorKind
 
 
 class DeliveryError(Exception):

@@ -17,8 +17,7 @@ from prefect.filesystems import LocalFileSystem, RemoteFileSystem
 from pydantic import Field
 
 from config import get_settings
-
-TEMPLATE_SUFFIXES = (".png", ".jpg", ".jpeg", ".webp")
+from domain.vocab import ADS_FOLDER, TEMPLATE_SUFFIXES, TEMPLATES_FOLDER
 
 
 class AdStorage(Block):
@@ -45,8 +44,8 @@ class AdStorage(Block):
     filesystem: LocalFileSystem | RemoteFileSystem = Field(
         description="Prefect filesystem block that holds templates and ads."
     )
-    templates_prefix: str = Field(default="templates", description="Folder of the templates.")
-    ads_prefix: str = Field(default="ads", description="Folder of generated ads.")
+    templates_prefix: str = Field(default=TEMPLATES_FOLDER, description="Folder of the templates.")
+    ads_prefix: str = Field(default=ADS_FOLDER, description="Folder of generated ads.")
     public_base_url: str | None = Field(
         default=None, description="Base URL under which stored files are publicly readable."
     )

@@ -16,6 +16,12 @@ from pydantic_settings import BaseSettings, SettingsConfigDict
 
 #: The repository root (or the install prefix's parent when installed without the repo).
 PROJECT_ROOT = Path(__file__).resolve().parent.parent
+#: The base deployment `prefect deploy` creates from prefect.yaml, and the work pool used when
+#: there is none (job deployments copy their pool and pull steps from the base deployment).
+DEFAULT_BASE_DEPLOYMENT = "ad-scheduler"
+DEFAULT_WORK_POOL = "ad-scheduler-process"
+#: The variable naming where a worker's ad-scheduler code is (named in the pull step's errors).
+CODE_DIR_ENV = "AD_SCHEDULER_CODE_DIR"
 
 
 class Settings(BaseSettings):
@@ -27,6 +33,17 @@ class Settings(BaseSettings):
             name of a saved prefect-sqlalchemy `AsyncSqlAlchemyConnector` block. Empty means the
             embedded SQLite file `<data_dir>/ad-scheduler.db`.
         tenant_id: The tenant the CLI acts for when none is given.
+        base_deployment: Base deployment of `run-scheduled-job` that job deployments copy their
+            work pool and pull steps from; empty means `ad-scheduler`.
+        work_pool: Work pool used when the base deployment does not exist; empty means
+            `ad-scheduler-process`.
+        code_dir: On a worker, the folder holding the ad-scheduler code the pull step changes
+            to; empty means where this package is installed.
+        storage_block, prefect_ui_url, run_heartbeat_seconds, db_retry_attempts: see each
+            field's description.
+
+    Every `AD_SCHEDULER_*` variable is read here and nowhere else (the CLI's `--debug`,
+    `--tenant` and `--slack-webhook-url` options also take theirs through typer's `envvar`).
     """
 
     model_config = SettingsConfigDict(env_file=".env", extra="ignore")
@@ -45,6 +62,22 @@ class Settings(BaseSettings):
         default="00000000-0000-0000-0000-000000000001",
         validation_alias="AD_SCHEDULER_TENANT_ID",
         description="Default tenant for the CLI.",
+    )
+
+    base_deployment: str = Field(
+        default=DEFAULT_BASE_DEPLOYMENT,
+        validation_alias="AD_SCHEDULER_BASE_DEPLOYMENT",
+        description="Base deployment job deployments copy their work pool and pull steps from.",
+    )
+    work_pool: str = Field(
+        default=DEFAULT_WORK_POOL,
+        validation_alias="AD_SCHEDULER_WORK_POOL",
+        description="Work pool used when there is no base deployment.",
+    )
+    code_dir: str = Field(
+        default="",
+        validation_alias=CODE_DIR_ENV,
+        description="Folder of the ad-scheduler code on a worker; empty: where it is installed.",
     )
 
     storage_block: str = Field(
@@ -76,6 +109,11 @@ class Settings(BaseSettings):
             "once."
         ),
     )
+
+    @property
+    def db_retry_attempts_configured(self) -> bool:
+        """True when `AD_SCHEDULER_DB_RETRY_ATTEMPTS` was set (environment or `.env`)."""
+        return "db_retry_attempts" in self.model_fields_set
 
     @property
     def embedded_database_path(self) -> Path:

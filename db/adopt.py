@@ -30,8 +30,8 @@ from typing import Any
 import sqlalchemy as sa
 from sqlalchemy.dialects import postgresql
 
-from db.errors import AdSchedulerError
 from db.models import Base
+from domain.errors import AdSchedulerError
 
 #: Bookkeeping of what existed before adoption (its presence marks an adopted database).
 BOOKKEEPING_TABLE = "ad_scheduler_adoption"

@@ -1,10 +1,11 @@
-"""The data layer's own errors: clear messages instead of raw driver tracebacks."""
+"""The data layer's own errors: clear messages instead of raw driver tracebacks.
+
+Each derives from the project's error base, `domain.errors.AdSchedulerError`.
+"""
 
 from __future__ import annotations
 
-
-class AdSchedulerError(Exception):
-    """Base class for every error this project raises on purpose."""
+from domain.errors import AdSchedulerError
 
 
 class NotFoundError(AdSchedulerError):

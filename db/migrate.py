@@ -31,8 +31,8 @@ from db.adopt import (
     needs_adoption,
     short_db_error,
 )
-from db.errors import AdSchedulerError
 from db.session import new_async_engine, resolve_database_url
+from domain.errors import AdSchedulerError
 
 MIGRATIONS_DIR = Path(__file__).resolve().parent / "migrations"
 #: Transaction-scoped advisory lock held by an upgrade on PostgreSQL ("adsched" in ASCII).

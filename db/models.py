@@ -18,6 +18,18 @@ import sqlalchemy as sa
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column, relationship
 
 from db.types import JSONType, UTCDateTime, UUIDList, text_array, utcnow
+from domain.vocab import (
+    AD_RUN_STATUSES,
+    DELIVERY_STATUSES,
+    EXHAUSTED_POLICIES,
+    EXPORT_CHANNELS,
+    JOB_STATUSES,
+    OVERLAP_POLICIES,
+    RUN_STATUSES,
+    RUN_TRIGGERS,
+    SCHEDULE_TYPES,
+    TEMPLATE_MODES,
+)
 
 # Constraint names follow one convention so that Alembic can drop them by name on both databases.
 NAMING_CONVENTION = {
@@ -28,25 +40,10 @@ NAMING_CONVENTION = {
     "pk": "pk_%(table_name)s",
 }
 
-# Vocabularies shared by the CHECK constraints and the code that writes the rows.
-JOB_STATUSES = ("active", "paused", "completed")
-SCHEDULE_TYPES = ("one_time", "recurring")
-TEMPLATE_MODES = ("unused", "specific", "uploaded")
-#: Seed statuses first; "skipped" and "cancelled" are added for runs the system deliberately did
-#: not execute (misfire, duplicate slot, overlap, nothing to do) — neither completed nor failed.
-RUN_STATUSES = ("pending", "running", "completed", "failed", "skipped", "cancelled")
-TERMINAL_RUN_STATUSES = ("completed", "failed", "skipped", "cancelled")
-RUN_TRIGGERS = ("schedule", "manual")
-OVERLAP_POLICIES = ("skip", "queue")
-EXHAUSTED_POLICIES = ("recycle", "skip", "fail")
-AD_RUN_STATUSES = ("pending", "running", "completed", "failed")
-EXPORT_CHANNELS = ("email", "slack")
-#: "unconfirmed": the provider may have accepted it but the outcome was never recorded (revision
-#: 0004); shown as "sent, not recorded — check" and never re-sent automatically.
-DELIVERY_STATUSES = ("pending", "sent", "failed", "unconfirmed")
-
 
 def _in(column: str, values: tuple[str, ...]) -> str:
+    # The CHECK constraints' SQL is generated from the vocabularies; its text must stay exactly
+    # what the migrations wrote ("status IN ('active', 'paused', 'completed')").
     quoted = ", ".join(f"'{v}'" for v in values)
     return f"{column} IN ({quoted})"
 

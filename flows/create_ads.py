@@ -7,16 +7,16 @@ claims, generates, records template usage and exports exactly as a scheduled run
 from __future__ import annotations
 
 import uuid
-from typing import Literal
 
 from prefect import flow
 from prefect.context import get_run_context
 from prefect.states import Failed, State
 from pydantic import BaseModel
 
+from domain.params import AdParameters, ExportSettings
+from domain.vocab import DEFAULT_TEMPLATE_CONCURRENCY, ExhaustedPolicy
 from flows.artifacts import publish_run_artifact
 from flows.pipeline import RunPlan, TemplateChoice, make_ads, select_templates
-from scheduler.params import AdParameters, ExportSettings
 
 
 class CreateAdsResult(BaseModel):
@@ -33,10 +33,10 @@ async def create_ads(  # noqa: PLR0917 - a flow's parameters are its UI form
     product_id: uuid.UUID,
     templates: list[str] | None = None,
     unused_count: int | None = None,
-    when_exhausted: Literal["recycle", "skip", "fail"] = "recycle",
+    when_exhausted: ExhaustedPolicy = "recycle",
     ad: AdParameters | None = None,
     export: ExportSettings | None = None,
-    concurrency: int = 4,
+    concurrency: int = DEFAULT_TEMPLATE_CONCURRENCY,
 ) -> CreateAdsResult | State:
     """Make ads for a product now.
 

@@ -25,7 +25,6 @@ an idempotency key, so re-applying never creates a second run.
 from __future__ import annotations
 
 import functools
-import os
 import re
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
@@ -52,6 +51,9 @@ from prefect.exceptions import ObjectNotFound
 from prefect.states import Scheduled
 from prefect.utilities.callables import parameter_schema
 
+from config.settings import DEFAULT_BASE_DEPLOYMENT, DEFAULT_WORK_POOL, get_settings
+from domain.vocab import SCHEDULED_JOB_FLOW
+
 if TYPE_CHECKING:
     from prefect.client.orchestration import PrefectClient
     from prefect.client.schemas.responses import DeploymentResponse
@@ -63,14 +65,8 @@ if TYPE_CHECKING:
 PULL_STEP = "scheduler.pull_steps.set_code_directory"
 
 #: The flow every job deployment runs, and where its code is.
-FLOW_NAME = "run-scheduled-job"
+FLOW_NAME = SCHEDULED_JOB_FLOW
 ENTRYPOINT = "flows/scheduled_job.py:run_scheduled_job"
-#: Name of the base deployment `prefect deploy` creates (prefect.yaml); override with the env var.
-BASE_DEPLOYMENT_ENV = "AD_SCHEDULER_BASE_DEPLOYMENT"
-DEFAULT_BASE_DEPLOYMENT = "ad-scheduler"
-#: Work pool used when there is no base deployment; override with the env var.
-WORK_POOL_ENV = "AD_SCHEDULER_WORK_POOL"
-DEFAULT_WORK_POOL = "ad-scheduler-process"
 #: The slug of the job's cron schedule: how the schedule is found and edited in place.
 SCHEDULE_SLUG = "ad-job-cron"
 #: Tags on runs the SDK creates itself (the flow tells them from scheduler-created runs).
@@ -139,7 +135,7 @@ async def resolve_target(
     installed on the worker that picks the run up (`scheduler/pull_steps.py`), never a path of
     the machine that registered the job.
     """
-    base = base_deployment or os.environ.get(BASE_DEPLOYMENT_ENV) or DEFAULT_BASE_DEPLOYMENT
+    base = base_deployment or get_settings().base_deployment or DEFAULT_BASE_DEPLOYMENT
     try:
         found = await client.read_deployment_by_name(f"{FLOW_NAME}/{base}")
     except ObjectNotFound:
@@ -152,7 +148,7 @@ async def resolve_target(
             job_variables=dict(found.job_variables or {}),
             source=f"{FLOW_NAME}/{base}",
         )
-    pool = work_pool or os.environ.get(WORK_POOL_ENV) or DEFAULT_WORK_POOL
+    pool = work_pool or get_settings().work_pool or DEFAULT_WORK_POOL
     await ensure_process_pool(client, pool)
     return DeploymentTarget(
         work_pool_name=pool,
@@ -551,6 +547,8 @@ async def remove_job_deployment(client: PrefectClient, deployment_id: UUID | Non
 
 
 __all__ = [
+    "DEFAULT_BASE_DEPLOYMENT",
+    "DEFAULT_WORK_POOL",
     "ENTRYPOINT",
     "FLOW_NAME",
     "SCHEDULE_SLUG",

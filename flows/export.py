@@ -84,7 +84,7 @@ from db.queries.deliveries import (
 )
 from db.session import is_connection_error, retry_transaction, session_scope
 from domain import text as medium
-from scheduler.params import ExportSettings
+from domain.params import ExportSettings
 
 DeliveryStatus = Literal["sent", "failed", "already_sent", "skipped", "unconfirmed"]
 T = TypeVar("T")

@@ -18,8 +18,9 @@ from typing import Any
 
 from prefect.client.schemas.objects import FlowRun, State, StateType
 
-from db.queries.job_runs import JobRunEvent, RunStatus, derive_job_state, upsert_job_run
+from db.queries.job_runs import JobRunEvent, derive_job_state, upsert_job_run
 from db.session import session_scope
+from domain.vocab import TERMINAL_RUN_STATUSES, RunStatus
 from flows.run_recovery import settle_run_work
 
 logger = logging.getLogger("ad_scheduler.history")
@@ -82,7 +83,7 @@ def event_for(flow_run: FlowRun, state: State | None = None) -> JobRunEvent | No
     if state is None:
         return None
     status, skip_reason = status_for(state)
-    terminal = status not in ("pending", "running")
+    terminal = status in TERMINAL_RUN_STATUSES
     message = state.message if status in ("failed", "cancelled") else None
     if state.type == StateType.CRASHED and message:
         message = f"Crashed: {message}"

@@ -32,7 +32,7 @@ import uuid
 from contextlib import AsyncExitStack
 from dataclasses import dataclass
 from datetime import datetime
-from typing import Any, Literal, TypeVar, cast
+from typing import Any, TypeVar, cast
 
 import sqlalchemy as sa
 from prefect import get_run_logger, task
@@ -63,9 +63,10 @@ from db.queries.templates import (
 )
 from db.session import session_scope
 from db.types import utcnow
+from domain.params import AdParameters, ExportSettings
+from domain.vocab import DEFAULT_TEMPLATE_CONCURRENCY, ExhaustedPolicy
 from flows.limits import ProviderSlots, ensure_provider_limit
 from flows.run_recovery import settle_after
-from scheduler.params import AdParameters, ExportSettings
 
 T = TypeVar("T")
 
@@ -103,7 +104,7 @@ class TemplateChoice(BaseModel):
     flow_run_id: uuid.UUID
     names: list[str] | None = None
     count: int = Field(default=1, ge=1)
-    when_exhausted: Literal["recycle", "skip", "fail"] = "recycle"
+    when_exhausted: ExhaustedPolicy = "recycle"
 
 
 class RunPlan(BaseModel):
@@ -119,7 +120,7 @@ class RunPlan(BaseModel):
     export: ExportSettings = Field(default_factory=ExportSettings)
     job_id: uuid.UUID | None = None
     job_run_id: uuid.UUID | None = None
-    concurrency: int = Field(default=4, ge=1)
+    concurrency: int = Field(default=DEFAULT_TEMPLATE_CONCURRENCY, ge=1)
     #: For templates claimed in `unused` mode: claim an unused replacement for each template
     #: set aside (never for `specific` templates, which a person named).
     replace_set_aside: bool = False

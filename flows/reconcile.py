@@ -48,6 +48,7 @@ from db.queries.job_runs import derive_job_state, status_rank
 from db.queries.templates import runs_holding_claims
 from db.session import session_scope
 from db.types import utcnow
+from domain.vocab import SCHEDULED_JOB_FLOW
 from flows.history import apply_job_status, event_for, mirror_flow_run
 from flows.run_recovery import describe_failure, finish_job_run, settle_run_work
 
@@ -94,7 +95,7 @@ async def _recent_runs(lookback: timedelta, job_ids: set[uuid.UUID] | None) -> l
         offset = 0
         while True:
             page = await client.read_flow_runs(
-                flow_filter=FlowFilter(name=FlowFilterName(any_=["run-scheduled-job"])),
+                flow_filter=FlowFilter(name=FlowFilterName(any_=[SCHEDULED_JOB_FLOW])),
                 flow_run_filter=FlowRunFilter(
                     expected_start_time=FlowRunFilterExpectedStartTime(after_=since),
                     state=dict(type=FlowRunFilterStateType(any_=STARTED_STATES)),

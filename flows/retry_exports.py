@@ -38,6 +38,7 @@ from db.queries.deliveries import (
     mark_failed,
 )
 from db.session import retry_transaction, session_scope
+from domain.params import ExportSettings, JobParameters
 from flows.export import (
     RETRY_EXPORTS_MAX_ATTEMPTS,
     DeliveryOutcome,
@@ -45,7 +46,6 @@ from flows.export import (
     export_ad_run,
     export_job_run_digest,
 )
-from scheduler.params import ExportSettings, JobParameters
 
 
 class RetryExportsReport(BaseModel):

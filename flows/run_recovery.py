@@ -41,7 +41,7 @@ from db.queries.ad_runs import (
     summarise_job_run,
 )
 from db.session import session_scope
-from scheduler.params import ExportSettings, JobParameters
+from domain.params import ExportSettings, JobParameters
 
 logger = logging.getLogger("ad_scheduler.recovery")
 

@@ -31,6 +31,8 @@ from db.queries.job_runs import JobRunEvent, claim_schedule_slot, upsert_job_run
 from db.session import dispose_engines, retry_transaction, session_scope
 from db.types import utcnow
 from domain.misfire import is_misfire
+from domain.params import JobParameters
+from domain.vocab import SCHEDULED_JOB_FLOW
 from flows.artifacts import publish_run_artifact
 from flows.history import (
     EXPORTS_FAILED_STATE_NAME,
@@ -48,7 +50,6 @@ from flows.pipeline import (
     select_templates,
 )
 from flows.run_recovery import settle_after
-from scheduler.params import JobParameters
 
 
 class JobRunSummary(BaseModel):
@@ -97,7 +98,7 @@ async def release_connections(flow: object, flow_run: object, state: object) -> 
 
 
 @flow(
-    name="run-scheduled-job",
+    name=SCHEDULED_JOB_FLOW,
     log_prints=False,
     # Every state reaches the mirror; the reconciler covers the states no hook sees.
     on_running=[on_state_change],

@@ -14,9 +14,9 @@ from pydantic import BaseModel
 from blocks.storage import AdStorage, load_storage
 from db.models import AdTemplate
 from db.session import session_scope
+from domain.vocab import UPLOADS_FOLDER
 
 #: Folder (under the templates folder) of templates uploaded with one job.
-UPLOADS_FOLDER = "uploads/"
 
 
 class SyncReport(BaseModel):
@@ -40,7 +40,7 @@ async def sync_template_catalog(
     """
     storage = storage or await load_storage()
     # Files uploaded with a job live under uploads/ and are catalogued by the SDK, not here.
-    stored = {n for n in await storage.list_templates() if not n.startswith(UPLOADS_FOLDER)}
+    stored = {n for n in await storage.list_templates() if not n.startswith(f"{UPLOADS_FOLDER}/")}
     async with session_scope() as session:
         taken = set(
             (

@@ -29,12 +29,13 @@ from typing import TYPE_CHECKING, Any
 import sqlalchemy as sa
 
 from db.adopt import short_db_error
-from db.errors import AdSchedulerError
 from db.models import AdTemplate, ProductTemplateUsage, ScheduledJob, ScheduledJobRun
 from db.queries.job_runs import derive_job_state
 from db.session import session_scope
+from domain.errors import AdSchedulerError, FieldProblem, InvalidJobSpec
+from domain.spec import JobSpec
+from domain.vocab import EMAIL_DESTINATIONS, SCHEDULED_JOB_FLOW, SLACK_DESTINATIONS
 from scheduler import deployments as dep
-from scheduler.spec import FieldProblem, InvalidJobSpec, JobSpec
 
 if TYPE_CHECKING:
     from sqlalchemy.ext.asyncio import AsyncSession
@@ -183,8 +184,8 @@ def legacy_spec(
 
     destination = params.get("export_destination") or "none"
     export: dict[str, Any] = {"destination": destination}
-    wants_email = destination in ("email", "both")
-    wants_slack = destination in ("slack", "both")
+    wants_email = destination in EMAIL_DESTINATIONS
+    wants_slack = destination in SLACK_DESTINATIONS
     recipients = _recipients(params.get("export_email"))
     if recipients is None:
         problem("parameters.export_email", "allowed: addresses separated by commas, or a list")
@@ -463,7 +464,7 @@ async def _adopt_one(
     name = job.deployment_name or dep.deployment_name(job.id, job.name)
     result.notes = [
         _schedule_note(job),
-        f"deployment run-scheduled-job/{name} ({job.prefect_deployment_id})",
+        f"deployment {SCHEDULED_JOB_FLOW}/{name} ({job.prefect_deployment_id})",
         *notes,
     ]
     try:

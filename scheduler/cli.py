@@ -14,7 +14,6 @@ import asyncio
 import dataclasses
 import importlib
 import json
-import os
 import socket
 import sys
 import traceback
@@ -36,10 +35,12 @@ from typer._click import ClickException  # typer 0.29 vendors click: its usage e
 from typer.core import TyperGroup
 
 from config import get_settings
-from db.errors import AdSchedulerError, ConflictError, NotFoundError
+from db.errors import ConflictError, NotFoundError
 from db.migrate import aupgrade
 from db.models import ScheduledJob, ScheduledJobRun
 from db.session import dispose_engines
+from domain.errors import AdSchedulerError, InvalidJobSpec
+from domain.vocab import EXHAUSTED_POLICIES, JOB_STATUSES, SCHEDULED_JOB_FLOW
 from scheduler.adopt import JobAdoptionReport
 from scheduler.sdk import (
     START_SERVER_HINT,
@@ -49,7 +50,6 @@ from scheduler.sdk import (
     probe_prefect_api,
     redact_url,
 )
-from scheduler.spec import InvalidJobSpec
 
 T = TypeVar("T")
 
@@ -171,7 +171,7 @@ def _run(call: Callable[[], Awaitable[T]]) -> T:
     from db import session as db_session
 
     previous = db_session.DB_RETRY
-    if "AD_SCHEDULER_DB_RETRY_ATTEMPTS" not in os.environ and previous.attempts is None:
+    if not get_settings().db_retry_attempts_configured and previous.attempts is None:
         db_session.DB_RETRY = dataclasses.replace(previous, attempts=CLI_DB_ATTEMPTS)
     try:
         return asyncio.run(main())
@@ -313,8 +313,6 @@ def spec_from_flags(**flags: Any) -> dict[str, Any]:
     return spec
 
 
-JOB_STATUSES = ("active", "paused", "completed")
-
 #: Flags that describe one job: meaningless next to `--file` (which holds whole specs).
 FILE_EXCLUSIVE = (
     "name",
@@ -348,7 +346,7 @@ def jobs_create(  # noqa: PLR0917 (one typer option per parameter)
     jitter: int = typer.Option(0, help="Random delay up to N seconds per run."),
     max_runs: int | None = typer.Option(None, help="Stop after N completed runs."),
     unused: int = typer.Option(3, help="Unused templates per run."),
-    when_exhausted: str = typer.Option("recycle", help="recycle | skip | fail."),
+    when_exhausted: str = typer.Option("recycle", help=" | ".join(EXHAUSTED_POLICIES) + "."),
     template: Annotated[
         list[str] | None, typer.Option(help="Specific template id/storage name (repeat).")
     ] = None,
@@ -414,7 +412,7 @@ def jobs_create(  # noqa: PLR0917 (one typer option per parameter)
     for job in _run(_go):
         console.print(
             f"[green]✓[/green] {job.name}  id={job.id}  deployment="
-            f"run-scheduled-job/{job.deployment_name}  next run {_when(job.next_run_at, job)}"
+            f"{SCHEDULED_JOB_FLOW}/{job.deployment_name}  next run {_when(job.next_run_at, job)}"
         )
 
 
@@ -576,7 +574,7 @@ def jobs_show(
         ("ads", json.dumps(params.get("ad", {}))),
         ("export", json.dumps(params.get("export", {}))),
         ("overlap / misfire", f"{job.overlap_policy} / {job.misfire_grace_seconds} s"),
-        ("deployment", f"run-scheduled-job/{job.deployment_name} ({job.prefect_deployment_id})"),
+        ("deployment", f"{SCHEDULED_JOB_FLOW}/{job.deployment_name} ({job.prefect_deployment_id})"),
     ]
     detail = Table(show_header=False, title=job.name)
     detail.add_column(style="bold")

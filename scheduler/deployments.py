@@ -9,7 +9,6 @@ from __future__ import annotations
 
 from flows.deployment_sync import (
     APP_TAG,
-    BASE_DEPLOYMENT_ENV,
     COLLISION_STRATEGY,
     DEFAULT_BASE_DEPLOYMENT,
     DEFAULT_WORK_POOL,
@@ -19,7 +18,6 @@ from flows.deployment_sync import (
     ONE_TIME_TAG,
     PULL_STEP,
     SCHEDULE_SLUG,
-    WORK_POOL_ENV,
     DeploymentTarget,
     JobDeployment,
     converge_existing_deployment,
@@ -43,7 +41,6 @@ from flows.deployment_sync import (
 
 __all__ = [
     "APP_TAG",
-    "BASE_DEPLOYMENT_ENV",
     "COLLISION_STRATEGY",
     "DEFAULT_BASE_DEPLOYMENT",
     "DEFAULT_WORK_POOL",
@@ -53,7 +50,6 @@ __all__ = [
     "ONE_TIME_TAG",
     "PULL_STEP",
     "SCHEDULE_SLUG",
-    "WORK_POOL_ENV",
     "DeploymentTarget",
     "JobDeployment",
     "converge_existing_deployment",

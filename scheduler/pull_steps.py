@@ -14,10 +14,7 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
-from config.settings import PROJECT_ROOT
-
-#: Overrides where the code is (a worker host with the code somewhere the package does not say).
-CODE_DIR_ENV = "AD_SCHEDULER_CODE_DIR"
+from config.settings import CODE_DIR_ENV, PROJECT_ROOT, Settings
 
 #: The step as it appears in `prefect.yaml` and in the fallback of `scheduler/deployments.py`.
 PULL_STEP = "scheduler.pull_steps.set_code_directory"
@@ -25,7 +22,9 @@ PULL_STEP = "scheduler.pull_steps.set_code_directory"
 
 def code_directory() -> Path:
     """`$AD_SCHEDULER_CODE_DIR`, else the project folder of the installed `config` package."""
-    configured = os.environ.get(CODE_DIR_ENV, "").strip()
+    # Read afresh, not the process-wide cached settings: the step runs once per flow run and the
+    # worker's environment at that moment is the truth.
+    configured = Settings().code_dir.strip()
     return Path(configured).expanduser() if configured else PROJECT_ROOT
 
 

@@ -45,15 +45,13 @@ from pydantic import SecretStr
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from blocks.slack_webhook import SlackIncomingWebhook
-from db.errors import AdSchedulerError, ConflictError, NotFoundError
+from db.errors import ConflictError, NotFoundError
 from db.models import AdTemplate, Brand, Product, ScheduledJob, ScheduledJobRun
 from db.session import dispose_engines, session_scope
 from db.types import utcnow
 from domain import cron as cron_rules
-from scheduler import deployments as dep
-from scheduler.spec import (
-    FieldProblem,
-    InvalidJobSpec,
+from domain.errors import AdSchedulerError, FieldProblem, InvalidJobSpec
+from domain.spec import (
     JobSpec,
     OneTimeSchedule,
     RecurringSchedule,
@@ -61,6 +59,8 @@ from scheduler.spec import (
     UnusedTemplates,
     UploadedTemplates,
 )
+from domain.vocab import DEFAULT_TEMPLATE_CONCURRENCY, UPLOADS_FOLDER
+from scheduler import deployments as dep
 
 if TYPE_CHECKING:
     from scheduler.adopt import JobAdoptionReport
@@ -68,7 +68,7 @@ if TYPE_CHECKING:
 logger = logging.getLogger(__name__)
 
 T = TypeVar("T")
-UPLOAD_PREFIX = "uploads"
+UPLOAD_PREFIX = UPLOADS_FOLDER
 SLACK_BLOCK_SLUG = SlackIncomingWebhook.get_block_type_slug()
 
 
@@ -922,7 +922,7 @@ def spec_from_job(job: ScheduledJob) -> JobSpec:
         "max_runs": job.max_runs,
         "templates": templates,
         "ad": params.get("ad", {}),
-        "template_concurrency": params.get("template_concurrency", 4),
+        "template_concurrency": params.get("template_concurrency", DEFAULT_TEMPLATE_CONCURRENCY),
         "export": export,
         "overlap": job.overlap_policy,
         "misfire_grace_seconds": job.misfire_grace_seconds,

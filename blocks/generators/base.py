@@ -14,7 +14,7 @@ from typing import ClassVar
 from prefect.blocks.core import Block
 from pydantic import BaseModel, ConfigDict, Field
 
-from scheduler.params import AdParameters
+from domain.params import AdParameters
 
 
 class ProductBrief(BaseModel):

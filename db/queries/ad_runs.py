@@ -23,12 +23,11 @@ from dataclasses import dataclass, field
 import sqlalchemy as sa
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from db.models import TERMINAL_RUN_STATUSES, AdRun, ExportDelivery, ScheduledJobRun
+from db.models import AdRun, ExportDelivery, ScheduledJobRun
 from db.queries.deliveries import unconfirmed_note
 from db.queries.templates import release_claims
 from db.types import utcnow
-
-UNFINISHED_AD_RUN_STATUSES = ("pending", "running")
+from domain.vocab import TERMINAL_RUN_STATUSES, UNFINISHED_AD_RUN_STATUSES
 
 
 @dataclass(frozen=True)

@@ -23,7 +23,6 @@ import logging
 import uuid
 from dataclasses import dataclass
 from datetime import datetime, timedelta
-from typing import Literal
 
 import sqlalchemy as sa
 from sqlalchemy.exc import IntegrityError
@@ -31,17 +30,15 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from db.models import ExportDelivery
 from db.types import utcnow
+from domain.vocab import Channel, ErrorKind
 
 logger = logging.getLogger(__name__)
-
-Channel = Literal["email", "slack"]
 
 #: How long a claimed, still pending delivery is taken to be in flight.
 IN_FLIGHT_LEASE = timedelta(minutes=30)
 #: How long after its first claim an email may be sent again with the same idempotency key
 #: (Resend keeps keys 24 hours; an hour is kept in hand).
 IDEMPOTENCY_WINDOW = timedelta(hours=23)
-ErrorKind = Literal["permanent", "retryable"]
 #: What people read for an `unconfirmed` delivery.
 UNCONFIRMED_LABEL = "sent, not recorded — check"
 

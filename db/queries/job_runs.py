@@ -18,7 +18,6 @@ from __future__ import annotations
 import uuid
 from dataclasses import dataclass
 from datetime import datetime
-from typing import Literal
 
 import sqlalchemy as sa
 from pydantic import BaseModel, ConfigDict, Field
@@ -26,11 +25,11 @@ from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from db.errors import NotFoundError
-from db.models import TERMINAL_RUN_STATUSES, Brand, Product, ScheduledJob, ScheduledJobRun
+from db.models import Brand, Product, ScheduledJob, ScheduledJobRun
 from db.types import utcnow
 from domain import cron as cron_rules
-
-RunStatus = Literal["pending", "running", "completed", "failed", "skipped", "cancelled"]
+from domain import job_rules
+from domain.vocab import TERMINAL_RUN_STATUSES, RunStatus, RunTrigger
 
 _RANK = {"pending": 0, "running": 1}
 TERMINAL_RANK = 2
@@ -72,7 +71,7 @@ class JobRunEvent(BaseModel):
     tenant_id: uuid.UUID | None = None
     flow_run_name: str | None = None
     scheduled_for: datetime | None = None
-    trigger: Literal["schedule", "manual"] | None = None
+    trigger: RunTrigger | None = None
     started_at: datetime | None = None
     completed_at: datetime | None = None
     error_message: str | None = Field(default=None, max_length=10_000)
@@ -213,33 +212,29 @@ async def derive_job_state(
             .where(
                 runs.scheduled_job_id == job_id,
                 runs.trigger == "schedule",
-                runs.status.in_(("completed", "failed")),
+                runs.status.in_(job_rules.STREAK_STATUSES),
             )
             .order_by(order_key.desc())
             .limit(max(job.max_consecutive_failures, 1) + 1)
         )
     ).all()
-    streak, last_error = 0, None
-    for row in recent:
-        if row.status != "failed" or (job.resumed_at and row.at and row.at <= job.resumed_at):
-            break
-        streak += 1
-        last_error = last_error or row.error_message
+    streak = job_rules.failure_streak(
+        (job_rules.RunOutcome(row.status, row.error_message, row.at) for row in recent),
+        resumed_at=job.resumed_at,
+    )
 
-    changed_to: str | None = None
     status = job.status or "active"
-    if status != "completed":
-        if job.max_runs is not None and (completed or 0) >= job.max_runs:
-            changed_to = "completed"
-        elif job.schedule_type == "one_time" and any_scheduled_ended:
-            changed_to = "completed"
-        elif status == "active" and streak >= job.max_consecutive_failures:
-            changed_to = "paused"
-            reason = f" (last error: {last_error[:300]})" if last_error else ""
-            job.pause_note = (
-                f"Paused automatically after {streak} consecutive failed runs{reason}. "
-                "Fix the cause, then resume the job."
-            )
+    changed_to = job_rules.automatic_status(
+        status=status,
+        max_runs=job.max_runs,
+        runs_completed=completed or 0,
+        one_time=job.schedule_type == "one_time",
+        scheduled_run_ended=bool(any_scheduled_ended),
+        streak=streak,
+        max_consecutive_failures=job.max_consecutive_failures,
+    )
+    if changed_to == "paused":
+        job.pause_note = job_rules.pause_note(streak)
     if changed_to:
         status = job.status = changed_to
 
@@ -262,13 +257,13 @@ async def derive_job_state(
             next_run_at = job.scheduled_at
 
     job.runs_completed = completed or 0
-    job.consecutive_failures = streak
+    job.consecutive_failures = streak.count
     job.last_run_at = last_run_at
     job.next_run_at = next_run_at
     await session.flush()
     return JobState(
         runs_completed=job.runs_completed,
-        consecutive_failures=streak,
+        consecutive_failures=streak.count,
         last_run_at=last_run_at,
         next_run_at=next_run_at,
         status=status,

@@ -27,7 +27,6 @@ import uuid
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
-from typing import Literal
 
 import sqlalchemy as sa
 from sqlalchemy.dialects import postgresql, sqlite
@@ -36,8 +35,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from db.errors import NotFoundError, TemplatesExhaustedError
 from db.models import AdTemplate, Product, ProductTemplateUsage
 from db.types import UTCDateTime, utcnow
-
-ExhaustedPolicy = Literal["recycle", "skip", "fail"]
+from domain.vocab import ExhaustedPolicy
 
 #: Rounds of "pick candidates, insert, see who won" before giving up on a contended claim.
 MAX_CLAIM_ROUNDS = 50

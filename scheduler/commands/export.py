@@ -30,7 +30,7 @@ from config import get_settings
 from db.models import AdRun, ExportDelivery, ScheduledJob, ScheduledJobRun
 from db.queries.deliveries import UNCONFIRMED_LABEL
 from db.session import dispose_engines, session_scope
-from scheduler.params import ExportSettings, JobParameters
+from domain.params import ExportSettings, JobParameters
 
 logger = logging.getLogger("ad_scheduler.export")
 

@@ -9,8 +9,9 @@ from typing import Any
 import pytest
 
 from db.models import ScheduledJob
+from domain.errors import InvalidJobSpec
+from domain.spec import JobSpec
 from scheduler.adopt import catalog_name, legacy_spec
-from scheduler.spec import InvalidJobSpec, JobSpec
 
 SLACK = "https://hooks.slack.com/services/T000/B000/abcd1234"
 

@@ -23,7 +23,7 @@ from blocks.storage import AdStorage
 from config import get_settings
 from db.models import GeneratedAd, ScheduledJobRun
 from db.session import session_scope
-from scheduler.params import ExportSettings
+from domain.params import ExportSettings
 from tests.exports.fakes import FakeResend, FakeSlackWebhook
 from tests.support.factories import make_ad_run, make_brand, make_job, make_product
 

@@ -11,8 +11,8 @@ from pydantic import ValidationError
 
 from blocks.email_resend import ResendEmail
 from blocks.slack_webhook import SlackIncomingWebhook
+from domain.params import ExportSettings
 from flows.export import ensure_export_limits, resend_limit_name, slack_limit_name
-from scheduler.params import ExportSettings
 from tests.exports.fakes import FakeResend, FakeSlackWebhook
 
 

@@ -17,9 +17,9 @@ from typer.testing import CliRunner
 
 from db.models import ExportDelivery, ScheduledJob
 from db.session import session_scope
+from domain.params import JobParameters
 from flows.export import export_ad_run
 from scheduler.commands.export import register
-from scheduler.params import JobParameters
 from tests.exports.conftest import SavedBlocks, seed_runs, settings_for
 from tests.exports.fakes import FakeResend, FakeSlackWebhook
 

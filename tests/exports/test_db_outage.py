@@ -32,11 +32,11 @@ from blocks.email_resend import ResendEmail
 from blocks.slack_webhook import SlackIncomingWebhook
 from db.models import AdRun, ExportDelivery, ScheduledJob, ScheduledJobRun
 from db.session import DbRetrySettings, retry_transaction, session_scope
+from domain.params import AdParameters, ExportSettings, JobParameters
 from flows.export import export_ad_run
 from flows.retry_exports import retry_failed_exports
 from flows.scheduled_job import run_scheduled_job
 from scheduler.commands.export import register
-from scheduler.params import AdParameters, ExportSettings, JobParameters
 from tests.exports.fakes import FakeResend, FakeSlackWebhook
 from tests.exports.outage import DatabaseOutage
 from tests.flows.support import job_with_templates

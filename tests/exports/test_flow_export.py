@@ -11,8 +11,8 @@ from pydantic import SecretStr
 from blocks.slack_webhook import SlackIncomingWebhook
 from db.models import GeneratedAd, ScheduledJobRun
 from db.session import session_scope
+from domain.params import AdParameters, ExportSettings, JobParameters
 from flows.scheduled_job import run_scheduled_job
-from scheduler.params import AdParameters, ExportSettings, JobParameters
 from tests.exports.fakes import FakeSlackWebhook
 from tests.flows.support import job_with_templates
 

@@ -15,6 +15,7 @@ import yaml
 from config.settings import PROJECT_ROOT
 from db.models import ExportDelivery, ScheduledJob
 from db.session import session_scope
+from domain.params import JobParameters
 from flows.export import (
     RETRIED_LATER,
     RETRY_EXPORTS_EVERY_MINUTES,
@@ -22,7 +23,6 @@ from flows.export import (
     export_ad_run,
 )
 from flows.retry_exports import retry_exports
-from scheduler.params import JobParameters
 from tests.exports.conftest import SavedBlocks, seed_runs, settings_for
 from tests.exports.fakes import FakeSlackWebhook, Reply
 

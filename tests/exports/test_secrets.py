@@ -25,8 +25,8 @@ from prefect.runtime import flow_run
 
 from db.models import AdRun, ExportDelivery
 from db.session import session_scope
+from domain.params import ExportSettings
 from flows.export import DeliveryOutcome, ensure_export_limits, export_ad_run
-from scheduler.params import ExportSettings
 from tests.exports.conftest import SavedBlocks, seed_runs, settings_for
 from tests.exports.fakes import FakeResend, FakeSlackWebhook
 

@@ -15,9 +15,9 @@ from prefect.states import Scheduled, State
 from blocks.storage import default_storage
 from db.models import ScheduledJob, ScheduledJobRun
 from db.session import session_scope
+from domain.params import JobParameters
 from flows.sample_data import seed_sample_data
 from flows.scheduled_job import run_scheduled_job
-from scheduler.params import JobParameters
 from tests.support.factories import make_job
 
 

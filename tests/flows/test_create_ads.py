@@ -8,9 +8,9 @@ import sqlalchemy as sa
 from blocks.storage import default_storage
 from db.models import AdRun, GeneratedAd, ProductTemplateUsage
 from db.session import session_scope
+from domain.params import AdParameters
 from flows.create_ads import create_ads
 from flows.sample_data import seed_sample_data
-from scheduler.params import AdParameters
 
 pytestmark = pytest.mark.usefixtures("prefect_api", "use_database", "data_dir")
 

@@ -25,11 +25,11 @@ from typer.testing import CliRunner
 from db.models import ScheduledJob, ScheduledJobRun
 from db.session import session_scope
 from db.types import utcnow
+from domain.params import AdParameters, JobParameters
 from flows.reconcile import reconcile_job_runs
 from scheduler import cli as cli_module
 from scheduler.cli import app
 from scheduler.local_prefect import TUNED_WORKER_ENV, background_process, prefect_env, worker_args
-from scheduler.params import AdParameters, JobParameters
 from tests.flows.support import deployment_for, execute, job_with_templates, scheduled_run
 
 PARAMS = JobParameters(ad=AdParameters(variations=1)).model_dump(mode="json")

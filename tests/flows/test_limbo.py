@@ -34,8 +34,8 @@ from db.models import (
 )
 from db.session import dispose_engines, session_scope
 from db.types import utcnow
+from domain.params import AdParameters, ExportSettings, JobParameters
 from flows.reconcile import reconcile_job_runs
-from scheduler.params import AdParameters, ExportSettings, JobParameters
 from tests.exports.fakes import FakeSlackWebhook
 from tests.flows.support import deployment_for, execute, job_with_templates, scheduled_run
 from tests.support.databases import PG_ADMIN_DSN

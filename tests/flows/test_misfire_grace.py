@@ -10,7 +10,7 @@ import sqlalchemy as sa
 from db.models import ScheduledJobRun
 from db.session import session_scope
 from db.types import utcnow
-from scheduler.params import AdParameters, JobParameters
+from domain.params import AdParameters, JobParameters
 from tests.flows.support import deployment_for, execute, job_with_templates, scheduled_run
 
 pytestmark = pytest.mark.usefixtures("prefect_api", "use_database", "data_dir")

@@ -20,10 +20,10 @@ from blocks.generators.http_service import HttpAdGenerator
 from db.models import AdRun, AdTemplate, ProductTemplateUsage, ScheduledJob, ScheduledJobRun
 from db.session import session_scope
 from db.types import utcnow
+from domain.params import AdParameters, JobParameters
 from flows.templates import sync_template_catalog
 from scheduler import cli as cli_module
 from scheduler.cli import app
-from scheduler.params import AdParameters, JobParameters
 from tests.flows.support import (
     deployment_for,
     execute,

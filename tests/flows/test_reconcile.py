@@ -19,9 +19,9 @@ from blocks.generators.local import LocalAdRenderer
 from db.models import ProductTemplateUsage, ScheduledJobRun
 from db.session import session_scope
 from db.types import utcnow
+from domain.params import AdParameters, JobParameters
 from flows.history import on_state_change
 from flows.reconcile import reconcile_job_runs
-from scheduler.params import AdParameters, JobParameters
 from tests.flows.support import deployment_for, job_with_templates, scheduled_run
 
 pytestmark = pytest.mark.usefixtures("prefect_api", "use_database", "data_dir")

@@ -26,9 +26,9 @@ from blocks.slack_webhook import SlackIncomingWebhook
 from config import get_settings
 from db import session as db_session
 from db.types import utcnow
+from domain.params import AdParameters, ExportSettings, JobParameters
 from flows.history import EXPORTS_FAILED_STATE_NAME
 from flows.scheduled_job import run_scheduled_job
-from scheduler.params import AdParameters, ExportSettings, JobParameters
 from tests.exports.fakes import FakeSlackWebhook
 from tests.flows.support import (
     deployment_for,

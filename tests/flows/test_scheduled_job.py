@@ -13,8 +13,8 @@ from prefect.client.orchestration import get_client
 from db.models import AdRun, GeneratedAd, ProductTemplateUsage, ScheduledJob
 from db.session import session_scope
 from db.types import utcnow
+from domain.params import AdParameters, JobParameters
 from flows.scheduled_job import run_scheduled_job
-from scheduler.params import AdParameters, JobParameters
 from tests.flows.support import (
     deployment_for,
     execute,

@@ -8,7 +8,7 @@ from typing import Any
 import pytest
 
 from blocks.generators.base import AdRequest, ProductBrief
-from scheduler.params import AdParameters
+from domain.params import AdParameters
 from tests.generators.fakes import (
     FakeServer,
     gemini_default,

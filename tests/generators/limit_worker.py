@@ -30,8 +30,8 @@ from blocks.generators.base import AdGenerator, AdRequest, GenerationError
 from blocks.generators.gemini import GeminiImageGenerator
 from blocks.generators.http_service import HttpAdGenerator
 from blocks.generators.retrying import generate_with_retries
+from domain.params import AdParameters
 from flows.limits import provider_slot
-from scheduler.params import AdParameters
 from tests.generators.conftest import PRODUCT, PRODUCT_PNG, TEMPLATE_PNG
 
 BLOCK_TYPES: dict[str, type[AdGenerator]] = {

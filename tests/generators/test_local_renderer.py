@@ -10,8 +10,8 @@ from PIL import Image
 from blocks.generators.base import AdRequest, GenerationError, ProductBrief
 from blocks.generators.content import complement, pick_headline, pick_palette
 from blocks.generators.local import LocalAdRenderer
+from domain.params import AdParameters
 from flows.sample_data import product_png, template_png
-from scheduler.params import AdParameters
 
 BRIEF = ProductBrief(
     name="Trail Runner 2",

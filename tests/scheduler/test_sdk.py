@@ -15,9 +15,9 @@ from blocks.slack_webhook import SlackIncomingWebhook
 from db.errors import ConflictError, NotFoundError
 from db.models import ScheduledJobRun
 from db.session import session_scope
+from domain.errors import InvalidJobSpec
 from scheduler import deployments as dep
 from scheduler.sdk import AdScheduler, JobStateError, slack_block_name
-from scheduler.spec import InvalidJobSpec
 from tests.scheduler.conftest import (
     NO_BASE,
     Catalog,

@@ -25,8 +25,8 @@ from prefect.client.schemas.sorting import FlowRunSort
 from db.models import ScheduledJob
 from db.session import session_scope
 from domain.cron import next_fire_times
+from domain.errors import InvalidJobSpec
 from scheduler.sdk import AdScheduler, PrefectApiError, probe_prefect_api
-from scheduler.spec import InvalidJobSpec
 from tests.scheduler.conftest import Catalog, recurring_spec, tenant_deployments, tenant_jobs
 
 

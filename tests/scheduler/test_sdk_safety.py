@@ -17,8 +17,8 @@ from sqlalchemy.orm.session import SessionTransaction
 
 from blocks.slack_webhook import SlackIncomingWebhook
 from db.session import session_scope
+from domain.errors import InvalidJobSpec
 from scheduler.sdk import AdScheduler, DatabaseError, PrefectApiError
-from scheduler.spec import InvalidJobSpec
 from tests.scheduler.conftest import Catalog, recurring_spec, tenant_deployments, tenant_jobs
 from tests.support.factories import make_templates
 

@@ -8,7 +8,7 @@ from typing import Any
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from db.models import AdRun, AdTemplate, Brand, GeneratedAd, Product, ScheduledJob, ScheduledJobRun
-from scheduler.params import JobParameters
+from domain.params import JobParameters
 
 
 async def make_brand(session: AsyncSession, tenant_id: uuid.UUID, **kw: Any) -> Brand:

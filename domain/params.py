@@ -1,19 +1,28 @@
-"""Ad parameters and export settings: the pydantic models stored in `scheduled_jobs.parameters`.
+"""Ad parameters and export settings: the `scheduled_jobs.parameters` document.
 
 Shared by the SDK (validation before anything is written), the flows (reading a job) and the
 export step. Nothing secret lives here: Slack webhooks and API keys are referenced by block name.
+The job spec's export part (`domain.spec.ExportSpec`) is these settings plus a Slack webhook
+URL; both are built on `ExportFields`, so there is one set of export validators.
 """
 
 from __future__ import annotations
 
-from typing import Literal
+from typing import Any, ClassVar
 
 from pydantic import BaseModel, ConfigDict, EmailStr, Field, field_validator, model_validator
 
-ContentSource = Literal["hooks", "benefits", "recreate_template"]
-ColorMode = Literal["original", "brand", "complementary"]
-ImageMode = Literal["auto", "specific"]
-Destination = Literal["none", "email", "slack", "both"]
+from domain.vocab import (
+    DEFAULT_TEMPLATE_CONCURRENCY,
+    EMAIL_DESTINATIONS,
+    MAX_TEMPLATE_CONCURRENCY,
+    SLACK_DESTINATIONS,
+    ColorMode,
+    ContentSource,
+    Destination,
+    EmailMode,
+    ImageMode,
+)
 
 MAX_VARIATIONS = 10
 MAX_RECIPIENTS = 50
@@ -53,24 +62,35 @@ class AdParameters(BaseModel):
         return self
 
 
-class ExportSettings(BaseModel):
-    """Where finished ads go.
+class ExportFields(BaseModel):
+    """The fields and rules every export description shares (settings and spec).
 
     Attributes:
         destination: `none`, `email`, `slack` or `both`.
-        email_recipients: Up to 50 addresses (required for email).
-        email_block: Name of the saved Resend email block.
+        email_recipients: Up to 50 addresses (required for email); stored lower-cased, each once.
+        email_block: Name of the saved Resend email block (required for email).
         email_mode: `per_ad_run` (one email per template, as the seed did) or `digest`.
-        slack_webhook_block: Name of the saved Slack webhook block (never the URL itself).
+        slack_webhook_block: Name of a saved Slack webhook block (never the URL itself).
     """
 
     model_config = ConfigDict(extra="forbid")
 
+    #: What a Slack export needs, for the error when it is missing (subclasses add the URL).
+    SLACK_TARGET_ALLOWED: ClassVar[str] = "slack_webhook_block (a Slack webhook block name)"
+
     destination: Destination = "none"
     email_recipients: list[EmailStr] = Field(default_factory=list, max_length=MAX_RECIPIENTS)
     email_block: str | None = Field(default=None, pattern=BLOCK_NAME_PATTERN)
-    email_mode: Literal["per_ad_run", "digest"] = "per_ad_run"
+    email_mode: EmailMode = "per_ad_run"
     slack_webhook_block: str | None = Field(default=None, pattern=BLOCK_NAME_PATTERN)
+
+    @field_validator("email_recipients", mode="before")
+    @classmethod
+    def _recipient_limit(cls, value: Any) -> Any:
+        # Before pydantic's own length check, so the message says what is allowed.
+        if isinstance(value, list | tuple) and len(value) > MAX_RECIPIENTS:
+            raise ValueError(f"{len(value)} recipients; allowed: at most {MAX_RECIPIENTS}")
+        return value
 
     @field_validator("email_recipients")
     @classmethod
@@ -80,22 +100,30 @@ class ExportSettings(BaseModel):
     @property
     def wants_email(self) -> bool:
         """True when ads go out by email."""
-        return self.destination in ("email", "both")
+        return self.destination in EMAIL_DESTINATIONS
 
     @property
     def wants_slack(self) -> bool:
         """True when ads go to Slack."""
-        return self.destination in ("slack", "both")
+        return self.destination in SLACK_DESTINATIONS
+
+    def has_slack_target(self) -> bool:
+        """True when a Slack export knows where to post."""
+        return bool(self.slack_webhook_block)
 
     @model_validator(mode="after")
-    def _channels_configured(self) -> ExportSettings:
+    def _channels_configured(self) -> Any:
         if self.wants_email and not self.email_recipients:
             raise ValueError("email export needs at least one address in email_recipients")
         if self.wants_email and not self.email_block:
             raise ValueError("email export needs email_block (the name of a Resend email block)")
-        if self.wants_slack and not self.slack_webhook_block:
-            raise ValueError("slack export needs slack_webhook_block (a Slack webhook block name)")
+        if self.wants_slack and not self.has_slack_target():
+            raise ValueError(f"slack export needs {self.SLACK_TARGET_ALLOWED}")
         return self
+
+
+class ExportSettings(ExportFields):
+    """Where finished ads go, as stored in `scheduled_jobs.parameters` (no secrets)."""
 
 
 class JobParameters(BaseModel):
@@ -106,5 +134,8 @@ class JobParameters(BaseModel):
     ad: AdParameters = Field(default_factory=AdParameters)
     export: ExportSettings = Field(default_factory=ExportSettings)
     template_concurrency: int = Field(
-        default=4, ge=1, le=32, description="Templates generated at once within one run."
+        default=DEFAULT_TEMPLATE_CONCURRENCY,
+        ge=1,
+        le=MAX_TEMPLATE_CONCURRENCY,
+        description="Templates generated at once within one run.",
     )

@@ -16,14 +16,13 @@ from __future__ import annotations
 import re
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Annotated, Any, Literal
+from typing import Annotated, Any, ClassVar, Literal
 from uuid import UUID
 
 from pydantic import (
     AwareDatetime,
     BaseModel,
     ConfigDict,
-    EmailStr,
     Field,
     SecretStr,
     ValidationError,
@@ -32,81 +31,26 @@ from pydantic import (
     model_validator,
 )
 
-from db.errors import AdSchedulerError
 from domain import cron as cron_rules
 from domain import misfire
-from scheduler.params import (
-    BLOCK_NAME_PATTERN,
-    MAX_RECIPIENTS,
-    AdParameters,
-    Destination,
-    ExportSettings,
-    JobParameters,
+from domain.errors import InvalidJobSpec
+from domain.params import AdParameters, ExportFields, ExportSettings, JobParameters
+from domain.vocab import (
+    DEFAULT_TEMPLATE_CONCURRENCY,
+    MAX_TEMPLATE_CONCURRENCY,
+    TEMPLATE_SUFFIXES,
+    ExhaustedPolicy,
+    OverlapPolicy,
 )
 
 MAX_NAME_LENGTH = 120
 MAX_DESCRIPTION_LENGTH = 1000
 MAX_JITTER_SECONDS = 3600
 MAX_TEMPLATES_PER_RUN = 50
-MAX_MISFIRE_GRACE_SECONDS = misfire.MAX_GRACE_SECONDS
-TEMPLATE_SUFFIXES = (".png", ".jpg", ".jpeg", ".webp")
 SLACK_WEBHOOK_PREFIX = "https://hooks.slack.com/"
-CRON_MACROS = cron_rules.CRON_MACROS
 #: Validation context key: a one-time datetime equal to this one may lie in the past (re-applying
 #: or updating a job whose one-time run is already behind it must not fail on that field).
 CONTEXT_EXISTING_AT = "existing_scheduled_at"
-
-
-class FieldProblem(BaseModel):
-    """One invalid field: its dotted path and what is allowed."""
-
-    field: str
-    message: str
-
-    def __str__(self) -> str:
-        return f"{self.field}: {self.message}"
-
-
-class InvalidJobSpec(AdSchedulerError):
-    """The job spec (or a value it refers to) is invalid; nothing was written."""
-
-    def __init__(self, problems: list[FieldProblem]) -> None:
-        self.problems = problems
-        lines = "\n".join(f"  - {p}" for p in problems)
-        super().__init__(f"invalid job spec:\n{lines}")
-
-    @classmethod
-    def one(cls, field: str, message: str) -> InvalidJobSpec:
-        """An error about one field."""
-        return cls([FieldProblem(field=field, message=message)])
-
-    @classmethod
-    def from_validation_error(cls, exc: ValidationError) -> InvalidJobSpec:
-        """Turn pydantic's errors into field problems (no input values echoed: they may be
-        secrets such as a webhook URL)."""
-        problems = []
-        for err in exc.errors(include_url=False, include_input=False):
-            path = ".".join(str(part) for part in err["loc"] if not _is_union_tag(part))
-            message = err["msg"].removeprefix("Value error, ")
-            named = re.match(r"^([a-z_][a-z_.]*): (.+)$", message, re.DOTALL)
-            if named and (not path or named.group(1).startswith(f"{path}.")):
-                path, message = named.group(1), named.group(2)
-            if "email address" in message:
-                message += " Allowed: an address like name@example.com."
-            problems.append(FieldProblem(field=path or "spec", message=message))
-        return cls(problems)
-
-    @property
-    def fields(self) -> list[str]:
-        """The dotted paths of the invalid fields."""
-        return [p.field for p in self.problems]
-
-
-def _is_union_tag(part: object) -> bool:
-    # pydantic puts the discriminator's value (and function names) in `loc` for tagged unions.
-    return part in ("recurring", "one_time", "unused", "specific", "uploaded") or (
-        isinstance(part, str) and part.startswith("function-")
-    )
 
 
 # --- schedule -------------------------------------------------------------------------------
@@ -215,7 +159,7 @@ class UnusedTemplates(BaseModel):
 
     mode: Literal["unused"] = "unused"
     count: int = Field(default=3, ge=1, le=MAX_TEMPLATES_PER_RUN)
-    when_exhausted: Literal["recycle", "skip", "fail"] = "recycle"
+    when_exhausted: ExhaustedPolicy = "recycle"
 
 
 class SpecificTemplates(BaseModel):
@@ -264,34 +208,22 @@ Templates = Annotated[
 # --- export ---------------------------------------------------------------------------------
 
 
-class ExportSpec(BaseModel):
-    """Where finished ads go; like `ExportSettings`, but may carry the Slack webhook URL itself.
+class ExportSpec(ExportFields):
+    """Where finished ads go: the export settings, plus the Slack webhook URL itself.
+
+    The fields and rules are `ExportFields`' (see `domain.params`); added here:
 
     Attributes:
-        destination: `none`, `email`, `slack` or `both`.
-        email_recipients: Up to 50 addresses (required for email).
-        email_block: Name of the saved Resend email block (required for email).
-        email_mode: `per_ad_run` or `digest`.
         slack_webhook_url: A Slack incoming-webhook URL (`https://hooks.slack.com/...`); stored
-            in a Prefect block by the SDK, never in parameters.
-        slack_webhook_block: Name of an already saved Slack webhook block (instead of the URL).
+            in a Prefect block by the SDK, never in parameters. Either it or
+            `slack_webhook_block` names the Slack target.
     """
 
-    model_config = ConfigDict(extra="forbid")
+    SLACK_TARGET_ALLOWED: ClassVar[str] = (
+        "slack_webhook_url (https://hooks.slack.com/...) or slack_webhook_block"
+    )
 
-    destination: Destination = "none"
-    email_recipients: list[EmailStr] = Field(default_factory=list, max_length=MAX_RECIPIENTS)
-    email_block: str | None = Field(default=None, pattern=BLOCK_NAME_PATTERN)
-    email_mode: Literal["per_ad_run", "digest"] = "per_ad_run"
     slack_webhook_url: SecretStr | None = None
-    slack_webhook_block: str | None = Field(default=None, pattern=BLOCK_NAME_PATTERN)
-
-    @field_validator("email_recipients", mode="before")
-    @classmethod
-    def _recipient_limit(cls, value: Any) -> Any:
-        if isinstance(value, list | tuple) and len(value) > MAX_RECIPIENTS:
-            raise ValueError(f"{len(value)} recipients; allowed: at most {MAX_RECIPIENTS}")
-        return value
 
     @field_validator("slack_webhook_url")
     @classmethod
@@ -309,20 +241,9 @@ class ExportSpec(BaseModel):
             raise ValueError("the Slack webhook URL contains invalid characters")
         return SecretStr(url)
 
-    @model_validator(mode="after")
-    def _channels(self) -> ExportSpec:
-        wants_slack = self.destination in ("slack", "both")
-        wants_email = self.destination in ("email", "both")
-        if wants_slack and not (self.slack_webhook_url or self.slack_webhook_block):
-            raise ValueError(
-                "slack export needs slack_webhook_url (https://hooks.slack.com/...) or "
-                "slack_webhook_block"
-            )
-        if wants_email and not self.email_recipients:
-            raise ValueError("email export needs at least one address in email_recipients")
-        if wants_email and not self.email_block:
-            raise ValueError("email export needs email_block (the name of a Resend email block)")
-        return self
+    def has_slack_target(self) -> bool:
+        """True when a Slack export knows where to post (a URL or a saved block)."""
+        return bool(self.slack_webhook_url or self.slack_webhook_block)
 
     def to_settings(self, slack_block_name: str | None) -> ExportSettings:
         """The stored export settings, with the Slack webhook replaced by its block name."""
@@ -333,7 +254,7 @@ class ExportSpec(BaseModel):
             email_mode=self.email_mode,
             slack_webhook_block=(
                 (slack_block_name or self.slack_webhook_block)
-                if self.destination in ("slack", "both")
+                if self.wants_slack
                 else self.slack_webhook_block
             ),
         )
@@ -373,8 +294,10 @@ class JobSpec(BaseModel):
     templates: Templates = Field(default_factory=UnusedTemplates)
     ad: AdParameters = Field(default_factory=AdParameters)
     export: ExportSpec = Field(default_factory=ExportSpec)
-    template_concurrency: int = Field(default=4, ge=1, le=32)
-    overlap: Literal["skip", "queue"] = "skip"
+    template_concurrency: int = Field(
+        default=DEFAULT_TEMPLATE_CONCURRENCY, ge=1, le=MAX_TEMPLATE_CONCURRENCY
+    )
+    overlap: OverlapPolicy = "skip"
     misfire_grace_seconds: int = Field(default=3600)
     max_consecutive_failures: int = Field(default=3, ge=1, le=100)
     tenant_id: UUID | None = None
@@ -413,8 +336,3 @@ class JobSpec(BaseModel):
             export=self.export.to_settings(slack_block_name),
             template_concurrency=self.template_concurrency,
         )
-
-
-def spec_field_names() -> list[str]:
-    """Top-level field names (for the CLI's help)."""
-    return list(JobSpec.model_fields)

@@ -1,0 +1,87 @@
+"""Settings: every `AD_SCHEDULER_*` variable is read through `config.settings`, nowhere else."""
+
+from __future__ import annotations
+
+import ast
+from pathlib import Path
+
+import pytest
+
+from config.settings import DEFAULT_BASE_DEPLOYMENT, DEFAULT_WORK_POOL, Settings
+from scheduler.pull_steps import code_directory
+
+ROOT = Path(__file__).resolve().parents[2]
+PACKAGES = ("domain", "db", "blocks", "flows", "scheduler", "config")
+
+
+def test_defaults_and_environment(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    monkeypatch.chdir(tmp_path)  # no .env file from the checkout
+    for name in ("BASE_DEPLOYMENT", "WORK_POOL", "CODE_DIR", "DB_RETRY_ATTEMPTS"):
+        monkeypatch.delenv(f"AD_SCHEDULER_{name}", raising=False)
+    settings = Settings()
+    assert (settings.base_deployment, settings.work_pool) == (
+        DEFAULT_BASE_DEPLOYMENT,
+        DEFAULT_WORK_POOL,
+    )
+    assert settings.code_dir == "" and not settings.db_retry_attempts_configured
+
+    monkeypatch.setenv("AD_SCHEDULER_BASE_DEPLOYMENT", "prod")
+    monkeypatch.setenv("AD_SCHEDULER_WORK_POOL", "k8s")
+    monkeypatch.setenv("AD_SCHEDULER_DB_RETRY_ATTEMPTS", "7")
+    settings = Settings()
+    assert (settings.base_deployment, settings.work_pool) == ("prod", "k8s")
+    # Set to its default value is still "set": the CLI then keeps it instead of its own 2.
+    assert settings.db_retry_attempts == 7 and settings.db_retry_attempts_configured
+
+
+def test_a_bad_value_names_the_variable(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("AD_SCHEDULER_DB_RETRY_ATTEMPTS", "0")
+    with pytest.raises(ValueError, match="AD_SCHEDULER_DB_RETRY_ATTEMPTS"):
+        Settings()
+
+
+def test_the_pull_step_reads_the_worker_environment_each_time(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    monkeypatch.setenv("AD_SCHEDULER_CODE_DIR", str(tmp_path))
+    assert code_directory() == tmp_path
+    monkeypatch.delenv("AD_SCHEDULER_CODE_DIR")
+    assert code_directory() == ROOT
+
+
+def _environment_reads(path: Path) -> list[str]:
+    """Reads of one environment variable (`os.environ[k]`, `os.environ.get(k)`, `os.getenv(k)`,
+    `k in os.environ`) whose key is an `AD_SCHEDULER_*` literal or not a literal at all (a
+    constant may hide the name), as `file:line`."""
+    found = []
+    for node in ast.walk(ast.parse(path.read_text(), str(path))):
+        key: ast.expr | None = None
+        if isinstance(node, ast.Call) and ast.unparse(node.func) in ("os.environ.get", "os.getenv"):
+            key = node.args[0] if node.args else None
+        elif (
+            isinstance(node, ast.Subscript)
+            and isinstance(node.ctx, ast.Load)
+            and ast.unparse(node.value) == "os.environ"
+        ):
+            key = node.slice
+        elif isinstance(node, ast.Compare) and any(
+            ast.unparse(c) == "os.environ" for c in node.comparators
+        ):
+            key = node.left
+        else:
+            continue
+        named = key.value if isinstance(key, ast.Constant) else None
+        if not isinstance(named, str) or named.startswith("AD_SCHEDULER_"):
+            found.append(f"{path.relative_to(ROOT)}:{node.lineno}")
+    return found
+
+
+def test_no_module_reads_an_ad_scheduler_variable_itself() -> None:
+    reads = [
+        hit
+        for package in PACKAGES
+        for path in sorted((ROOT / package).rglob("*.py"))
+        if path.name != "settings.py"
+        for hit in _environment_reads(path)
+    ]
+    assert reads == []
