@@ -1,8 +1,9 @@
 """Benchmark: lag from a cron run's scheduled time to its flow starting, with tuned worker settings.
 
 A job registered through the SDK fires every minute; a process worker started with
-PREFECT_WORKER_QUERY_SECONDS=1 and PREFECT_WORKER_PREFETCH_SECONDS=10 picks runs up ahead of
-time (the server holds them in Pending until their time). Lag = the flow run's start time minus
+`scheduler.local_prefect.TUNED_WORKER_ENV` picks runs up ahead of time (their processes start
+early and wait for their slot). `bench/e2e.py` measures the same lag for one-time slots on both
+Prefect backends, beside a bare flow. Lag = the flow run's start time minus
 its expected start time, as Prefect records them, over RUNS runs. The design it replaces polled a
 jobs table every 60 s: up to 60 s of lag.
 

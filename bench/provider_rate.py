@@ -10,8 +10,9 @@ What runs:
   `requests_per_minute = 60·R`, and its provider limits created by `ensure_provider_limit`;
 * three jobs as three **separate processes** (`tests/generators/limit_worker.py`), each one
   Prefect flow run that loads the block by name and generates 10 templates × V variations at
-  once, every call inside `flows.limits.provider_slot(generator)` and retried by
-  `generate_with_retries`. The processes start, report ready, and are released together.
+  once, every call inside a slot of the run's `flows.limits.ProviderSlots(generator)` (the
+  one limit mechanism generators and exports share) and retried by `generate_with_retries`.
+  The processes start, report ready, and are released together.
 
 Measured at the fake provider: `achieved_rps` = accepted requests ÷ (last accepted arrival −
 first arrival + 1/R), i.e. the rate a perfectly paced client at exactly R would score as R;
@@ -44,7 +45,7 @@ if str(ROOT) not in sys.path:
 from pydantic import SecretStr  # noqa: E402
 
 from blocks.generators.gemini import GeminiImageGenerator  # noqa: E402
-from tests.generators.fakes import (  # noqa: E402
+from tests.support.http_fake import (  # noqa: E402
     GEMINI_KEY,
     FakeServer,
     Reply,

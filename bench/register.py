@@ -124,7 +124,7 @@ async def _bench(db_url: str, jobs: int, batch: int) -> dict[str, float]:
                     f"ratio {sdk_s / bare_s:.2f}",
                     flush=True,
                 )
-        registered = len(await ads.list())
+        registered = len(await ads.list_jobs())
         assert registered == jobs + 5, f"{registered} jobs registered, expected {jobs + 5}"
     await dispose_engines()
     return {"sdk_s": round(sdk_s, 2), "bare_s": round(bare_s, 2), "ratio": round(sdk_s / bare_s, 3)}

@@ -28,7 +28,9 @@ from prefect.blocks.core import Block
 from pydantic import ConfigDict, Field, HttpUrl, SecretStr, field_validator
 from resend.exceptions import ResendError
 
-from blocks.errors import DeliveryError, ErrorKind, parse_retry_after
+from blocks.errors import DeliveryError, ErrorKind
+from domain.redact import redact
+from domain.retry import retry_after_from_headers
 
 #: Resend's limit on one email, attachments included, after base64 encoding.
 RESEND_MAX_MESSAGE_BYTES = 40 * 1024 * 1024
@@ -115,9 +117,7 @@ def _install_transport() -> None:
 
 
 def _retry_after(headers: Mapping[str, str] | None) -> float | None:
-    if not headers:
-        return None
-    return parse_retry_after({k.lower(): v for k, v in headers.items()}.get("retry-after"))
+    return retry_after_from_headers(dict(headers)) if headers else None
 
 
 def classify_resend_error(error: ResendError) -> ErrorKind:
@@ -144,9 +144,6 @@ class ResendClient:
     def __init__(self, *, api_key: str, base_url: str, timeout: float) -> None:
         self._target = _Target(api_key=api_key, base_url=base_url.rstrip("/"), timeout=timeout)
 
-    def _scrub(self, text: str) -> str:
-        return text.replace(self._target.api_key, "***") if self._target.api_key else text
-
     async def send(self, params: dict[str, Any], *, idempotency_key: str) -> SentEmail:
         """Send one email.
 
@@ -171,7 +168,7 @@ class ResendClient:
         except ResendError as exc:
             code = int(exc.code) if str(exc.code).isdigit() else 500
             error_type = str(exc.error_type or "unknown")
-            detail = self._scrub(str(exc.message or ""))[:500]
+            detail = redact(str(exc.message or ""), [self._target.api_key], limit=500)
             raise EmailDeliveryError(
                 f"Resend answered {code} {error_type}: {detail}",
                 kind=classify_resend_error(exc),

@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import math
-
 from domain.vocab import ErrorKind
 
 
@@ -37,14 +35,3 @@ class DeliveryError(Exception):
     def retryable(self) -> bool:
         """True when a later attempt can succeed."""
         return self.kind == "retryable"
-
-
-def parse_retry_after(value: str | None) -> float | None:
-    """Seconds from a `Retry-After` header value (delta-seconds form), or None."""
-    if value is None:
-        return None
-    try:
-        seconds = float(value)
-    except ValueError:
-        return None
-    return seconds if math.isfinite(seconds) and seconds >= 0 else None

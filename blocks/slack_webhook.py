@@ -21,7 +21,9 @@ import httpx
 from prefect.blocks.core import Block
 from pydantic import ConfigDict, Field, HttpUrl, SecretStr, field_validator
 
-from blocks.errors import DeliveryError, ErrorKind, parse_retry_after
+from blocks.errors import DeliveryError, ErrorKind
+from domain.redact import redact
+from domain.retry import retry_after_from_headers
 
 #: Body strings saying the webhook itself is unusable: someone must create or reconnect it.
 RECONFIGURE_ERRORS = frozenset(
@@ -73,11 +75,6 @@ class SlackWebhookClient:
         self._url = url
         self._timeout = timeout
 
-    def _scrub(self, text: str) -> str:
-        text = text.replace(self._url, "***")
-        path = httpx.URL(self._url).path
-        return text.replace(path, "***") if len(path) > 1 else text
-
     async def post(self, payload: dict[str, Any]) -> None:
         """Post one message (`text` plus optional Block Kit `blocks`).
 
@@ -96,7 +93,7 @@ class SlackWebhookClient:
                 body_bytes = await response.aread()
         except httpx.TransportError as exc:
             raise SlackDeliveryError(
-                self._scrub(f"Slack webhook unreachable ({type(exc).__name__})"),
+                redact(f"Slack webhook unreachable ({type(exc).__name__})", [self._url]),
                 kind="retryable",
                 status=0,
                 error_type=type(exc).__name__,
@@ -104,14 +101,14 @@ class SlackWebhookClient:
         body = body_bytes.decode("utf-8", errors="replace")
         if response.status_code == 200 and body.strip() == "ok":
             return
-        body = self._scrub(body)  # before any truncation, which could cut a secret in half
+        body = redact(body, [self._url])  # before any truncation, which could cut a secret
         kind, message = classify_slack_response(response.status_code, body)
         raise SlackDeliveryError(
             message,
             kind=kind,
             status=response.status_code,
             error_type=body.strip()[:100] or f"http_{response.status_code}",
-            retry_after=parse_retry_after(response.headers.get("retry-after")),
+            retry_after=retry_after_from_headers(dict(response.headers)),
         )
 
 

@@ -110,6 +110,17 @@ class Settings(BaseSettings):
         ),
     )
 
+    retention_days: int = Field(
+        default=180,
+        ge=1,
+        le=36500,
+        validation_alias="AD_SCHEDULER_RETENTION_DAYS",
+        description=(
+            "Age in days after which the prune-history flow deletes run history, ad runs, "
+            "generated files, deliveries and run artifacts (what a job still needs is kept)."
+        ),
+    )
+
     @property
     def db_retry_attempts_configured(self) -> bool:
         """True when `AD_SCHEDULER_DB_RETRY_ATTEMPTS` was set (environment or `.env`)."""

@@ -74,6 +74,8 @@ class Brand(TimestampMixin, Base):
     tenant_id: Mapped[uuid.UUID] = mapped_column(index=True)
     name: Mapped[str] = mapped_column(sa.Text)
     colors: Mapped[list[str]] = mapped_column(sa.JSON, default=list)
+    #: False once deactivated: no new products under it (added, revision 0006).
+    active: Mapped[bool] = mapped_column(default=True, server_default=sa.true())
 
 
 class Product(TimestampMixin, Base):
@@ -94,6 +96,8 @@ class Product(TimestampMixin, Base):
     image_paths: Mapped[list[str]] = mapped_column(sa.JSON, default=list)
     #: Ready-made headlines/hooks; the content source "hooks" draws from them.
     hooks: Mapped[list[str]] = mapped_column(sa.JSON, default=list)
+    #: False once deactivated: no new jobs for it; its jobs keep running (added, revision 0006).
+    active: Mapped[bool] = mapped_column(default=True, server_default=sa.true())
 
     brand: Mapped[Brand] = relationship(lazy="raise")
 

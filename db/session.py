@@ -11,7 +11,7 @@ instead of failing with "database is locked" when a read lock is upgraded; WAL l
 
 Brief outages (a PostgreSQL restart or failover, terminated backends) are waited out by the one
 database retry policy here, `DB_RETRY` (tenacity, like the provider retries in
-`blocks/generators/retrying.py` and `flows/export.py`): `session_scope` retries taking its
+`blocks/retrying.py`, used by generators and `flows/exports/`): `session_scope` retries taking its
 connection, and `retry_transaction` re-runs a whole short transaction. Only connection-class
 errors are retried (`is_connection_error`); integrity, data and programming errors never are.
 """

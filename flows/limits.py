@@ -1,33 +1,42 @@
 """Provider limits shared by every flow run on every worker (Prefect global concurrency limits).
 
-Each generator block names a provider limit. `ensure_provider_limit` creates (or resizes) two
-server-side global limits for it: `<name>` caps requests in flight (`max_in_flight`), and, when the
-block sets `requests_per_minute`, `<name>:rate` paces request starts: a sliding window of
-`rate_window(rpm)` — at most L requests start in any W seconds, L/W = rpm/60.
-Because they live on the Prefect server, three jobs firing together on three workers share them.
+The one limit mechanism of the project, for generators and exports alike. A `ProviderLimit`
+names a provider's budget: at most `max_in_flight` requests at once, and/or at most
+`per_second` request starts. `ensure_provider_limit` creates (or resizes) the server-side global
+limits: `<name>` caps requests in flight, and `<name>:rate` paces request starts as a sliding
+window — at most L starts in any W seconds, L/W = the rate (`rate_window`). A generator block
+(`provider_limit`, `max_in_flight`, `requests_per_minute`), a Resend email block
+(`requests_per_second`) and a Slack webhook block (`messages_per_second`) each map to one
+(`limit_of`). Because the limits live on the Prefect server, three jobs firing together on
+three workers share them.
 
 Why not `prefect.concurrency.asyncio.concurrency()` as is: it queues every acquisition of a process
 through one service that sleeps for the server's `Retry-After`, which the server derives from the
 average slot occupancy — measured here, 8 jobs of 0.5 s under a limit of 2 took 6.8 s instead of
 2 s. This module talks to the same lease API (same server-side guarantee, same lease expiry if a
-worker dies holding a slot) with two changes:
+worker dies holding a slot) with three changes:
 
 - each waiter retries on its own with a short, capped, jittered backoff, so a slot freed by
   another worker is taken within tens of milliseconds;
-- `ProviderSlots` (one per run) hands a finished request's lease straight to the run's next
-  request instead of releasing it and acquiring a new one: two API round trips fewer per request
-  (measured ~0.1–0.4 s on this 2-core machine under load), while the number of leases held — the
-  only thing the provider sees — never exceeds the global limit. A run releases its leases as soon
-  as it has no more requests to start, so other runs get them back.
+- `ProviderSlots` (one per run) hands a finished request's concurrency lease straight to the
+  run's next request instead of releasing it and acquiring a new one: two API round trips fewer
+  per request, while the number of leases held — the only thing the provider sees — never
+  exceeds the global limit;
+- a run keeps a rate slot whose window has ended while it still has requests waiting, and starts
+  the next one under it at once (its new window counted from that start). Releasing and taking it
+  back cost an API round trip plus a polling gap per window — measured 0.70–0.79 of the
+  provider's rate when every window paid it; reusing it gives the rate itself. A rate slot nobody
+  in the run is waiting for goes back to the server as its window ends, so other runs get it.
 
 Why the rate is a windowed concurrency limit and not a Prefect rate limit (slot decay): in
 Prefect 3.9.1 the server computes decay from the row's `updated` time, and every *refused*
 acquisition rewrites that row (its denied-slot count), so each refused poll throws away the
 decay accumulated since the last write; with several waiters polling, the granted rate falls
 well below the configured one (measured 7.3–8.2 grants/s for a 10/s limit). A concurrency slot
-held for exactly W seconds after a request starts gives the same guarantee — no more than L
-starts in any W-second window, which is what a provider's token bucket accepts — and refused
-polls cost nothing.
+held for W seconds after a request starts gives the same guarantee — no more than L starts in
+any W-second window, which is what a provider's token bucket accepts — and refused polls cost
+nothing. A window starts when the request is about to be sent (after its concurrency slot), and
+is `RATE_SAFETY` longer than the exact rate, for the jitter between sending and arriving.
 
 Like `strict=True`, a limit that does not exist is an error, never a silent no-op.
 """
@@ -41,6 +50,7 @@ import time
 import uuid
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
+from dataclasses import dataclass
 
 import httpx
 from prefect.client.orchestration import PrefectClient, get_client
@@ -57,14 +67,41 @@ LEASE_SECONDS = 300
 #: Backoff between attempts to take a busy slot: starts small, capped, jittered.
 FIRST_WAIT_S = 0.02
 MAX_WAIT_S = 0.25
+#: Lease on a rate window slot: if the process dies, the slot comes back after this long.
+RATE_LEASE_SECONDS = 60
+#: A rate window is this much longer than the exact rate asks (send-to-arrival jitter).
+RATE_SAFETY = 0.02
 
 
 class ProviderLimitMissingError(RuntimeError):
     """The named global limit does not exist on the Prefect server (strict acquisition)."""
 
 
-#: Lease on a rate window slot: if the process dies, the slot comes back after this long.
-RATE_LEASE_SECONDS = 60
+@dataclass(frozen=True)
+class ProviderLimit:
+    """A provider's budget, shared by every run on every worker.
+
+    Attributes:
+        name: The Prefect global concurrency limit's name (its rate companion adds `:rate`).
+        max_in_flight: Requests in flight at once across all workers, or None (no cap).
+        per_second: Request starts per second across all workers, or None (no pacing).
+    """
+
+    name: str
+    max_in_flight: int | None = None
+    per_second: float | None = None
+
+
+def limit_of(source: AdGenerator | ProviderLimit) -> ProviderLimit:
+    """The `ProviderLimit` of a generator block (or the limit itself)."""
+    if isinstance(source, ProviderLimit):
+        return source
+    rpm = source.requests_per_minute
+    return ProviderLimit(
+        name=source.provider_limit,
+        max_in_flight=source.max_in_flight,
+        per_second=rpm / 60 if rpm else None,
+    )
 
 
 def rate_limit_name(limit: str) -> str:
@@ -72,18 +109,24 @@ def rate_limit_name(limit: str) -> str:
     return f"{limit}:rate"
 
 
-def rate_window(requests_per_minute: int) -> tuple[int, float]:
+def rate_window(requests_per_minute: float) -> tuple[int, float]:
     """(L, W): at most L request starts in any W seconds, with L / W = rpm / 60 and L >= 1."""
     per_second = requests_per_minute / 60
     slots = max(1, math.ceil(per_second))
     return slots, slots / per_second
 
 
+def _window_of(limit: ProviderLimit) -> tuple[int, float]:
+    assert limit.per_second
+    slots, window = rate_window(limit.per_second * 60)
+    return slots, window * (1 + RATE_SAFETY)
+
+
 _pending_releases: set[asyncio.Task[None]] = set()
 
 
 def _release_later(lease: uuid.UUID, delay: float, client: PrefectClient | None) -> None:
-    """Hand a rate-window slot back `delay` seconds after its request started.
+    """Hand a rate-window slot back `delay` seconds from now (when its window ends).
 
     Uses `client` when it is still open then (a warm connection releases on time), else a new one.
     """
@@ -99,18 +142,6 @@ def _release_later(lease: uuid.UUID, delay: float, client: PrefectClient | None)
     task = asyncio.ensure_future(release())
     _pending_releases.add(task)
     task.add_done_callback(_pending_releases.discard)
-
-
-async def _hold_rate_slot(
-    client: PrefectClient, generator: AdGenerator, *, keep_client: bool = True
-) -> None:
-    """Take one start in the generator's rate window (released when its window ends)."""
-    assert generator.requests_per_minute
-    _slots, window = rate_window(generator.requests_per_minute)
-    lease = await _acquire(client, rate_limit_name(generator.provider_limit), RATE_LEASE_SECONDS)
-    if lease is not None:
-        # The window starts now, when the request may start; it ends W seconds later.
-        _release_later(lease, window, client if keep_client else None)
 
 
 async def drain_rate_releases() -> None:
@@ -139,62 +170,85 @@ async def _upsert_limit(client: PrefectClient, name: str, limit: int, decay: flo
 
 
 async def ensure_provider_limit(
-    generator: AdGenerator, *, client: PrefectClient | None = None
+    source: AdGenerator | ProviderLimit, *, client: PrefectClient | None = None
 ) -> None:
-    """Create or resize the generator's global limits on the Prefect server (idempotent)."""
+    """Create or resize the global limits of a generator or provider limit (idempotent)."""
+    limit = limit_of(source)
     async with _client(client) as api:
-        await _upsert_limit(api, generator.provider_limit, generator.max_in_flight, 0.0)
-        if generator.requests_per_minute:
-            slots, _window = rate_window(generator.requests_per_minute)
-            await _upsert_limit(api, rate_limit_name(generator.provider_limit), slots, 0.0)
+        if limit.max_in_flight:
+            await _upsert_limit(api, limit.name, limit.max_in_flight, 0.0)
+        if limit.per_second:
+            slots, _window = _window_of(limit)
+            await _upsert_limit(api, rate_limit_name(limit.name), slots, 0.0)
+
+
+def _missing(name: str) -> ProviderLimitMissingError:
+    return ProviderLimitMissingError(
+        f"global concurrency limit {name!r} does not exist on the Prefect server; "
+        "create it with ensure_provider_limit() or `prefect gcl create`"
+    )
+
+
+async def _try_acquire(
+    client: PrefectClient, name: str, lease_seconds: float, slots: int = 1
+) -> tuple[bool, uuid.UUID | None]:
+    """One attempt at `slots` slots of `name`: (granted, lease id); (False, None) when full."""
+    try:
+        response = await client.increment_concurrency_slots_with_lease(
+            names=[name], slots=slots, mode="concurrency", lease_duration=lease_seconds
+        )
+    except httpx.HTTPStatusError as exc:
+        if exc.response.status_code != 423:
+            raise
+        return False, None
+    body = response.json()
+    if not body.get("limits"):
+        raise _missing(name)
+    lease_id = body.get("lease_id")
+    return True, uuid.UUID(str(lease_id)) if lease_id else None
 
 
 async def _acquire(client: PrefectClient, name: str, lease_seconds: float) -> uuid.UUID | None:
     """Take one slot of the concurrency limit `name` under a lease, polling while it is full."""
     wait = FIRST_WAIT_S
     while True:
-        try:
-            response = await client.increment_concurrency_slots_with_lease(
-                names=[name], slots=1, mode="concurrency", lease_duration=lease_seconds
-            )
-        except httpx.HTTPStatusError as exc:
-            if exc.response.status_code != 423:
-                raise
-            # The server's Retry-After is an average occupancy; a slot frees whenever a holder
-            # finishes, so poll soon (capped, jittered) instead.
-            server_hint = float(exc.response.headers.get("Retry-After", wait))
-            await asyncio.sleep(min(server_hint, wait) * random.uniform(0.8, 1.2))
-            wait = min(wait * 2, MAX_WAIT_S)
-            continue
-        body = response.json()
-        if not body.get("limits"):
-            raise ProviderLimitMissingError(
-                f"global concurrency limit {name!r} does not exist on the Prefect server; "
-                "create it with ensure_provider_limit() or `prefect gcl create`"
-            )
-        lease_id = body.get("lease_id")
-        return uuid.UUID(str(lease_id)) if lease_id else None
+        granted, lease = await _try_acquire(client, name, lease_seconds)
+        if granted:
+            return lease
+        # The server's Retry-After is an average occupancy; a slot frees whenever a holder
+        # finishes, so poll soon (capped, jittered) instead.
+        await asyncio.sleep(wait * random.uniform(0.8, 1.2))
+        wait = min(wait * 2, MAX_WAIT_S)
 
 
 @asynccontextmanager
 async def provider_slot(
-    generator: AdGenerator, *, client: PrefectClient | None = None
+    source: AdGenerator | ProviderLimit, *, client: PrefectClient | None = None
 ) -> AsyncIterator[None]:
-    """Hold one slot of the generator's provider limit (and one rate token, if rate-limited).
+    """Hold one slot of a provider limit (and one rate start, if it is paced) for one request.
+
+    For many requests of one run, `ProviderSlots` is cheaper (it reuses slots).
 
     Args:
-        generator: The generator block whose `provider_limit` to draw from.
+        source: The generator block, or the provider limit, to draw from.
         client: An open Prefect client to reuse (one per flow run saves a connection per call).
 
     Raises:
         ProviderLimitMissingError: The limit was never created (a misnamed limit fails loudly).
     """
+    limit = limit_of(source)
     async with _client(client) as api:
-        if generator.requests_per_minute:
-            # A client opened here closes on exit: the delayed release then opens its own.
-            await _hold_rate_slot(api, generator, keep_client=client is not None)
-        lease = await _acquire(api, generator.provider_limit, LEASE_SECONDS)
+        lease = None
+        if limit.max_in_flight:
+            lease = await _acquire(api, limit.name, LEASE_SECONDS)
         try:
+            if limit.per_second:
+                _slots, window = _window_of(limit)
+                rate = await _acquire(api, rate_limit_name(limit.name), RATE_LEASE_SECONDS)
+                if rate is not None:
+                    # The window starts now, as the request starts; a client opened here closes
+                    # on exit, so the delayed release then opens its own.
+                    _release_later(rate, window, client)
             yield
         finally:
             if lease is not None:
@@ -211,18 +265,135 @@ async def _client(client: PrefectClient | None) -> AsyncIterator[PrefectClient]:
         yield fresh
 
 
+@dataclass
+class _RateSlot:
+    lease: uuid.UUID | None
+    since: float  # when the lease was taken or last renewed (monotonic)
+
+
+class _RateWindows:
+    """A run's slots of a provider's rate window, each reused for one start per window."""
+
+    def __init__(self, client: PrefectClient, limit: ProviderLimit) -> None:
+        self._client = client
+        self._name = rate_limit_name(limit.name)
+        _slots, self._window = _window_of(limit)
+        self._free: list[_RateSlot] = []
+        self._wanting = 0
+        self._returned = asyncio.Event()
+        self._closed = False
+        self._timers: set[asyncio.Task[None]] = set()
+        self._poll: asyncio.Task[None] | None = None
+        self._backoff = FIRST_WAIT_S
+
+    async def _renewed(self, slot: _RateSlot) -> bool:
+        if slot.lease is None or time.monotonic() - slot.since < RATE_LEASE_SECONDS / 2:
+            return True
+        try:  # an old lease: renew it rather than risk it expiring while in use
+            await self._client.renew_concurrency_lease(slot.lease, RATE_LEASE_SECONDS)
+        except httpx.HTTPStatusError:
+            return False  # expired meanwhile: the server already freed it
+        slot.since = time.monotonic()
+        return True
+
+    async def start(self) -> None:
+        """Wait for the right to start one request now; its window is counted from now."""
+        self._wanting += 1
+        try:
+            slot = await self._obtain()
+        finally:
+            self._wanting -= 1
+        if not self._wanting and self._free:
+            # Slots that came back while this one got a fresh one: nobody waits for them.
+            idle, self._free = self._free, []
+            for other in idle:
+                await self._release(other)
+        # Last, with nothing awaited after it: the window starts as the request does.
+        self._schedule_return(slot)
+
+    async def _obtain(self) -> _RateSlot:
+        while True:
+            while self._free:
+                slot = self._free.pop()
+                if await self._renewed(slot):
+                    return slot
+            # One server poll per run at a time, raced against this run's own slots coming
+            # back: a slow API call never delays taking a slot whose window just ended.
+            if self._poll is None:
+                self._poll = asyncio.ensure_future(self._poll_server())
+            poll = self._poll
+            self._returned.clear()
+            returned = asyncio.ensure_future(self._returned.wait())
+            try:
+                await asyncio.wait({poll, returned}, return_when=asyncio.FIRST_COMPLETED)
+            finally:
+                returned.cancel()
+            if poll.done() and not poll.cancelled() and poll.exception() is not None:
+                raise poll.exception()  # type: ignore[misc]  # e.g. the limit does not exist
+
+    async def _poll_server(self) -> None:
+        """One attempt at a server slot (into `_free`), else back off before the next."""
+        try:
+            granted, lease = await _try_acquire(self._client, self._name, RATE_LEASE_SECONDS)
+            if granted:
+                self._backoff = FIRST_WAIT_S
+                slot = _RateSlot(lease, time.monotonic())
+                if self._wanting and not self._closed:
+                    self._free.append(slot)
+                    self._returned.set()
+                else:  # everyone was served meanwhile; its window never started
+                    await self._release(slot)
+                return
+            await asyncio.sleep(self._backoff * random.uniform(0.8, 1.2))
+            self._backoff = min(self._backoff * 2, MAX_WAIT_S)
+        finally:
+            self._poll = None
+
+    def _schedule_return(self, slot: _RateSlot) -> None:
+        async def back() -> None:
+            await asyncio.sleep(self._window)
+            if self._wanting and not self._closed:
+                self._free.append(slot)
+                self._returned.set()
+            else:
+                await self._release(slot)
+
+        timer = asyncio.ensure_future(back())
+        self._timers.add(timer)
+        timer.add_done_callback(self._timers.discard)
+
+    async def _release(self, slot: _RateSlot) -> None:
+        if slot.lease is not None:
+            await asyncio.shield(self._client.release_concurrency_slots_with_lease(slot.lease))
+
+    async def close(self) -> None:
+        """Hand every slot back once its window has ended (waits up to one window)."""
+        self._closed = True
+        if self._poll is not None:
+            self._poll.cancel()
+            await asyncio.gather(self._poll, return_exceptions=True)
+        if self._timers:
+            await asyncio.gather(*list(self._timers), return_exceptions=True)
+        idle, self._free = self._free, []
+        for slot in idle:
+            await self._release(slot)
+
+
 class ProviderSlots:
     """The provider-limit slots of one run, handed from request to request.
 
-    At the start the run asks for a whole first wave of slots in one call (`prime`); every
-    finished request hands its slot to the run's next waiting request instead of releasing it.
-    Slots of single leases go back to the server as soon as the run has no more waiting requests;
-    the primed lease (one lease for several slots) goes back when all of its slots are idle.
+    Concurrency: at the start the run may ask for a whole first wave of slots in one call
+    (`prime`); every finished request hands its slot to the run's next waiting request instead
+    of releasing it. Slots of single leases go back to the server as soon as the run has no more
+    waiting requests; the primed lease (one lease for several slots) goes back when all of its
+    slots are idle. Rate: see `_RateWindows` (a slot reused once per window while the run has
+    requests waiting).
 
     Args:
-        generator: The generator whose limits to draw from.
+        source: The generator block, or the provider limit, to draw from.
         client: An open Prefect client, used for every call.
-        requests: How many requests this run will make.
+        requests: How many requests this run will make (None: unknown; slots then go back as
+            soon as no request of the run waits for one).
 
     Example:
         ```python
@@ -233,21 +404,38 @@ class ProviderSlots:
         ```
     """
 
-    def __init__(self, generator: AdGenerator, client: PrefectClient, *, requests: int) -> None:
-        self._generator = generator
+    def __init__(
+        self,
+        source: AdGenerator | ProviderLimit,
+        client: PrefectClient,
+        *,
+        requests: int | None = None,
+    ) -> None:
+        self._limit = limit_of(source)
         self._client = client
-        self._unfinished = requests
+        self._counted = requests is not None
+        self._unfinished = requests or 0
         self._holding = 0
+        self._waiting = 0
         self._idle: list[tuple[uuid.UUID, float]] = []  # single leases: (id, acquired/renewed)
         self._bulk: uuid.UUID | None = None
         self._bulk_size = 0
         self._bulk_free = 0
         self._bulk_since = 0.0
+        self._rate = _RateWindows(client, self._limit) if self._limit.per_second else None
+        self._handed_back = asyncio.Event()
+
+    @property
+    def limit(self) -> ProviderLimit:
+        """The provider limit these slots draw from."""
+        return self._limit
 
     async def __aenter__(self) -> ProviderSlots:
         return self
 
     async def __aexit__(self, *exc: object) -> None:
+        if self._rate is not None:
+            await self._rate.close()
         await drain_rate_releases()
         leases = [lease for lease, _ in self._idle]
         if self._bulk is not None:
@@ -261,26 +449,15 @@ class ProviderSlots:
 
     async def prime(self, slots: int) -> int:
         """Take up to `slots` slots in one call, if that many are free now; returns how many."""
-        slots = min(slots, self._generator.max_in_flight, self._unfinished)
+        if not self._limit.max_in_flight:
+            return 0
+        slots = min(slots, self._limit.max_in_flight, self._unfinished)
         if slots < 2:
             return 0
-        try:
-            response = await self._client.increment_concurrency_slots_with_lease(
-                names=[self._generator.provider_limit],
-                slots=slots,
-                mode="concurrency",
-                lease_duration=LEASE_SECONDS,
-            )
-        except httpx.HTTPStatusError as exc:
-            if exc.response.status_code == 423:  # not that many free: go one by one
-                return 0
-            raise
-        body = response.json()
-        if not body.get("limits"):
-            raise ProviderLimitMissingError(
-                f"global concurrency limit {self._generator.provider_limit!r} does not exist"
-            )
-        self._bulk = uuid.UUID(str(body["lease_id"]))
+        granted, lease = await _try_acquire(self._client, self._limit.name, LEASE_SECONDS, slots)
+        if not granted or lease is None:  # not that many free: go one by one
+            return 0
+        self._bulk = lease
         self._bulk_size = self._bulk_free = slots
         self._bulk_since = time.monotonic()
         return slots
@@ -299,39 +476,66 @@ class ProviderSlots:
             return False  # expired meanwhile: the server already freed it
 
     async def _take(self) -> tuple[str, uuid.UUID | None]:
-        if self._bulk is not None and self._bulk_free > 0:
-            if await self._renewed(self._bulk, self._bulk_since):
-                self._bulk_since = max(self._bulk_since, time.monotonic() - LEASE_SECONDS / 2)
-                self._bulk_free -= 1
-                return "bulk", self._bulk
-            self._bulk, self._bulk_free = None, 0
-        while self._idle:
-            lease, since = self._idle.pop()
-            if await self._renewed(lease, since):
-                return "single", lease
-        fresh = await _acquire(self._client, self._generator.provider_limit, LEASE_SECONDS)
-        return "single", fresh
+        wait = FIRST_WAIT_S
+        while True:
+            if self._bulk is not None and self._bulk_free > 0:
+                if await self._renewed(self._bulk, self._bulk_since):
+                    self._bulk_since = max(self._bulk_since, time.monotonic() - LEASE_SECONDS / 2)
+                    self._bulk_free -= 1
+                    return "bulk", self._bulk
+                self._bulk, self._bulk_free = None, 0
+            while self._idle:
+                lease, since = self._idle.pop()
+                if await self._renewed(lease, since):
+                    return "single", lease
+            granted, fresh = await _try_acquire(self._client, self._limit.name, LEASE_SECONDS)
+            if granted:
+                return "single", fresh
+            if self._idle or (self._bulk is not None and self._bulk_free > 0):
+                continue  # handed back by this run's own request meanwhile
+            # Wake as soon as a request of this run hands a slot back, else poll again: a slot
+            # parked in `_idle` while its waiter polls the server would be held by nobody.
+            self._handed_back.clear()
+            try:
+                await asyncio.wait_for(
+                    self._handed_back.wait(), timeout=wait * random.uniform(0.8, 1.2)
+                )
+            except TimeoutError:
+                wait = min(wait * 2, MAX_WAIT_S)
+
+    def _others_waiting(self) -> bool:
+        """Whether another request of this run will want a concurrency slot."""
+        if self._counted:
+            return self._unfinished - self._holding - 1 > 0
+        return self._waiting > 0
 
     @asynccontextmanager
     async def slot(self) -> AsyncIterator[None]:
-        """Hold one slot (and one rate token, when rate-limited) for one provider request."""
-        if self._generator.requests_per_minute:
-            await _hold_rate_slot(self._client, self._generator)
-        kind, lease = await self._take()
+        """Hold one slot (and one rate start, when paced) for one provider request."""
+        kind, lease = "none", None
+        if self._limit.max_in_flight:
+            self._waiting += 1
+            try:
+                kind, lease = await self._take()
+            finally:
+                self._waiting -= 1
         self._holding += 1
         try:
+            if self._rate is not None:
+                # After the concurrency slot: the window starts as the request is sent.
+                await self._rate.start()
             yield
         finally:
             self._holding -= 1
-            # Requests of this run still waiting for a slot (this one is about to finish).
-            waiting = self._unfinished - self._holding - 1
             if kind == "bulk":
                 self._bulk_free += 1
-                if waiting <= 0 and self._bulk_free == self._bulk_size and self._bulk:
+                self._handed_back.set()
+                if not self._others_waiting() and self._bulk_free == self._bulk_size and self._bulk:
                     bulk, self._bulk, self._bulk_free = self._bulk, None, 0
                     await asyncio.shield(self._release_all([bulk]))
             elif lease is not None:
-                if waiting > 0:
+                if self._others_waiting():
                     self._idle.append((lease, time.monotonic()))
+                    self._handed_back.set()
                 else:
                     await asyncio.shield(self._release_all([lease]))

@@ -592,27 +592,43 @@ class ProgressReporter:
             get_run_logger().warning("progress artifact: %s", type(exc).__name__)
 
 
-async def export_outcomes(plan: RunPlan, outcomes: list[AdRunOutcome]) -> list[Any]:
-    """Hand finished ad runs to the export step; never raises (ads are already stored)."""
+async def export_outcomes(
+    plan: RunPlan,
+    outcomes: list[AdRunOutcome],
+    *,
+    storage: AdStorage | None = None,
+    brief: ProductBrief | None = None,
+) -> list[Any]:
+    """Export the run's finished ad runs as tasks (`flows.exports`); never raises.
+
+    Takes what the run holds: the plan, the outcomes, the loaded storage and the product brief
+    (product and brand names). Each ad run's export is an `export-ad-run` task run, Failed
+    (with the whole reason) when one of its channels failed; the ads stay stored and counted.
+
+    Returns:
+        Every `DeliveryOutcome` (status `failed` ones carry the whole reason in `error`).
+    """
     if plan.export.destination == "none":
         return []
     logger = get_run_logger()
+    from flows.exports import RunIdentity, export_finished_runs
+
+    if brief is None:
+        brief, _product = await load_brief(plan.tenant_id, plan.product_id)
+    run = RunIdentity(
+        tenant_id=plan.tenant_id,
+        product_id=plan.product_id,
+        flow_run_id=plan.flow_run_id,
+        job_id=plan.job_id,
+        job_run_id=plan.job_run_id,
+        product_name=brief.name,
+        brand_name=brief.brand_name,
+    )
     try:
-        from flows.export import ensure_export_limits, export_ad_run, export_job_run_digest
-    except ImportError:  # pragma: no cover - exports ship with their own module
-        logger.error("exports are configured but flows.export is not installed")
-        return []
-    results: list[Any] = []
-    try:
-        await ensure_export_limits(plan.export)
-        done = [o for o in outcomes if o.ok]
-        per_run = await asyncio.gather(*[export_ad_run(o.ad_run_id, plan.export) for o in done])
-        results.extend(r for batch in per_run for r in batch)
-        if plan.export.wants_email and plan.export.email_mode == "digest" and plan.job_run_id:
-            results.extend(await export_job_run_digest(plan.job_run_id, plan.export))
+        return list(await export_finished_runs(run, outcomes, plan.export, storage=storage))
     except Exception as exc:  # an export problem must never lose the run's ads
-        logger.error("export step failed: %s", type(exc).__name__)
-    return results
+        logger.error("export step failed: %s: %s", type(exc).__name__, exc)
+        return []
 
 
 async def make_ads(plan: RunPlan) -> PipelineResult:
@@ -709,7 +725,7 @@ async def _make_ads(plan: RunPlan, stack: AsyncExitStack) -> PipelineResult:
             pending.cancel()
         await asyncio.gather(*running, return_exceptions=True)
         raise
-    exported = await export_outcomes(plan, outcomes)
+    exported = await export_outcomes(plan, outcomes, storage=storage, brief=brief)
     failures = [f"{d.channel}: {d.error}" for d in exported if getattr(d, "status", "") == "failed"]
     return PipelineResult(outcomes=outcomes, export_failures=failures)
 

@@ -39,12 +39,11 @@ from db.queries.deliveries import (
 )
 from db.session import retry_transaction, session_scope
 from domain.params import ExportSettings, JobParameters
-from flows.export import (
+from flows.exports import (
     RETRY_EXPORTS_MAX_ATTEMPTS,
     DeliveryOutcome,
-    ensure_export_limits,
-    export_ad_run,
-    export_job_run_digest,
+    export_stored_ad_run,
+    export_stored_digest,
 )
 
 
@@ -116,13 +115,10 @@ async def _retry_one(delivery: ExportDelivery, lease: timedelta) -> list[Deliver
             delivery, f"not retried: the {channel} export is not configured ({problems})"
         )
         return []
-    await ensure_export_limits(export)
     if delivery.ad_run_id is not None:
-        return list(await export_ad_run(delivery.ad_run_id, export, in_flight_lease=lease))
+        return await export_stored_ad_run(delivery.ad_run_id, export, in_flight_lease=lease)
     assert delivery.scheduled_job_run_id is not None  # a delivery has exactly one subject
-    return list(
-        await export_job_run_digest(delivery.scheduled_job_run_id, export, in_flight_lease=lease)
-    )
+    return await export_stored_digest(delivery.scheduled_job_run_id, export, in_flight_lease=lease)
 
 
 async def retry_failed_exports(

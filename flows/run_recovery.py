@@ -180,7 +180,7 @@ async def _export_missing(
     """
     if export.destination == "none":
         return 0
-    from flows.export import ensure_export_limits, export_ad_run, export_job_run_digest
+    from flows.exports import export_stored_ad_run, export_stored_digest, open_exports
 
     wanted: set[str] = set()
     if export.wants_email and export.email_mode == "per_ad_run":
@@ -194,15 +194,17 @@ async def _export_missing(
             and export.email_mode == "digest"
             and not await has_digest_delivery(session, job_run_id)
         )
-    await ensure_export_limits(export)
     exported = 0
-    for ad_run_id in ad_run_ids:
-        missing = wanted - have.get(ad_run_id, set())
-        if not missing:
-            continue
-        destination = "both" if missing == {"email", "slack"} else next(iter(missing))
-        await export_ad_run(ad_run_id, export.model_copy(update={"destination": destination}))
-        exported += 1
-    if digest_missing:
-        await export_job_run_digest(job_run_id, export)
+    async with open_exports(export) as blocks:
+        for ad_run_id in ad_run_ids:
+            missing = wanted - have.get(ad_run_id, set())
+            if not missing:
+                continue
+            destination = "both" if missing == {"email", "slack"} else next(iter(missing))
+            await export_stored_ad_run(
+                ad_run_id, export.model_copy(update={"destination": destination}), blocks=blocks
+            )
+            exported += 1
+        if digest_missing:
+            await export_stored_digest(job_run_id, export, blocks=blocks)
     return exported

@@ -13,6 +13,7 @@ from pydantic import BaseModel
 
 from blocks.storage import AdStorage, load_storage
 from db.models import AdTemplate
+from db.queries.catalog import deactivated_by_a_person
 from db.session import session_scope
 from domain.vocab import UPLOADS_FOLDER
 
@@ -81,7 +82,11 @@ async def sync_template_catalog(
             )
             added.append(name)
         for name, row in rows.items():
-            if name in stored and not row.active:
+            if (
+                name in stored
+                and not row.active
+                and not deactivated_by_a_person(row.inactive_reason)
+            ):
                 # Back in storage (or fixed after a run set it aside): in rotation again.
                 row.active = True
                 row.inactive_reason = None

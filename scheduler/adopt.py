@@ -40,6 +40,7 @@ from scheduler import deployments as dep
 if TYPE_CHECKING:
     from sqlalchemy.ext.asyncio import AsyncSession
 
+    from db.read_models import JobView
     from scheduler.sdk import AdScheduler
 
 #: The old scheduler page's parameter keys, and where each one goes in the job spec.
@@ -479,7 +480,7 @@ async def _adopt_one(
 
 
 async def _follow_history(
-    ads: AdScheduler, job: ScheduledJob, row: ScheduledJob, deployment_name: str
+    ads: AdScheduler, job: JobView, row: ScheduledJob, deployment_name: str
 ) -> str:
     """Store the deployment's name and derive the counters from the run history (old runs
     count like the project's own); returns the status note."""
@@ -503,7 +504,7 @@ async def _follow_history(
     )
 
 
-def _schedule_note(job: ScheduledJob) -> str:
+def _schedule_note(job: JobView) -> str:
     if job.schedule_type == "recurring":
         return f"schedule: cron {job.cron_expression!r} in {job.timezone}"
     at = job.scheduled_at.isoformat() if job.scheduled_at else "?"

@@ -135,9 +135,14 @@ def worker_args(pool: str) -> list[str]:
     return [sys.executable, "-m", "prefect", "worker", "start", "--pool", pool, "--type", "process"]
 
 
-#: Worker settings for low start-up lag: poll every second, take runs due in the next 10 s (the
-#: server holds them in Pending until their time), see new deployments within 2 s.
+#: Worker settings for sub-second schedule lag (docs/scaling.md says why): ask for due runs
+#: every second, and take them 30 s ahead. A prefetched run's process starts at once and waits
+#: for its slot (the server answers its early Running proposal with WAIT), so a run starts on
+#: time when its process is ready within the prefetch. On Prefect 3.9 a process-pool flow run
+#: is two interpreters (workspace supervisor, then the engine) that import Prefect and the flow
+#: module: a few seconds on this 2-core machine when quiet, 20-50 s under heavy load; the
+#: former 10 s prefetch let runs start 4-5 s late (issue 15, bench/lag.py).
 TUNED_WORKER_ENV = {
     "PREFECT_WORKER_QUERY_SECONDS": "1",
-    "PREFECT_WORKER_PREFETCH_SECONDS": "10",
+    "PREFECT_WORKER_PREFETCH_SECONDS": "30",
 }

@@ -139,6 +139,7 @@ class LocalAdRenderer(AdGenerator):
     _block_type_name = "Local Ad Renderer"
     _block_type_slug = "ad-scheduler-local-renderer"
     _description: ClassVar[str] = "Offline Pillow ad renderer (no network, deterministic)."
+    _documentation_url = "https://pillow.readthedocs.io/en/stable/"  # type: ignore[assignment]
 
     latency_seconds: float = Field(
         default=0.0, ge=0, le=60, description="Artificial delay per ad, for benchmarks."

@@ -9,7 +9,8 @@ Three concerns live here so both generators classify failures the same way:
 * checking that returned bytes really are an image and reading its size.
 
 Secrets never reach an exception: every text that came from a server goes through `redact`
-before it is put into a message, in case the server echoed a header back.
+(the project's one redactor, `domain.redact`) before it is put into a message, in case the
+server echoed a header back. `Retry-After` is read by `domain.retry` (both RFC 9110 forms).
 """
 
 from __future__ import annotations
@@ -19,16 +20,16 @@ import binascii
 import io
 import re
 from collections.abc import Iterable
-from email.utils import parsedate_to_datetime
 from typing import Any
 
 import httpx
 from PIL import Image, UnidentifiedImageError
 
 from blocks.generators.base import AdImage, GenerationError
+from domain import redact as redaction
+from domain.retry import RETRYABLE_STATUSES, retry_after_from_headers
 
-#: Statuses a later retry can fix (rate limit, transient server or gateway trouble).
-RETRYABLE_STATUSES = frozenset({408, 429, 500, 502, 503, 504})
+__all__ = ["RETRYABLE_STATUSES", "redact", "retry_after_header"]
 
 #: Longest server text quoted in an error message.
 MAX_QUOTED_CHARS = 300
@@ -38,14 +39,8 @@ _DURATION = re.compile(r"^\s*(\d+(?:\.\d+)?)s\s*$")
 
 
 def redact(text: str, secrets: Iterable[str]) -> str:
-    """`text` with every non-empty secret replaced by `***`, cut to `MAX_QUOTED_CHARS`."""
-    for secret in secrets:
-        if secret:
-            text = text.replace(secret, "***")
-    text = " ".join(text.split())
-    if len(text) > MAX_QUOTED_CHARS:
-        text = text[: MAX_QUOTED_CHARS - 1] + "…"
-    return text
+    """`text` with its secrets hidden, on one line, cut to `MAX_QUOTED_CHARS` (`domain.redact`)."""
+    return redaction.redact(text, secrets, limit=MAX_QUOTED_CHARS, one_line=True)
 
 
 def parse_duration(value: object) -> float | None:
@@ -58,19 +53,7 @@ def parse_duration(value: object) -> float | None:
 
 def retry_after_header(response: httpx.Response) -> float | None:
     """Seconds from a `Retry-After` header (delta-seconds or an HTTP date), else None."""
-    value = response.headers.get("retry-after")
-    if not value:
-        return None
-    try:
-        return max(0.0, float(value))
-    except ValueError:
-        pass
-    try:
-        when = parsedate_to_datetime(value)
-        date = parsedate_to_datetime(response.headers.get("date", value))
-    except (TypeError, ValueError):
-        return None
-    return max(0.0, (when - date).total_seconds())
+    return retry_after_from_headers(dict(response.headers))
 
 
 def json_body(response: httpx.Response) -> Any:

@@ -20,17 +20,14 @@ import enum
 import logging
 import uuid
 from collections.abc import Callable
-from typing import Annotated
+from typing import TYPE_CHECKING, Annotated
 
-import sqlalchemy as sa
 import typer
-from pydantic import ValidationError
 
-from config import get_settings
-from db.models import AdRun, ExportDelivery, ScheduledJob, ScheduledJobRun
-from db.queries.deliveries import UNCONFIRMED_LABEL
-from db.session import dispose_engines, session_scope
-from domain.params import ExportSettings, JobParameters
+if TYPE_CHECKING:
+    # Imported where used: `ad-scheduler --help` must not pay for SQLAlchemy and the ORM.
+    from db.models import AdRun, ExportDelivery, ScheduledJob, ScheduledJobRun
+    from domain.params import ExportSettings
 
 logger = logging.getLogger("ad_scheduler.export")
 
@@ -49,6 +46,11 @@ class _Usage(Exception):
 async def _find_subject(
     run_id: uuid.UUID, tenant_id: uuid.UUID
 ) -> tuple[AdRun | None, ScheduledJobRun | None, ScheduledJob | None]:
+    import sqlalchemy as sa
+
+    from db.models import AdRun, ScheduledJob, ScheduledJobRun
+    from db.session import session_scope
+
     async with session_scope() as session:
         ad_run = await session.scalar(
             sa.select(AdRun).where(AdRun.id == run_id, AdRun.tenant_id == tenant_id)
@@ -79,6 +81,10 @@ def _settings(
     email_block: str | None,
     slack_block: str | None,
 ) -> ExportSettings:
+    from pydantic import ValidationError
+
+    from domain.params import ExportSettings, JobParameters
+
     base = (
         JobParameters.model_validate(job.parameters).export.model_dump()
         if job is not None
@@ -104,6 +110,11 @@ Announce = Callable[[str], None]
 
 
 async def _ad_runs_of(job_run: ScheduledJobRun) -> list[uuid.UUID]:
+    import sqlalchemy as sa
+
+    from db.models import AdRun
+    from db.session import session_scope
+
     async with session_scope() as session:
         return list(
             (
@@ -120,6 +131,11 @@ async def _already_out(
     channel: ExportChannel, *, ad_run_ids: list[uuid.UUID], job_run_id: uuid.UUID | None
 ) -> list[ExportDelivery]:
     """Deliveries to `channel` of these subjects that went out (or may have)."""
+    import sqlalchemy as sa
+
+    from db.models import ExportDelivery
+    from db.session import session_scope
+
     subject = (
         ExportDelivery.scheduled_job_run_id == job_run_id
         if job_run_id is not None
@@ -142,6 +158,8 @@ async def _already_out(
 
 
 def _describe(delivery: ExportDelivery) -> str:
+    from db.queries.deliveries import UNCONFIRMED_LABEL
+
     subject = delivery.ad_run_id or delivery.scheduled_job_run_id
     if delivery.status == "unconfirmed":
         return f"{subject}  {delivery.channel}  {UNCONFIRMED_LABEL} (may have gone out)"
@@ -169,7 +187,7 @@ async def export_run(
     Raises:
         _Usage: The run does not exist for the tenant, or the channel is not configured.
     """
-    from flows.export import ensure_export_limits, export_ad_run, export_job_run_digest
+    from flows.exports import export_stored_ad_run, export_stored_digest, open_exports
 
     ad_run, job_run, job = await _find_subject(run_id, tenant_id)
     digest = ad_run is None and channel is ExportChannel.email
@@ -192,20 +210,26 @@ async def export_run(
             logger.warning("Manual re-send: %s", line)
             if announce is not None:
                 announce(line)
-    await ensure_export_limits(export)
     rows: list[Row] = []
-    if digest:
-        assert job_run is not None
-        for outcome in await export_job_run_digest(job_run.id, export, force=force):
-            rows.append((job_run.id, outcome.channel, outcome.status, _detail(outcome)))
-        return rows
-    for ad_run_id in ad_run_ids:
-        for outcome in await export_ad_run(ad_run_id, export, force=force):
-            rows.append((ad_run_id, outcome.channel, outcome.status, _detail(outcome)))
+    async with open_exports(export) as blocks:
+        if digest:
+            assert job_run is not None
+            for outcome in await export_stored_digest(
+                job_run.id, export, force=force, blocks=blocks
+            ):
+                rows.append((job_run.id, outcome.channel, outcome.status, _detail(outcome)))
+            return rows
+        for ad_run_id in ad_run_ids:
+            for outcome in await export_stored_ad_run(
+                ad_run_id, export, force=force, blocks=blocks
+            ):
+                rows.append((ad_run_id, outcome.channel, outcome.status, _detail(outcome)))
     return rows
 
 
 def _detail(outcome: object) -> str:
+    from db.queries.deliveries import UNCONFIRMED_LABEL
+
     status = getattr(outcome, "status", None)
     error = getattr(outcome, "error", None)
     kind = getattr(outcome, "error_kind", None)
@@ -245,6 +269,9 @@ def export_command(
     ] = False,
 ) -> None:
     """Export a run's ads to a channel: what was not sent yet, or everything with --force."""
+    from config import get_settings
+    from db.session import dispose_engines
+
     try:
         subject = uuid.UUID(run_id)
         tenant_id = uuid.UUID(tenant or get_settings().tenant_id)

@@ -16,7 +16,6 @@ import sqlalchemy as sa
 from PIL import Image
 from prefect.filesystems import LocalFileSystem
 
-import flows.export as export_module
 from blocks.email_resend import ResendEmail
 from blocks.slack_webhook import SlackIncomingWebhook
 from blocks.storage import AdStorage
@@ -24,8 +23,9 @@ from config import get_settings
 from db.models import GeneratedAd, ScheduledJobRun
 from db.session import session_scope
 from domain.params import ExportSettings
-from tests.exports.fakes import FakeResend, FakeSlackWebhook
+from flows.exports import sending
 from tests.support.factories import make_ad_run, make_brand, make_job, make_product
+from tests.support.http_fake import FakeResend, FakeSlackWebhook
 
 RUN_DAY = datetime(2026, 11, 23, 9, 0, tzinfo=UTC)
 
@@ -56,7 +56,7 @@ def waits(monkeypatch: pytest.MonkeyPatch) -> list[float]:
     async def record(seconds: float) -> None:
         asked.append(seconds)
 
-    monkeypatch.setattr(export_module, "RETRY", export_module.RetrySettings(sleep=record))
+    monkeypatch.setattr(sending, "SENDING", sending.SendSettings(sleep=record))
     return asked
 
 

@@ -12,8 +12,9 @@ from pydantic import ValidationError
 from blocks.email_resend import ResendEmail
 from blocks.slack_webhook import SlackIncomingWebhook
 from domain.params import ExportSettings
-from flows.export import ensure_export_limits, resend_limit_name, slack_limit_name
-from tests.exports.fakes import FakeResend, FakeSlackWebhook
+from flows.exports import ensure_export_limits, resend_limit_name, slack_limit_name
+from flows.limits import rate_limit_name
+from tests.support.http_fake import FakeResend, FakeSlackWebhook
 
 
 def test_block_types_do_not_collide_with_prefect_slack_webhook() -> None:
@@ -94,11 +95,17 @@ async def test_ensure_export_limits_is_idempotent_and_follows_the_blocks(
     await ensure_export_limits(export)
     await ensure_export_limits(export)
 
+    # The one limit mechanism (flows/limits.py): a rate window of L starts per W seconds,
+    # slots without decay (decay under-grants; see that module).
     async with get_client() as client:
-        resend_limit = await client.read_global_concurrency_limit_by_name(resend_limit_name(email))
-        slack_limit = await client.read_global_concurrency_limit_by_name(slack_limit_name(slack))
-    assert (resend_limit.limit, resend_limit.slot_decay_per_second) == (2, 2.0)
-    assert (slack_limit.limit, slack_limit.slot_decay_per_second) == (1, 1.0)
+        resend_limit = await client.read_global_concurrency_limit_by_name(
+            rate_limit_name(resend_limit_name(email))
+        )
+        slack_limit = await client.read_global_concurrency_limit_by_name(
+            rate_limit_name(slack_limit_name(slack))
+        )
+    assert (resend_limit.limit, resend_limit.slot_decay_per_second) == (2, 0.0)
+    assert (slack_limit.limit, slack_limit.slot_decay_per_second) == (1, 0.0)
 
     await ResendEmail(
         api_key=fake_resend.api_key,
@@ -109,6 +116,8 @@ async def test_ensure_export_limits_is_idempotent_and_follows_the_blocks(
     await ensure_export_limits(export)
 
     async with get_client() as client:
-        resend_limit = await client.read_global_concurrency_limit_by_name(resend_limit_name(email))
-    assert (resend_limit.limit, resend_limit.slot_decay_per_second) == (5, 5.0)
+        resend_limit = await client.read_global_concurrency_limit_by_name(
+            rate_limit_name(resend_limit_name(email))
+        )
+    assert (resend_limit.limit, resend_limit.slot_decay_per_second) == (5, 0.0)
     assert resend_limit.id is not None

@@ -18,10 +18,10 @@ from typer.testing import CliRunner
 from db.models import ExportDelivery, ScheduledJob
 from db.session import session_scope
 from domain.params import JobParameters
-from flows.export import export_ad_run
+from flows.exports import export_stored_ad_run
 from scheduler.commands.export import register
 from tests.exports.conftest import SavedBlocks, seed_runs, settings_for
-from tests.exports.fakes import FakeResend, FakeSlackWebhook
+from tests.support.http_fake import FakeResend, FakeSlackWebhook
 
 pytestmark = pytest.mark.usefixtures("use_database")
 
@@ -53,7 +53,7 @@ async def test_export_sends_only_what_was_not_sent_unless_forced(
     async with session_scope() as session:
         job = await session.get_one(ScheduledJob, runs[0].job_id)
         job.parameters = JobParameters(export=export).model_dump(mode="json")
-    await export_ad_run(runs[0].ad_run_id, export)
+    await export_stored_ad_run(runs[0].ad_run_id, export)
     assert len(fake_slack.delivered) == 1 and len(fake_resend.delivered) == 1
     caplog.set_level(logging.INFO)
 

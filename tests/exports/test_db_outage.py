@@ -33,13 +33,13 @@ from blocks.slack_webhook import SlackIncomingWebhook
 from db.models import AdRun, ExportDelivery, ScheduledJob, ScheduledJobRun
 from db.session import DbRetrySettings, retry_transaction, session_scope
 from domain.params import AdParameters, ExportSettings, JobParameters
-from flows.export import export_ad_run
+from flows.exports import export_stored_ad_run
 from flows.retry_exports import retry_failed_exports
 from flows.scheduled_job import run_scheduled_job
 from scheduler.commands.export import register
-from tests.exports.fakes import FakeResend, FakeSlackWebhook
 from tests.exports.outage import DatabaseOutage
 from tests.flows.support import job_with_templates
+from tests.support.http_fake import FakeResend, FakeSlackWebhook
 
 pytestmark = [
     pytest.mark.parametrize("db_url", ["postgres"], indirect=True),
@@ -180,7 +180,7 @@ async def test_brief_outage_after_slack_accepted_the_post_is_recorded_once(
 
     # A later export and the retry flow send nothing.
     export = JobParameters.model_validate(await _job_params(job_id)).export
-    [again] = await export_ad_run(ad_run_id, export)
+    [again] = await export_stored_ad_run(ad_run_id, export)
     assert again.status == "already_sent"
     report = await retry_failed_exports(in_flight_lease=timedelta(0), tenant_id=tenant_id)
     assert report.looked_at == 0

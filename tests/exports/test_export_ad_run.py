@@ -13,9 +13,9 @@ import sqlalchemy as sa
 
 from db.models import AdRun, ExportDelivery, GeneratedAd
 from db.session import session_scope
-from flows.export import export_ad_run, export_job_run_digest
+from flows.exports import export_stored_ad_run, export_stored_digest
 from tests.exports.conftest import SavedBlocks, png_bytes, seed_runs, settings_for
-from tests.exports.fakes import FakeResend, FakeSlackWebhook
+from tests.support.http_fake import FakeResend, FakeSlackWebhook
 
 pytestmark = pytest.mark.usefixtures("use_database")
 
@@ -45,7 +45,7 @@ async def test_email_and_slack_payloads(
 ) -> None:
     [run] = await seed_runs(db_url, tenant_id, storage_root, ads=3)
 
-    outcomes = await export_ad_run(run.ad_run_id, settings_for(saved_blocks))
+    outcomes = await export_stored_ad_run(run.ad_run_id, settings_for(saved_blocks))
 
     assert [(o.channel, o.status) for o in outcomes] == [("email", "sent"), ("slack", "sent")]
     assert waits == []
@@ -111,8 +111,8 @@ async def test_rerun_sends_one_email_and_one_slack_post(
     [run] = await seed_runs(db_url, tenant_id, storage_root, ads=2)
     export = settings_for(saved_blocks)
 
-    first = await export_ad_run(run.ad_run_id, export)
-    second = await export_ad_run(run.ad_run_id, export)
+    first = await export_stored_ad_run(run.ad_run_id, export)
+    second = await export_stored_ad_run(run.ad_run_id, export)
 
     assert [o.status for o in first] == ["sent", "sent"]
     assert [o.status for o in second] == ["already_sent", "already_sent"]
@@ -121,7 +121,7 @@ async def test_rerun_sends_one_email_and_one_slack_post(
     assert len(fake_slack.posts) == 1
 
     # A manual re-send goes out again, with a fresh idempotency key, and stays recorded as sent.
-    forced = await export_ad_run(run.ad_run_id, export, force=True)
+    forced = await export_stored_ad_run(run.ad_run_id, export, force=True)
     assert [o.status for o in forced] == ["sent", "sent"]
     assert len(fake_resend.delivered) == 2 and len(fake_slack.delivered) == 2
     keys = [p.headers["idempotency-key"] for p in fake_resend.posts]
@@ -142,7 +142,9 @@ async def test_retry_after_lost_answer_reuses_the_idempotency_key(
     [run] = await seed_runs(db_url, tenant_id, storage_root, ads=1)
     fake_resend.fail_next(500, "internal_server_error")
 
-    [outcome] = await export_ad_run(run.ad_run_id, settings_for(saved_blocks, destination="email"))
+    [outcome] = await export_stored_ad_run(
+        run.ad_run_id, settings_for(saved_blocks, destination="email")
+    )
 
     assert outcome.status == "sent"
     assert len(waits) == 1
@@ -165,9 +167,9 @@ async def test_digest_mode_emails_once_per_job_run_and_posts_slack_per_ad_run(
     )
     export = settings_for(saved_blocks, email_mode="digest")
 
-    per_run = [await export_ad_run(r.ad_run_id, export) for r in runs]
-    digest = await export_job_run_digest(runs[0].job_run_id, export)
-    again = await export_job_run_digest(runs[0].job_run_id, export)
+    per_run = [await export_stored_ad_run(r.ad_run_id, export) for r in runs]
+    digest = await export_stored_digest(runs[0].job_run_id, export)
+    again = await export_stored_digest(runs[0].job_run_id, export)
 
     assert [[(o.channel, o.status) for o in out] for out in per_run] == [[("slack", "sent")]] * 2
     assert [(o.channel, o.status) for o in digest] == [("email", "sent")]
@@ -192,7 +194,7 @@ async def test_email_stays_under_the_size_limit(
     waits: list[float],
 ) -> None:
     from blocks.email_resend import ResendEmail
-    from flows.export import EMAIL_ENVELOPE_RESERVE
+    from flows.exports.content import EMAIL_ENVELOPE_RESERVE
 
     # Incompressible 120x120 images are about 43 KB each, 58 KB in base64.
     [run] = await seed_runs(db_url, tenant_id, storage_root, ads=4, image_size=120, noisy=True)
@@ -200,12 +202,14 @@ async def test_email_stays_under_the_size_limit(
     block.max_message_bytes = EMAIL_ENVELOPE_RESERVE + 130_000
     await block.save(saved_blocks.email, overwrite=True)
 
-    [outcome] = await export_ad_run(run.ad_run_id, settings_for(saved_blocks, destination="email"))
+    [outcome] = await export_stored_ad_run(
+        run.ad_run_id, settings_for(saved_blocks, destination="email")
+    )
 
     assert outcome.status == "sent"
     email = fake_resend.posts[0].json
     assert len(email["attachments"]) == 2
-    assert len(fake_resend.posts[0].body) < block.max_message_bytes
+    assert len(fake_resend.posts[0].raw) < block.max_message_bytes
     for text in (email["text"], email["html"]):
         assert "2 more ads were left out" in text
         assert "summer-sale-variation-4.png" in text
@@ -222,7 +226,9 @@ async def test_slack_shows_images_and_splits_at_fifty_blocks(
 ) -> None:
     [run] = await seed_runs(db_url, tenant_id, storage_root, ads=60, image_size=8)
 
-    [outcome] = await export_ad_run(run.ad_run_id, settings_for(saved_blocks, destination="slack"))
+    [outcome] = await export_stored_ad_run(
+        run.ad_run_id, settings_for(saved_blocks, destination="slack")
+    )
 
     assert outcome.status == "sent" and outcome.provider_message_id == "slack-webhook:2-messages"
     assert len(fake_slack.delivered) == 2
@@ -247,8 +253,8 @@ async def test_nothing_to_export_is_skipped(
 ) -> None:
     [run] = await seed_runs(db_url, tenant_id, storage_root, ads=0)
 
-    outcomes = await export_ad_run(run.ad_run_id, settings_for(saved_blocks))
-    off = await export_ad_run(run.ad_run_id, settings_for(saved_blocks, destination="none"))
+    outcomes = await export_stored_ad_run(run.ad_run_id, settings_for(saved_blocks))
+    off = await export_stored_ad_run(run.ad_run_id, settings_for(saved_blocks, destination="none"))
 
     assert [(o.channel, o.status) for o in outcomes] == [("email", "skipped"), ("slack", "skipped")]
     assert off == []
@@ -271,7 +277,7 @@ async def test_failed_export_keeps_the_ads_and_a_later_export_heals(
     fake_slack.fail_next(500, "rollup_error")
     fake_slack.fail_next(500, "rollup_error")
 
-    [failed] = await export_ad_run(run.ad_run_id, export)
+    [failed] = await export_stored_ad_run(run.ad_run_id, export)
 
     assert (failed.status, failed.error_kind) == ("failed", "retryable")
     assert len(waits) == 4
@@ -286,7 +292,7 @@ async def test_failed_export_keeps_the_ads_and_a_later_export_heals(
     assert ad_run.error_message and ad_run.error_message.startswith("export to slack failed")
     assert (await deliveries(ad_run_id=run.ad_run_id))["slack"].status == "failed"
 
-    [healed] = await export_ad_run(run.ad_run_id, export)
+    [healed] = await export_stored_ad_run(run.ad_run_id, export)
 
     assert healed.status == "sent"
     row = (await deliveries(ad_run_id=run.ad_run_id))["slack"]

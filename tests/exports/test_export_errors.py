@@ -19,9 +19,9 @@ from blocks.email_resend import ResendEmail
 from blocks.slack_webhook import SlackIncomingWebhook
 from db.models import ExportDelivery
 from db.session import session_scope
-from flows.export import export_ad_run
+from flows.exports import export_stored_ad_run
 from tests.exports.conftest import SavedBlocks, seed_runs, settings_for
-from tests.exports.fakes import FakeResend, FakeSlackWebhook
+from tests.support.http_fake import FakeResend, FakeSlackWebhook
 from tests.support.prefect_server import free_port
 
 pytestmark = pytest.mark.usefixtures("use_database")
@@ -208,7 +208,7 @@ async def test_resend_error_classes(
             else:
                 status, name, headers = step
                 fake_resend.fail_next(status, name, **headers)
-        [outcome] = await export_ad_run(run.ad_run_id, export)
+        [outcome] = await export_stored_ad_run(run.ad_run_id, export)
         delivery = await _delivery(run.ad_run_id, "email")
         _check(case, outcome, delivery, len(fake_resend.posts) - before, waits)
         assert not fake_resend.script, case.name
@@ -235,7 +235,7 @@ async def test_slack_error_classes(
         before = len(fake_slack.posts)
         for status, body, headers in case.script:
             fake_slack.fail_next(status, body, **headers)
-        [outcome] = await export_ad_run(run.ad_run_id, export)
+        [outcome] = await export_stored_ad_run(run.ad_run_id, export)
         delivery = await _delivery(run.ad_run_id, "slack")
         _check(case, outcome, delivery, len(fake_slack.posts) - before, waits)
         assert not fake_slack.script, case.name
@@ -261,7 +261,7 @@ async def test_unreachable_providers_are_retryable(
     )
     [run] = await seed_runs(db_url, tenant_id, storage_root, ads=1)
 
-    outcomes = await export_ad_run(run.ad_run_id, settings_for(SavedBlocks(email, slack)))
+    outcomes = await export_stored_ad_run(run.ad_run_id, settings_for(SavedBlocks(email, slack)))
 
     assert [(o.status, o.error_kind) for o in outcomes] == [("failed", "retryable")] * 2
     assert len(waits) == 8  # 4 between the 5 attempts of each channel
@@ -280,7 +280,7 @@ async def test_missing_block_is_a_permanent_failure_not_an_exception(
         SavedBlocks(email="no-such-email", slack="ad-scheduler-slack-webhook/gone")
     )
 
-    outcomes = await export_ad_run(run.ad_run_id, export)
+    outcomes = await export_stored_ad_run(run.ad_run_id, export)
 
     assert [(o.status, o.error_kind) for o in outcomes] == [("failed", "permanent")] * 2
     assert "no Resend email block named 'no-such-email'" in (outcomes[0].error or "")

@@ -14,10 +14,10 @@ import pytest
 from db.models import GeneratedAd, ScheduledJobRun
 from db.session import session_scope
 from domain import text as medium
-from flows.export import export_ad_run
+from flows.exports import export_stored_ad_run
 from tests.exports.conftest import RUN_DAY, SavedBlocks, png_bytes, settings_for
-from tests.exports.fakes import FakeResend, FakeSlackWebhook
 from tests.support.factories import make_ad_run, make_brand, make_job, make_product
+from tests.support.http_fake import FakeResend, FakeSlackWebhook
 
 pytestmark = pytest.mark.usefixtures("use_database")
 
@@ -86,7 +86,7 @@ async def test_hostile_names_and_a_webp_ad_reach_slack_and_email_safely(
             (storage_root / path).parent.mkdir(parents=True, exist_ok=True)
             (storage_root / path).write_bytes(png_bytes(48, seed=index))
 
-    outcomes = await export_ad_run(ad_run.id, settings_for(saved_blocks))
+    outcomes = await export_stored_ad_run(ad_run.id, settings_for(saved_blocks))
 
     assert [(o.channel, o.status) for o in outcomes] == [("email", "sent"), ("slack", "sent")]
     [message] = fake_slack.delivered

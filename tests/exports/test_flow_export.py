@@ -6,6 +6,8 @@ import uuid
 
 import pytest
 import sqlalchemy as sa
+from prefect.client.orchestration import get_client
+from prefect.client.schemas.filters import FlowRunFilter, FlowRunFilterId
 from pydantic import SecretStr
 
 from blocks.slack_webhook import SlackIncomingWebhook
@@ -13,8 +15,8 @@ from db.models import GeneratedAd, ScheduledJobRun
 from db.session import session_scope
 from domain.params import AdParameters, ExportSettings, JobParameters
 from flows.scheduled_job import run_scheduled_job
-from tests.exports.fakes import FakeSlackWebhook
 from tests.flows.support import job_with_templates
+from tests.support.http_fake import FakeSlackWebhook
 
 pytestmark = pytest.mark.usefixtures("prefect_api", "use_database", "data_dir")
 
@@ -70,3 +72,25 @@ async def test_a_dead_webhook_keeps_the_ads_and_records_the_error(
             .where(GeneratedAd.ad_run_id.in_(row.ad_run_ids or []))
         )
     assert ads == 2
+
+    # In the Prefect UI each export is a Failed task run whose message is the whole reason.
+    async with get_client() as client:
+        task_runs = await client.read_task_runs(
+            flow_run_filter=FlowRunFilter(
+                id=FlowRunFilterId(any_=[state.state_details.flow_run_id])
+            )
+        )
+    exports = [t for t in task_runs if t.name.startswith("export ")]
+    assert len(exports) == 2
+    for task_run in exports:
+        assert task_run.state is not None and task_run.state.is_failed()
+        message = task_run.state.message or ""
+        assert message.startswith(
+            "export failed — slack: Slack refused the webhook (404 no_service)"
+        )
+        assert message.endswith(
+            "(create a new incoming webhook and save its URL in the Slack webhook block)"
+        )
+        assert dead not in message and fake_slack.secret_path not in message
+    generated = [t for t in task_runs if t.name.startswith("generate ")]
+    assert generated and all(t.state and t.state.is_completed() for t in generated)

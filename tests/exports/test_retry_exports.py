@@ -16,15 +16,15 @@ from config.settings import PROJECT_ROOT
 from db.models import ExportDelivery, ScheduledJob
 from db.session import session_scope
 from domain.params import JobParameters
-from flows.export import (
+from flows.exports import (
     RETRIED_LATER,
     RETRY_EXPORTS_EVERY_MINUTES,
     RETRY_EXPORTS_MAX_ATTEMPTS,
-    export_ad_run,
+    export_stored_ad_run,
 )
 from flows.retry_exports import retry_exports
 from tests.exports.conftest import SavedBlocks, seed_runs, settings_for
-from tests.exports.fakes import FakeSlackWebhook, Reply
+from tests.support.http_fake import FakeSlackWebhook, Reply
 
 pytestmark = pytest.mark.usefixtures("use_database")
 
@@ -56,12 +56,12 @@ async def test_retryable_failures_are_sent_by_the_retry_flow_and_given_up_in_tim
     # Slack is down for the run's whole export of the first ad run (every attempt answers 503).
     for _ in range(5):
         fake_slack.fail_next(503, "service_unavailable")
-    [failed] = await export_ad_run(runs[0].ad_run_id, export)
+    [failed] = await export_stored_ad_run(runs[0].ad_run_id, export)
     assert (failed.status, failed.error_kind) == ("failed", "retryable")
     assert failed.error and RETRIED_LATER in failed.error
     # The second ad run's webhook is gone for good: a permanent failure, never retried.
     fake_slack.fail_next(404, "no_service")
-    [permanent] = await export_ad_run(runs[1].ad_run_id, export)
+    [permanent] = await export_stored_ad_run(runs[1].ad_run_id, export)
     assert (permanent.status, permanent.error_kind) == ("failed", "permanent")
     posts = len(fake_slack.posts)
 
@@ -93,7 +93,7 @@ async def test_retries_give_up_after_the_attempts_the_note_promises(
         job.parameters = JobParameters(export=export).model_dump(mode="json")
     for _ in range(10):
         fake_slack.fail_next(503, "service_unavailable")
-    await export_ad_run(runs[0].ad_run_id, export)  # attempt 1
+    await export_stored_ad_run(runs[0].ad_run_id, export)  # attempt 1
     report = await retry_exports(
         max_attempts=2, lease_minutes=30, tenant_id=tenant_id
     )  # attempt 2, then give up
@@ -144,7 +144,7 @@ async def test_a_partly_posted_slack_export_is_not_retried_automatically(
     for _ in range(5):
         fake_slack.fail_next(503, "service_unavailable")  # part 2 never makes it
 
-    [failed] = await export_ad_run(run.ad_run_id, export)
+    [failed] = await export_stored_ad_run(run.ad_run_id, export)
 
     assert (failed.status, failed.error_kind) == ("failed", "permanent")
     assert failed.error and "after 1 of 2 messages were posted" in failed.error

@@ -26,9 +26,9 @@ from prefect.runtime import flow_run
 from db.models import AdRun, ExportDelivery
 from db.session import session_scope
 from domain.params import ExportSettings
-from flows.export import DeliveryOutcome, ensure_export_limits, export_ad_run
+from flows.exports import DeliveryOutcome, ensure_export_limits, export_stored_ad_run
 from tests.exports.conftest import SavedBlocks, seed_runs, settings_for
-from tests.exports.fakes import FakeResend, FakeSlackWebhook
+from tests.support.http_fake import FakeResend, FakeSlackWebhook
 
 pytestmark = pytest.mark.usefixtures("use_database")
 
@@ -40,7 +40,7 @@ async def export_in_a_flow(
     await ensure_export_limits(export)
     outcomes: list[DeliveryOutcome] = []
     for ad_run_id in ad_run_ids:
-        outcomes += await export_ad_run(ad_run_id, export)
+        outcomes += await export_stored_ad_run(ad_run_id, export)
     return str(flow_run.id), outcomes
 
 

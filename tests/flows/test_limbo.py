@@ -36,9 +36,9 @@ from db.session import dispose_engines, session_scope
 from db.types import utcnow
 from domain.params import AdParameters, ExportSettings, JobParameters
 from flows.reconcile import reconcile_job_runs
-from tests.exports.fakes import FakeSlackWebhook
 from tests.flows.support import deployment_for, execute, job_with_templates, scheduled_run
 from tests.support.databases import PG_ADMIN_DSN
+from tests.support.http_fake import FakeSlackWebhook
 
 ROOT = Path(__file__).resolve().parents[2]
 NOTHING_TO_DO = {
@@ -407,7 +407,7 @@ async def test_flow_process_killed_under_a_live_worker_is_settled_by_its_crashed
 async def test_slack_post_cut_off_by_a_kill_is_surfaced_not_sent_again(tenant_id) -> None:
     import threading
 
-    from tests.exports.fakes import FakeServer, Recorded, Reply
+    from tests.support.http_fake import FakeServer, Recorded, Reply
 
     answered = threading.Event()
 

@@ -31,7 +31,7 @@ from tests.flows.support import (
     job_with_templates,
     scheduled_run,
 )
-from tests.generators.fakes import SERVICE_TOKEN, FakeServer, Reply, Seen, service_default
+from tests.support.http_fake import SERVICE_TOKEN, FakeServer, Reply, Seen, service_default
 
 pytestmark = pytest.mark.usefixtures("prefect_api", "use_database", "data_dir")
 

@@ -9,7 +9,7 @@ import pytest
 
 from blocks.generators.base import AdRequest, ProductBrief
 from domain.params import AdParameters
-from tests.generators.fakes import (
+from tests.support.http_fake import (
     FakeServer,
     gemini_default,
     png_bytes,
@@ -46,7 +46,7 @@ def service_fake() -> Iterator[FakeServer]:
 @pytest.fixture
 def other_host() -> Iterator[FakeServer]:
     """A second server (another origin) serving image downloads."""
-    from tests.generators.fakes import Reply
+    from tests.support.http_fake import Reply
 
     with running(FakeServer(lambda seen: Reply(200, png_bytes(16, 16)))) as server:
         yield server

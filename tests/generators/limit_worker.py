@@ -4,7 +4,8 @@ Used by `test_provider_limit.py` (two of these against one fake provider) and by
 `bench/provider_rate.py`. It loads the saved generator block by name from the Prefect server
 (PREFECT_API_URL), prints `ready`, waits for a line on stdin (so every process fires at the same
 moment), then runs one Prefect flow that generates `templates × variations` ads concurrently,
-each call inside `provider_slot(generator)`, and prints `done <ok> <failed>`.
+each call inside a slot of the run's `ProviderSlots(generator)` (as the pipeline does), and
+prints `done <ok> <failed>`.
 
 Like a real flow, a run bounds its own concurrency (`--local-limit`, default the block's
 `max_in_flight`): more local waiters than the provider limit can admit would only poll the
@@ -20,7 +21,6 @@ from __future__ import annotations
 import argparse
 import asyncio
 import sys
-from contextlib import AbstractAsyncContextManager
 from typing import cast
 
 from prefect import flow
@@ -31,7 +31,7 @@ from blocks.generators.gemini import GeminiImageGenerator
 from blocks.generators.http_service import HttpAdGenerator
 from blocks.generators.retrying import generate_with_retries
 from domain.params import AdParameters
-from flows.limits import provider_slot
+from flows.limits import ProviderSlots
 from tests.generators.conftest import PRODUCT, PRODUCT_PNG, TEMPLATE_PNG
 
 BLOCK_TYPES: dict[str, type[AdGenerator]] = {
@@ -67,14 +67,17 @@ async def generate_job(
         for v in range(variations)
     ]
     local = asyncio.Semaphore(local_limit or generator.max_in_flight)
-    async with get_client() as client:
-
-        def slot() -> AbstractAsyncContextManager[None]:
-            return provider_slot(generator, client=client)
+    async with (
+        get_client() as client,
+        ProviderSlots(generator, client, requests=len(requests)) as slots,
+    ):
 
         async def one(request: AdRequest) -> object:
             async with local:
-                return await generate_with_retries(generator, request, slot=slot)
+                try:
+                    return await generate_with_retries(generator, request, slot=slots.slot)
+                finally:
+                    slots.done()
 
         results = await asyncio.gather(*(one(r) for r in requests), return_exceptions=True)
     failed = [r for r in results if isinstance(r, BaseException)]

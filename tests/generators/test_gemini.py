@@ -14,7 +14,7 @@ from blocks.generators.base import AdRequest, GenerationError
 from blocks.generators.content import pick_headline, pick_palette
 from blocks.generators.gemini import GeminiImageGenerator, build_prompt, closest_aspect_ratio
 from tests.generators.conftest import PRODUCT_PNG, TEMPLATE_PNG
-from tests.generators.fakes import (
+from tests.support.http_fake import (
     GEMINI_KEY,
     FakeServer,
     Reply,

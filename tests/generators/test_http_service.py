@@ -14,7 +14,7 @@ from blocks.generators.base import AdRequest, GenerationError
 from blocks.generators.content import pick_headline, pick_palette
 from blocks.generators.http_service import SCHEMA, HttpAdGenerator, request_document
 from tests.generators.conftest import PRODUCT_PNG, TEMPLATE_PNG
-from tests.generators.fakes import SERVICE_TOKEN, FakeServer, Reply, b64, png_bytes
+from tests.support.http_fake import SERVICE_TOKEN, FakeServer, Reply, b64, png_bytes
 from tests.support.prefect_server import free_port
 
 

@@ -21,7 +21,7 @@ from prefect.client.schemas.filters import FlowFilter, FlowFilterName
 from pydantic import SecretStr
 
 from blocks.generators.gemini import GeminiImageGenerator
-from tests.generators.fakes import GEMINI_KEY, FakeServer, gemini_default, running
+from tests.support.http_fake import GEMINI_KEY, FakeServer, gemini_default, running
 
 pytestmark = pytest.mark.postgres
 
@@ -106,3 +106,45 @@ async def test_two_processes_never_exceed_the_shared_limit(
         # `aload` is wrapped by prefect's `inject_client`, which hides its `Self` return type.
         loaded = cast(GeminiImageGenerator, await GeminiImageGenerator.aload(name))
         assert loaded.api_key.get_secret_value() == GEMINI_KEY
+
+
+async def test_a_paced_limit_never_starts_more_than_its_window_allows_and_leaks_nothing(
+    prefect_api: str,
+) -> None:
+    import time
+
+    from flows.limits import (
+        ProviderLimit,
+        ProviderSlots,
+        _window_of,
+        ensure_provider_limit,
+        rate_limit_name,
+    )
+
+    # 20 starts per second: L = 20 starts in any W = 1.02 s (the window's safety margin
+    # included), shared by two runs of this process as if they were two workers.
+    limit = ProviderLimit(f"paced-{uuid.uuid4().hex[:8]}", per_second=20)
+    slots_per_window, window = _window_of(limit)
+    await ensure_provider_limit(limit)
+    starts: list[float] = []
+
+    async def run(requests: int) -> None:
+        async with get_client() as client, ProviderSlots(limit, client) as slots:
+
+            async def one() -> None:
+                async with slots.slot():
+                    starts.append(time.monotonic())
+
+            await asyncio.gather(*(one() for _ in range(requests)))
+
+    await asyncio.gather(run(30), run(30))
+
+    assert len(starts) == 60
+    starts.sort()
+    # The guarantee a provider's token bucket needs: the (L+1)-th start after any start comes
+    # at least one window later.
+    gaps = [b - a for a, b in zip(starts, starts[slots_per_window:], strict=False)]
+    assert min(gaps) >= window - 0.005  # clock granularity
+    async with get_client() as client:
+        rate = await client.read_global_concurrency_limit_by_name(rate_limit_name(limit.name))
+    assert rate.limit == slots_per_window and rate.active_slots == 0

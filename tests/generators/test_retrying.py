@@ -12,7 +12,7 @@ from tenacity import wait_exponential
 from blocks.generators.base import AdRequest, GenerationError
 from blocks.generators.gemini import GeminiImageGenerator
 from blocks.generators.retrying import generate_with_retries
-from tests.generators.fakes import GEMINI_KEY, FakeServer, Reply, gemini_error
+from tests.support.http_fake import GEMINI_KEY, FakeServer, Reply, gemini_error
 
 RETRY_INFO = "type.googleapis.com/google.rpc.RetryInfo"
 BACKOFF = wait_exponential(multiplier=1, min=1, max=30)  # deterministic: 1, 2, 4, ...

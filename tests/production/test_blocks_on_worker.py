@@ -26,11 +26,12 @@ from blocks.slack_webhook import SlackIncomingWebhook
 from db.models import AdRun, ExportDelivery, GeneratedAd, ScheduledJobRun
 from db.session import session_scope
 from flows.sample_data import seed_sample_data
-from tests.exports.fakes import FakeResend, FakeSlackWebhook
-from tests.generators.fakes import (
+from tests.support.http_fake import (
     GEMINI_KEY,
     SERVICE_TOKEN,
+    FakeResend,
     FakeServer,
+    FakeSlackWebhook,
     gemini_default,
     running,
     service_default,

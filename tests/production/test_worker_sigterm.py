@@ -31,8 +31,8 @@ from blocks.generators.http_service import HttpAdGenerator
 from flows.sample_data import seed_sample_data
 from scheduler.deployments import ensure_process_pool
 from scheduler.sdk import AdScheduler
-from tests.generators.fakes import SERVICE_TOKEN, FakeServer, running, service_default
 from tests.support.databases import PG_ADMIN_DSN
+from tests.support.http_fake import SERVICE_TOKEN, FakeServer, running, service_default
 from tests.support.production import (
     NO_BASE,
     ProductionWorker,

@@ -320,6 +320,6 @@ def test_sync_facade(prefect_api: str, catalog: Catalog, data_dir: Path) -> None
     job = ads.apply(spec)
     assert ads.apply(spec).id == job.id
     assert ads.pause(job.id, "sync pause").status == "paused"
-    assert [j.name for j in ads.list(status="paused")] == ["Sync job"]
+    assert [j.name for j in ads.list_jobs(status="paused")] == ["Sync job"]
     ads.delete(job.id)
-    assert ads.list() == []
+    assert ads.list_jobs() == []

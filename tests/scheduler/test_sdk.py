@@ -13,7 +13,7 @@ from prefect.exceptions import ObjectNotFound
 
 from blocks.slack_webhook import SlackIncomingWebhook
 from db.errors import ConflictError, NotFoundError
-from db.models import ScheduledJobRun
+from db.models import ScheduledJob, ScheduledJobRun
 from db.session import session_scope
 from domain.errors import InvalidJobSpec
 from scheduler import deployments as dep
@@ -68,8 +68,8 @@ async def test_create_maps_job_to_one_deployment(ads: AdScheduler, catalog: Cata
     # Stored row reads back through get / list, tenant-scoped.
     assert (await ads.get(job.id)).id == job.id
     assert (await ads.get(job.name)).id == job.id
-    assert [j.id for j in await ads.list(product_id=catalog.product.id)] == [job.id]
-    assert await ads.list(status="paused") == []
+    assert [j.id for j in await ads.list_jobs(product_id=catalog.product.id)] == [job.id]
+    assert await ads.list_jobs(status="paused") == []
     with pytest.raises(ConflictError):
         await ads.create(recurring_spec(catalog, name=job.name))
 
@@ -163,7 +163,7 @@ async def test_pause_resume_delete_run_now_and_history(ads: AdScheduler, catalog
     assert paused.status == "paused" and paused.pause_note == "brand review"
     async with get_client() as client:
         assert (await client.read_deployment(dep_id)).paused
-    assert [j.id for j in await ads.list(status="paused")] == [job.id]
+    assert [j.id for j in await ads.list_jobs(status="paused")] == [job.id]
     resumed = await ads.resume(job.id)
     assert resumed.status == "active" and resumed.pause_note is None
 
@@ -190,7 +190,7 @@ async def test_pause_resume_delete_run_now_and_history(ads: AdScheduler, catalog
     assert await read_runs(dep_id) == []
     with pytest.raises(NotFoundError):
         await ads.get(job.id)
-    assert await ads.list() == []
+    assert await ads.list_jobs() == []
     [row] = await tenant_jobs(catalog.db_url, catalog.tenant_id)
     assert row.deleted_at is not None
     [history] = await ads.runs(job.id)
@@ -204,7 +204,7 @@ async def test_completed_job_cannot_resume_and_resync_stops_it(
 ) -> None:
     job = await ads.create(recurring_spec(catalog))
     async with session_scope(catalog.db_url) as session:
-        row = await session.get(type(job), job.id)
+        row = await session.get(ScheduledJob, job.id)
         assert row is not None
         row.status = "completed"
     with pytest.raises(JobStateError):
@@ -233,7 +233,7 @@ async def test_other_tenant_sees_nothing(ads: AdScheduler, catalog: Catalog) -> 
     with pytest.raises(InvalidJobSpec) as err:
         await other.create(recurring_spec(catalog))
     assert err.value.fields == ["product_id"]
-    assert await other.list() == []
+    assert await other.list_jobs() == []
 
 
 async def test_slack_webhook_goes_to_a_block(ads: AdScheduler, catalog: Catalog) -> None:

@@ -173,7 +173,7 @@ async def test_next_run_is_prefects_through_pause_and_resume(
     paused = await ads.pause(job.id)
     assert paused.next_run_at is None
     assert (await ads.get(job.id)).next_run_at is None
-    assert [j.next_run_at for j in await ads.list()] == [None]
+    assert [j.next_run_at for j in await ads.list_jobs()] == [None]
     assert await _view_next_run(catalog.db_url, job.id) == (False, None)
 
     # A long pause: the stored value is stale (as if its time passed while paused).

@@ -3,8 +3,6 @@
 from __future__ import annotations
 
 import uuid
-from datetime import UTC, datetime
-from pathlib import Path
 from typing import Any
 
 import pytest
@@ -133,138 +131,7 @@ def test_html_text_escapes_markup_and_quotes() -> None:
     assert medium.html_text(SALT + "\"'") == "Salt &amp; Pepper &lt;!channel&gt;&quot;&#x27;"
 
 
-# --- the composers (flows/export.py, flows/artifacts.py), with in-memory rows ----------------
-
-
-def _content(tmp_path: Path, product_name: str, ads: list[tuple[str, str]]) -> Any:
-    from db.models import AdRun, Brand, GeneratedAd, Product
-    from flows.export import AdRunContent
-
-    tenant = uuid.uuid4()
-    brand = Brand(id=uuid.uuid4(), tenant_id=tenant, name="Acme <b>")
-    product = Product(id=uuid.uuid4(), tenant_id=tenant, brand_id=brand.id, name=product_name)
-    run = AdRun(
-        id=uuid.uuid4(),
-        tenant_id=tenant,
-        product_id=product.id,
-        template_storage_name="summer|sale.png",
-        created_at=datetime(2026, 11, 29, tzinfo=UTC),
-        completed_at=datetime(2026, 11, 29, tzinfo=UTC),
-    )
-    generated = [
-        GeneratedAd(
-            id=uuid.uuid4(),
-            tenant_id=tenant,
-            ad_run_id=run.id,
-            variation_index=i,
-            storage_path=f"ads/{i}{'.webp' if kind == 'image/webp' else '.png'}",
-            headline=headline,
-            width=10,
-            height=10,
-            size_bytes=3,
-            content_type=kind,
-        )
-        for i, (headline, kind) in enumerate(ads)
-    ]
-    for ad in generated:
-        (tmp_path / ad.storage_path).parent.mkdir(parents=True, exist_ok=True)
-        (tmp_path / ad.storage_path).write_bytes(b"img")
-    return AdRunContent(
-        ad_run=run,
-        ads=generated,
-        product=product,
-        brand=brand,
-        template_label="Summer | <sale>",
-        job_id=None,
-        job_name="Job & co",
-        flow_run_id=None,
-    )
-
-
-def _storage(tmp_path: Path) -> Any:
-    from prefect.filesystems import LocalFileSystem
-
-    from blocks.storage import AdStorage
-
-    return AdStorage(
-        filesystem=LocalFileSystem(basepath=str(tmp_path)),
-        public_base_url="https://cdn.example",
-    )
-
-
-def _texts(value: Any) -> list[str]:
-    if isinstance(value, dict):
-        return [
-            t
-            for k, v in value.items()
-            for t in ([v] if k in ("text", "alt_text") and isinstance(v, str) else _texts(v))
-        ]
-    if isinstance(value, list):
-        return [t for v in value for t in _texts(v)]
-    return []
-
-
-def _mrkdwn_texts(value: Any) -> list[str]:
-    if isinstance(value, dict):
-        if value.get("type") == "mrkdwn":
-            return [value["text"]]
-        return [t for v in value.values() for t in _mrkdwn_texts(v)]
-    if isinstance(value, list):
-        return [t for v in value for t in _mrkdwn_texts(v)]
-    return []
-
-
-def test_slack_message_escapes_bounds_and_never_embeds_an_unshowable_image(
-    tmp_path: Path,
-) -> None:
-    from flows.export import compose_slack_messages
-
-    long_name = SALT + " " + "Extra-long product name " * 20
-    content = _content(
-        tmp_path, long_name, [("Fresh <!channel> & crisp", "image/png"), ("Webp ad", "image/webp")]
-    )
-    [message] = compose_slack_messages(content, storage=_storage(tmp_path))
-
-    assert message["text"].startswith("New ads for Salt &amp; Pepper &lt;!channel&gt; Extra")
-    # No ping: every text Slack parses (mrkdwn objects and the top-level text) is escaped;
-    # plain_text (header, image title, alt_text) is shown literally by Slack.
-    parsed = [message["text"], *_mrkdwn_texts(message["blocks"])]
-    assert len(parsed) == 6 and not any("<!channel>" in t for t in parsed)
-    header = message["blocks"][0]["text"]["text"]
-    assert len(header) == 150 and header.endswith("…")
-    images = [b for b in message["blocks"] if b["type"] == "image"]
-    assert [b["image_url"] for b in images] == ["https://cdn.example/ads/0.png"]
-    assert images[0]["alt_text"] == "Fresh <!channel> & crisp"  # plain text: shown literally
-    listed = [b for b in message["blocks"] if b["type"] == "section"]
-    assert "Webp ad" in listed[0]["text"]["text"]
-    assert "<https://cdn.example/ads/1.webp|open>" in listed[0]["text"]["text"]
-    context = message["blocks"][1]["elements"]
-    assert context[1]["text"].startswith("*Product:* Salt &amp; Pepper &lt;!channel&gt;")
-    assert all(len(t) <= 3000 for t in _texts(message["blocks"]))
-    assert len(context) <= medium.SLACK_CONTEXT_ELEMENTS_MAX
-
-
-async def test_email_subject_is_one_line_and_html_is_escaped(tmp_path: Path) -> None:
-    from pydantic import SecretStr
-
-    from blocks.email_resend import ResendEmail
-    from flows.export import compose_email
-
-    content = _content(
-        tmp_path, "Salt & Pepper\r\nBcc: x@example.com", [("<b>bold</b>", "image/png")]
-    )
-    content.ad_run.template_storage_name = "sum\r\nmer.png"
-    block = ResendEmail(api_key=SecretStr("re_test"), from_address="Ads <ads@example.com>")
-    params = await compose_email(
-        [content], storage=_storage(tmp_path), block=block, recipients=["a@example.com"]
-    )
-    assert params["subject"] == (
-        "New ads: Acme <b> · Salt & Pepper Bcc: x@example.com · Summer | <sale> · 2026-11-29"
-    )
-    assert "\r" not in params["subject"] and "\n" not in params["subject"]
-    assert "&lt;b&gt;bold&lt;/b&gt;" in params["html"] and "<b>bold</b>" not in params["html"]
-    assert "Salt &amp; Pepper" in params["html"]
-    assert [a["filename"] for a in params["attachments"]] == ["sum mer-0.png"]
+# --- the run artifact (flows/artifacts.py); the export composers: test_export_content.py -----
 
 
 def test_run_artifact_table_survives_pipes_and_newlines() -> None:

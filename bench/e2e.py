@@ -1,0 +1,608 @@
+"""Benchmark: from the scheduled time to the run's end, for one job and for a burst of jobs.
+
+What runs, per Prefect backend (`--prefect-db sqlite|postgres|both`):
+
+* a Prefect server (`scheduler.local_prefect.local_prefect_server`) on SQLite (the embedded
+  default) or on a scratch PostgreSQL database, and the app database on scratch PostgreSQL;
+* one process worker (`worker_args`, `TUNED_WORKER_ENV`, `--limit` flow runs at once) whose
+  peak RSS, and the peak RSS of its flow-run processes, are sampled from /proc;
+* a fake Gemini `generateContent` endpoint on 127.0.0.1 answering every request after a fixed
+  0.5 s (`tests.support.http_fake`), behind a saved `GeminiImageGenerator` block;
+* jobs registered through the SDK (`scheduler.sdk.AdScheduler`) as one-time jobs whose slot is
+  the worker's prefetch + 3 s ahead (`E2E_LEAD_S` overrides), as a cron run is created long
+  before its slot (a cron slot would cost up to a minute of waiting per firing; the run path
+  from the scheduled flow run on is the same), and a bare Prefect flow deployment (one trivial
+  task, `bare_flow` below) on the same pool, run the same way (a flow run scheduled ahead).
+
+(a) `--firings` (5) firings of a job of 3 templates x 1 variation (ideal generation 0.5 s: the
+    templates run at once), alternating with firings of the bare flow. Per firing: scheduled
+    time -> run end and scheduled time -> Running (schedule lag), as Prefect records them.
+    `ratio_p50` = ours p50 / (bare p50 + 0.5 s).
+(b) a burst of `--burst` (100) jobs of 1 template, all due at the same second, then the same
+    number of bare deployments due together: every job must run exactly once (one flow run, one
+    `scheduled_job_runs` row, completed, nothing skipped as a misfire with the default grace);
+    time from the slot to the last run's end, runs per minute, ratio to the bare burst.
+
+The machine is shared: the load average before and after is in the result; figures measured
+under load are provisional. Last stdout line: one JSON object (per backend, and the ratios).
+
+    .venv/bin/python bench/e2e.py [--prefect-db both] [--quick] [--firings 5] [--burst 100]
+        [--limit 20]
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import os
+import shutil
+import statistics
+import sys
+import tempfile
+import threading
+import time
+import uuid
+from contextlib import ExitStack
+from dataclasses import dataclass, field
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from typing import Any
+
+from prefect import flow, task
+
+ROOT = Path(__file__).resolve().parents[1]
+if str(ROOT) not in sys.path:
+    sys.path.insert(0, str(ROOT))
+
+LATENCY_S = 0.5
+TEMPLATES_PER_JOB = 3
+#: Seconds between registering a run and its slot: longer than the worker's prefetch, as a cron
+#: run's is (Prefect creates those long ahead), so the worker can start the process early.
+LEAD_S = float(os.environ.get("E2E_LEAD_S", "0")) or None
+RUN_TIMEOUT_S = 600.0
+POOL = "e2e-process"
+BARE_ENTRYPOINT = "bench/e2e.py:bare_flow"
+
+
+@task
+def _bare_task() -> int:
+    return 1
+
+
+@flow(name="e2e-bare-flow")
+def bare_flow() -> int:
+    """The baseline: a Prefect flow with one trivial task."""
+    return _bare_task()
+
+
+def lead_s() -> float:
+    """`E2E_LEAD_S`, else the tuned worker's prefetch plus 3 s."""
+    if LEAD_S:
+        return LEAD_S
+    from scheduler.local_prefect import TUNED_WORKER_ENV
+
+    return float(TUNED_WORKER_ENV.get("PREFECT_WORKER_PREFETCH_SECONDS", "10")) + 3
+
+
+def log(message: str) -> None:
+    """Progress to stderr (stdout ends with the result line)."""
+    print(f"[{time.strftime('%H:%M:%S')}] {message}", file=sys.stderr, flush=True)
+
+
+def loadavg() -> str:
+    """The 1, 5 and 15 minute load averages."""
+    return " ".join(Path("/proc/loadavg").read_text().split()[:3])
+
+
+# --- peak RSS from /proc ---------------------------------------------------------------------
+
+
+def _status_kb(pid: int, key: str) -> int:
+    try:
+        for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+            if line.startswith(key + ":"):
+                return int(line.split()[1])
+    except (OSError, ValueError):
+        pass
+    return 0
+
+
+def _children_of(root: int) -> list[int]:
+    """Every live descendant of `root` (by parent pid)."""
+    parents: dict[int, list[int]] = {}
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit():
+            continue
+        try:
+            stat = (entry / "stat").read_text()
+        except OSError:
+            continue
+        # The command name is in parentheses and may hold spaces: split after it.
+        ppid = int(stat.rsplit(")", 1)[1].split()[1])
+        parents.setdefault(ppid, []).append(int(entry.name))
+    found, todo = [], [root]
+    while todo:
+        for child in parents.get(todo.pop(), []):
+            found.append(child)
+            todo.append(child)
+    return found
+
+
+class RssSampler:
+    """Samples the worker's and its flow-run processes' peak RSS (VmHWM) every 0.25 s.
+
+    A flow run on a Prefect 3.9 process worker is two processes by default (a workspace
+    supervisor that runs the pull steps, then `prefect.engine`); both are descendants.
+    """
+
+    def __init__(self, worker_pid: int) -> None:
+        self.worker_pid = worker_pid
+        self.phase = "idle"
+        self.worker_kb = 0
+        self.flow_run_kb: dict[str, int] = {}
+        self.peak_flow_runs: dict[str, int] = {}
+        self.total_kb: dict[str, int] = {}
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._loop, daemon=True)
+
+    def children_cpu_s(self) -> float:
+        """CPU seconds (user + system) of the worker's finished flow-run processes so far."""
+        fields = Path(f"/proc/{self.worker_pid}/stat").read_text().rsplit(")", 1)[1].split()
+        # cutime and cstime: fields 16 and 17 of stat(5), in clock ticks.
+        return (int(fields[13]) + int(fields[14])) / os.sysconf("SC_CLK_TCK")
+
+    def __enter__(self) -> RssSampler:
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._stop.set()
+        self._thread.join(5)
+
+    def _loop(self) -> None:
+        while not self._stop.wait(0.25):
+            self.worker_kb = max(self.worker_kb, _status_kb(self.worker_pid, "VmHWM"))
+            children = _children_of(self.worker_pid)
+            phase = self.phase
+            self.peak_flow_runs[phase] = max(self.peak_flow_runs.get(phase, 0), len(children))
+            total = 0
+            for pid in children:
+                total += _status_kb(pid, "VmRSS")
+                self.flow_run_kb[phase] = max(
+                    self.flow_run_kb.get(phase, 0), _status_kb(pid, "VmHWM")
+                )
+            self.total_kb[phase] = max(self.total_kb.get(phase, 0), total)
+
+
+# --- measuring -------------------------------------------------------------------------------
+
+
+@dataclass
+class Timing:
+    """One flow run as Prefect recorded it, relative to its scheduled time (seconds)."""
+
+    lag_s: float
+    end_s: float
+    state: str
+
+
+@dataclass
+class Env:
+    """What the measuring coroutines share."""
+
+    tenant: uuid.UUID
+    product_id: uuid.UUID
+    generator_block: str
+    bare_flow_id: uuid.UUID | None = None
+    bare_deployments: list[uuid.UUID] = field(default_factory=list)
+
+
+def _pct(values: list[float], q: int) -> float:
+    if len(values) == 1:
+        return values[0]
+    return statistics.quantiles(values, n=100, method="inclusive")[q - 1]
+
+
+def _summary(values: list[float]) -> dict[str, float]:
+    return {
+        "p50_s": round(statistics.median(values), 3),
+        "p95_s": round(_pct(values, 95), 3),
+        "max_s": round(max(values), 3),
+    }
+
+
+async def _wait_final(deployment_ids: list[uuid.UUID], label: str) -> dict[uuid.UUID, list[Any]]:
+    """Poll until every deployment has a final flow run; returns each deployment's runs."""
+    from prefect.client.orchestration import get_client
+    from prefect.client.schemas.filters import DeploymentFilter, DeploymentFilterId
+
+    deadline = time.monotonic() + RUN_TIMEOUT_S
+    wanted = set(deployment_ids)
+    last_report = 0.0
+    async with get_client() as client:
+        while True:
+            runs = []
+            ids = list(wanted)
+            for start in range(0, len(ids), 100):
+                runs += await client.read_flow_runs(
+                    deployment_filter=DeploymentFilter(
+                        id=DeploymentFilterId(any_=ids[start : start + 100])
+                    ),
+                    limit=200,
+                )
+            by_deployment: dict[uuid.UUID, list[Any]] = {d: [] for d in wanted}
+            for run in runs:
+                if run.deployment_id in by_deployment:
+                    by_deployment[run.deployment_id].append(run)
+            done = sum(
+                1
+                for found in by_deployment.values()
+                if found and all(r.state and r.state.is_final() for r in found)
+            )
+            if done == len(wanted):
+                return by_deployment
+            if time.monotonic() - last_report > 10:
+                log(f"  {label}: {done}/{len(wanted)} finished")
+                last_report = time.monotonic()
+            if time.monotonic() > deadline:
+                raise SystemExit(f"{label}: only {done}/{len(wanted)} runs finished in time")
+            await asyncio.sleep(0.5)  # polling the API for run states
+
+
+def _timing(run: Any) -> Timing:
+    scheduled = run.expected_start_time
+    end = run.end_time
+    start = run.start_time
+    if scheduled is None or end is None or start is None:
+        raise SystemExit(f"flow run {run.id} ({run.state_name}) has no start/end time")
+    return Timing(
+        lag_s=(start - scheduled).total_seconds(),
+        end_s=(end - scheduled).total_seconds(),
+        state=run.state_name or "",
+    )
+
+
+async def _register_job(env: Env, at: datetime, templates: int, name: str) -> Any:
+    from scheduler.sdk import AdScheduler
+
+    async with AdScheduler(env.tenant) as ads:
+        return await ads.create(
+            {
+                "name": name,
+                "product_id": str(env.product_id),
+                "schedule": {"type": "one_time", "at": at.isoformat()},
+                "templates": {"mode": "unused", "count": templates},
+                "ad": {"variations": 1, "generator_block": env.generator_block},
+                "template_concurrency": max(templates, 1),
+            }
+        )
+
+
+async def _bare_deployment(env: Env, name: str) -> uuid.UUID:
+    from prefect.client.orchestration import get_client
+
+    from scheduler.pull_steps import PULL_STEP
+
+    async with get_client() as client:
+        if env.bare_flow_id is None:
+            env.bare_flow_id = await client.create_flow_from_name("e2e-bare-flow")
+        return await client.create_deployment(
+            flow_id=env.bare_flow_id,
+            name=name,
+            entrypoint=BARE_ENTRYPOINT,
+            work_pool_name=POOL,
+            pull_steps=[{PULL_STEP: {}}],
+        )
+
+
+async def _schedule_bare(deployment_id: uuid.UUID, at: datetime) -> None:
+    from prefect.client.orchestration import get_client
+    from prefect.states import Scheduled
+
+    async with get_client() as client:
+        await client.create_flow_run_from_deployment(
+            deployment_id, state=Scheduled(scheduled_time=at)
+        )
+
+
+async def single_job(env: Env, firings: int, rss: RssSampler) -> dict[str, Any]:
+    """(a): firings of a 3-template job alternating with firings of the bare flow."""
+    ours: list[Timing] = []
+    bare: list[Timing] = []
+    bare_id = await _bare_deployment(env, "single")
+    for firing in range(firings):
+        rss.phase = "single-ours"
+        at = datetime.now(UTC) + timedelta(seconds=lead_s())
+        job = await _register_job(env, at, TEMPLATES_PER_JOB, f"e2e-single-{firing}")
+        runs = await _wait_final([job.prefect_deployment_id], f"job firing {firing + 1}")
+        ours.append(_timing(runs[job.prefect_deployment_id][0]))
+        rss.phase = "single-bare"
+        await _schedule_bare(bare_id, datetime.now(UTC) + timedelta(seconds=lead_s()))
+        runs = await _wait_final([bare_id], f"bare firing {firing + 1}")
+        bare.append(_timing(sorted(runs[bare_id], key=lambda r: r.expected_start_time)[-1]))
+        log(
+            f"firing {firing + 1}: ours end {ours[-1].end_s:.2f}s (lag {ours[-1].lag_s:.2f}s, "
+            f"{ours[-1].state}); bare end {bare[-1].end_s:.2f}s (lag {bare[-1].lag_s:.2f}s)"
+        )
+    bad = [t.state for t in ours + bare if t.state != "Completed"]
+    if bad:
+        raise SystemExit(f"runs did not complete: {bad}")
+    ours_end, bare_end = [t.end_s for t in ours], [t.end_s for t in bare]
+    return {
+        "firings": firings,
+        "ours_end": _summary(ours_end),
+        "bare_end": _summary(bare_end),
+        "ours_lag": _summary([t.lag_s for t in ours]),
+        "bare_lag": _summary([t.lag_s for t in bare]),
+        "ratio_p50": round(statistics.median(ours_end) / (statistics.median(bare_end) + 0.5), 3),
+        "ratio_p95": round(_pct(ours_end, 95) / (_pct(bare_end, 95) + 0.5), 3),
+    }
+
+
+async def _check_exactly_once(env: Env, jobs: list[Any]) -> dict[str, int]:
+    """Every burst job ran once: one completed scheduled row, nothing missed or doubled."""
+    import sqlalchemy as sa
+
+    from db.models import ScheduledJobRun
+    from db.session import session_scope
+
+    ids = [job.id for job in jobs]
+    async with session_scope() as session:
+        rows = (
+            await session.execute(
+                sa.select(
+                    ScheduledJobRun.scheduled_job_id,
+                    ScheduledJobRun.status,
+                    ScheduledJobRun.skip_reason,
+                ).where(ScheduledJobRun.scheduled_job_id.in_(ids))
+            )
+        ).all()
+    per_job: dict[uuid.UUID, list[Any]] = {i: [] for i in ids}
+    for row in rows:
+        per_job[row.scheduled_job_id].append(row)
+    return {
+        "lost": sum(1 for found in per_job.values() if not found),
+        "doubled": sum(1 for found in per_job.values() if len(found) > 1),
+        "skipped": sum(1 for row in rows if row.status == "skipped"),
+        "misfires": sum(1 for row in rows if row.skip_reason == "misfire"),
+        "not_completed": sum(1 for row in rows if row.status != "completed"),
+    }
+
+
+async def _settled_cpu(rss: RssSampler, before: float) -> float:
+    """CPU of the phase's flow-run processes, once the worker has reaped them all."""
+    deadline = time.monotonic() + 60
+    while True:
+        if not _children_of(rss.worker_pid) or time.monotonic() > deadline:
+            return rss.children_cpu_s() - before
+        await asyncio.sleep(0.2)  # the last processes are exiting
+
+
+async def burst(env: Env, size: int, rss: RssSampler) -> dict[str, Any]:
+    """(b): `size` jobs due at the same moment, then `size` bare deployments due together."""
+    # Registration through the SDK takes time per job: time the first, then put the slot
+    # after the time the rest should take (x2 for a loaded machine), plus the usual lead.
+    rss.phase = "registering"
+    started = time.monotonic()
+    probe_at = datetime.now(UTC) + timedelta(hours=1)
+    first = await _register_job(env, probe_at, 1, "e2e-burst-probe")
+    per_job = time.monotonic() - started
+    from scheduler.sdk import AdScheduler
+
+    async with AdScheduler(env.tenant) as ads:
+        await ads.delete(first.id)
+    at = datetime.now(UTC) + timedelta(seconds=lead_s() + 2 * per_job * size)
+    log(f"burst: registering {size} jobs (~{per_job:.2f}s each) due at {at:%H:%M:%S}")
+    jobs = []
+    for i in range(size):
+        jobs.append(await _register_job(env, at, 1, f"e2e-burst-{i}"))
+    if datetime.now(UTC) > at - timedelta(seconds=2):
+        raise SystemExit("registering the burst took longer than planned; rerun")
+    rss.phase = "burst-ours"
+    cpu_before = rss.children_cpu_s()
+    deployments = [job.prefect_deployment_id for job in jobs]
+    runs = await _wait_final(deployments, "burst (ours)")
+    ours_cpu = await _settled_cpu(rss, cpu_before)
+    ours = [_timing(r) for found in runs.values() for r in found]
+    prefect_runs = [len(found) for found in runs.values()]
+    checks = await _check_exactly_once(env, jobs)
+    checks["prefect_runs_not_one"] = sum(1 for n in prefect_runs if n != 1)
+    checks["prefect_not_completed"] = sum(1 for t in ours if t.state != "Completed")
+
+    rss.phase = "registering"
+    bare_ids = [await _bare_deployment(env, f"burst-{i}") for i in range(size)]
+    at = datetime.now(UTC) + timedelta(seconds=lead_s() + 0.2 * size)
+    for deployment_id in bare_ids:
+        await _schedule_bare(deployment_id, at)
+    rss.phase = "burst-bare"
+    cpu_before = rss.children_cpu_s()
+    bare_runs = await _wait_final(bare_ids, "burst (bare)")
+    bare_cpu = await _settled_cpu(rss, cpu_before)
+    bare = [_timing(r) for found in bare_runs.values() for r in found]
+    rss.phase = "idle"
+    ours_last, bare_last = max(t.end_s for t in ours), max(t.end_s for t in bare)
+    return {
+        "jobs": size,
+        "checks": checks,
+        "ours_last_end_s": round(ours_last, 2),
+        "bare_last_end_s": round(bare_last, 2),
+        "ours_runs_per_min": round(size * 60 / ours_last, 1),
+        "bare_runs_per_min": round(size * 60 / bare_last, 1),
+        "ours_lag": _summary([t.lag_s for t in ours]),
+        "bare_lag": _summary([t.lag_s for t in bare]),
+        "ratio": round(ours_last / bare_last, 3),
+        "ours_cpu_s_per_run": round(ours_cpu / size, 2),
+        "bare_cpu_s_per_run": round(bare_cpu / size, 2),
+    }
+
+
+async def _create_pool(engine_command: bool) -> None:
+    """The process pool; with `engine_command`, its default command runs the flow directly."""
+    from prefect.client.orchestration import get_client
+    from prefect.client.schemas.actions import WorkPoolCreate
+    from prefect.workers.process import ProcessWorker
+
+    template = ProcessWorker.get_default_base_job_template()
+    if engine_command:
+        # One interpreter per flow run (`prefect.engine` runs the pull steps itself) instead
+        # of Prefect 3.9's default of a workspace supervisor process plus the engine process.
+        command = f"{sys.executable} -m prefect.engine"
+        template["variables"]["properties"]["command"]["default"] = command
+    async with get_client() as client:
+        await client.create_work_pool(
+            WorkPoolCreate(name=POOL, type="process", base_job_template=template)
+        )
+
+
+async def prepare(fake_url: str, templates: int, engine_command: bool) -> Env:
+    """Pool, generator block (and its limit), sample data."""
+    from pydantic import SecretStr
+
+    from blocks.generators.gemini import GeminiImageGenerator
+    from blocks.storage import default_storage
+    from db.session import dispose_engines
+    from flows.limits import ensure_provider_limit
+    from flows.sample_data import seed_sample_data
+    from tests.support.http_fake import GEMINI_KEY
+
+    await _create_pool(engine_command)
+    name = f"e2e-gemini-{uuid.uuid4().hex[:8]}"
+    generator = GeminiImageGenerator(
+        api_key=SecretStr(GEMINI_KEY),
+        base_url=f"{fake_url}/v1beta",
+        provider_limit=name,
+        max_in_flight=1000,
+        requests_per_minute=None,
+    )
+    await generator.save(name)
+    await ensure_provider_limit(generator)
+    tenant = uuid.uuid4()
+    _brand, product, _ = await seed_sample_data(tenant, default_storage(), templates=templates)
+    await dispose_engines()
+    return Env(
+        tenant=tenant, product_id=product.id, generator_block=f"{generator._block_type_slug}/{name}"
+    )
+
+
+def _keep_logs(home: Path, into: Path) -> None:
+    into.mkdir(parents=True, exist_ok=True)
+    for path in home.glob("*.log"):
+        shutil.copy(path, into / path.name)
+    log(f"logs copied to {into}")
+
+
+def run_backend(backend: str, args: argparse.Namespace) -> dict[str, Any]:
+    """Everything for one Prefect backend; returns its figures."""
+    from config import get_settings
+    from db.migrate import upgrade
+    from db.session import dispose_engines
+    from scheduler.local_prefect import (
+        TUNED_WORKER_ENV,
+        background_process,
+        local_prefect_server,
+        prefect_env,
+        worker_args,
+    )
+    from tests.support.databases import scratch_pg_database
+    from tests.support.http_fake import FakeServer, gemini_default, running
+
+    with ExitStack() as stack:
+        data_dir = stack.enter_context(tempfile.TemporaryDirectory(prefix=f"e2e-{backend}-"))
+        app_db = stack.enter_context(scratch_pg_database("adsched_e2e_app"))
+        prefect_db = (
+            stack.enter_context(scratch_pg_database("adsched_e2e_prefect"))
+            if backend == "postgres"
+            else None
+        )
+        app_env = {
+            "AD_SCHEDULER_DATA_DIR": data_dir,
+            "DATABASE_URL": app_db,
+            "AD_SCHEDULER_WORK_POOL": POOL,
+        }
+        os.environ.update(app_env)
+        get_settings.cache_clear()
+        upgrade(app_db)
+        home = Path(data_dir) / "prefect-home"
+        home.mkdir()
+        if args.logs:
+            # Registered before the server and worker start, so it runs after they stop.
+            stack.callback(_keep_logs, home, Path(args.logs) / backend)
+        fake = FakeServer(gemini_default())
+        fake.latency_s = LATENCY_S
+        stack.enter_context(running(fake))
+        log(f"[{backend}] starting the Prefect server")
+        api_url = stack.enter_context(local_prefect_server(home, database_url=prefect_db))
+        os.environ.update(PREFECT_API_URL=api_url, PREFECT_HOME=str(home))
+        from prefect.settings import PREFECT_API_URL, PREFECT_HOME, temporary_settings
+
+        stack.enter_context(
+            temporary_settings(updates={PREFECT_API_URL: api_url, PREFECT_HOME: str(home)})
+        )
+        templates = TEMPLATES_PER_JOB * args.firings + args.burst + 4
+        env = asyncio.run(prepare(fake.url, templates, args.engine_command))
+        worker_env = prefect_env(
+            home, extra={"PREFECT_API_URL": api_url, **app_env, **TUNED_WORKER_ENV}
+        )
+        command = [*worker_args(POOL), "--limit", str(args.limit)]
+        log(f"[{backend}] worker: {' '.join(command[1:])} with {TUNED_WORKER_ENV}")
+        worker = stack.enter_context(background_process(command, worker_env, home / "worker.log"))
+        rss = stack.enter_context(RssSampler(worker.pid))
+
+        async def measure() -> dict[str, Any]:
+            try:
+                single = await single_job(env, args.firings, rss) if args.firings else None
+                many = await burst(env, args.burst, rss) if args.burst else None
+            finally:
+                await dispose_engines()
+            return {"single": single, "burst": many}
+
+        result = asyncio.run(measure())
+        result["rss_mb"] = {
+            "worker_peak": round(rss.worker_kb / 1024, 1),
+            "flow_run_peak_ours": round(
+                max(rss.flow_run_kb.get(p, 0) for p in ("single-ours", "burst-ours")) / 1024, 1
+            ),
+            "flow_run_peak_bare": round(
+                max(rss.flow_run_kb.get(p, 0) for p in ("single-bare", "burst-bare")) / 1024, 1
+            ),
+            "flow_run_processes_at_once": rss.peak_flow_runs.get("burst-ours", 0),
+            # Every process of every flow run in flight at the worst moment of the burst.
+            "burst_ours_total": round(rss.total_kb.get("burst-ours", 0) / 1024, 1),
+            "burst_bare_total": round(rss.total_kb.get("burst-bare", 0) / 1024, 1),
+        }
+        result["worker_limit"] = args.limit
+        result["engine_command"] = args.engine_command
+        result["worker_env"] = dict(TUNED_WORKER_ENV)
+        return result
+
+
+def main() -> None:
+    """Run the benchmark and print the result line."""
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--prefect-db", choices=("sqlite", "postgres", "both"), default="both")
+    parser.add_argument("--quick", action="store_true", help="2 firings, a burst of 10")
+    parser.add_argument("--firings", type=int, default=5)
+    parser.add_argument("--burst", type=int, default=100, help="jobs due together (0: none)")
+    parser.add_argument("--limit", type=int, default=20, help="the worker's --limit")
+    parser.add_argument(
+        "--engine-command",
+        action="store_true",
+        help="pool default command `python -m prefect.engine` (one process per flow run)",
+    )
+    parser.add_argument("--logs", help="copy the server and worker logs into this folder")
+    args = parser.parse_args()
+    if args.quick:
+        args.firings, args.burst = min(args.firings, 2), min(args.burst, 10)
+    backends = ["sqlite", "postgres"] if args.prefect_db == "both" else [args.prefect_db]
+    result: dict[str, Any] = {"loadavg_start": loadavg(), "quick": args.quick}
+    for backend in backends:
+        result[backend] = run_backend(backend, args)
+        log(f"[{backend}] {json.dumps(result[backend])}")
+    result["loadavg_end"] = loadavg()
+    result["cpus"] = os.cpu_count()
+    print(json.dumps(result), flush=True)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,125 @@
+"""Typed read models: what the SDK returns and the CLI prints, detached from the ORM session.
+
+Each model is a frozen pydantic copy of one row (`Model.of(row)`), so a caller never touches a
+lazy attribute of a closed session and never writes a row by accident. Field names are the
+columns' own; their meaning is documented on `db.models`.
+"""
+
+from __future__ import annotations
+
+import uuid
+from datetime import datetime
+from typing import Any, Self
+
+from pydantic import BaseModel, ConfigDict
+
+
+class ReadModel(BaseModel):
+    """Base: built from an ORM row by attribute, immutable."""
+
+    model_config = ConfigDict(from_attributes=True, frozen=True)
+
+    @classmethod
+    def of(cls, row: object) -> Self:
+        """The read model of one ORM row (or any object with the same attributes)."""
+        return cls.model_validate(row, from_attributes=True)
+
+
+class JobView(ReadModel):
+    """One `scheduled_jobs` row (see `db.models.ScheduledJob`); times are aware UTC."""
+
+    id: uuid.UUID
+    tenant_id: uuid.UUID | None
+    product_id: uuid.UUID
+    brand_id: uuid.UUID
+    name: str
+    description: str
+    schedule_type: str
+    cron_expression: str | None
+    timezone: str
+    jitter_seconds: int
+    scheduled_at: datetime | None
+    next_run_at: datetime | None
+    last_run_at: datetime | None
+    max_runs: int | None
+    runs_completed: int | None
+    status: str | None
+    pause_note: str | None
+    template_mode: str
+    template_count: int | None
+    template_ids: list[str] | None
+    exhausted_policy: str
+    parameters: dict[str, Any]
+    overlap_policy: str
+    misfire_grace_seconds: int
+    consecutive_failures: int | None
+    max_consecutive_failures: int
+    prefect_deployment_id: uuid.UUID | None
+    deployment_name: str | None
+    resumed_at: datetime | None
+    deleted_at: datetime | None
+    created_at: datetime | None
+    updated_at: datetime | None
+
+
+class JobRunView(ReadModel):
+    """One `scheduled_job_runs` row: a flow run of a job (see `db.models.ScheduledJobRun`)."""
+
+    id: uuid.UUID
+    scheduled_job_id: uuid.UUID
+    tenant_id: uuid.UUID | None
+    flow_run_id: uuid.UUID | None
+    flow_run_name: str | None
+    trigger: str
+    status: str | None
+    prefect_state: str | None
+    scheduled_for: datetime | None
+    started_at: datetime | None
+    completed_at: datetime | None
+    templates_used: list[str] | None
+    ad_run_ids: list[uuid.UUID] | None
+    error_message: str | None
+    skip_reason: str | None
+    created_at: datetime | None
+
+
+class BrandView(ReadModel):
+    """One brand: its name, colours (hex) and whether new products may use it."""
+
+    id: uuid.UUID
+    tenant_id: uuid.UUID
+    name: str
+    colors: list[str]
+    active: bool
+
+
+class ProductView(ReadModel):
+    """One product with its brand's name (for display)."""
+
+    id: uuid.UUID
+    tenant_id: uuid.UUID
+    brand_id: uuid.UUID
+    brand_name: str
+    name: str
+    description: str
+    key_benefits: list[str]
+    brand_colors: list[str]
+    image_paths: list[str]
+    hooks: list[str]
+    active: bool
+
+
+class TemplateView(ReadModel):
+    """One catalog template; `inactive_reason` says why an inactive one is out of rotation."""
+
+    id: uuid.UUID
+    tenant_id: uuid.UUID
+    storage_name: str
+    name: str
+    brand_id: uuid.UUID | None
+    width: int
+    height: int
+    tags: list[str]
+    source: str
+    active: bool
+    inactive_reason: str | None
