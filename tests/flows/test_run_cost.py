@@ -29,7 +29,6 @@ from db.types import utcnow
 from domain.params import AdParameters, ExportSettings, JobParameters
 from flows.history import EXPORTS_FAILED_STATE_NAME
 from flows.scheduled_job import run_scheduled_job
-from tests.exports.fakes import FakeSlackWebhook
 from tests.flows.support import (
     deployment_for,
     execute,
@@ -37,6 +36,7 @@ from tests.flows.support import (
     job_with_templates,
     scheduled_run,
 )
+from tests.support.http_fake import FakeSlackWebhook
 
 pytestmark = pytest.mark.usefixtures("prefect_api", "data_dir")
 
