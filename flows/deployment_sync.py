@@ -3,7 +3,7 @@
 One deployment of `run-scheduled-job` per scheduled job. `plan_for` is pure: the job row (and its
 product's and brand's names) → `JobDeployment`, the state the deployment should be in.
 `resolve_target` says *where* it runs. `converge_job_deployment` makes Prefect match the plan,
-writing only what differs. The SDK (`scheduler/deployments.py` re-exports this module) and the
+writing only what differs. The SDK (`scheduler/sdk.py`) and the
 flows' automatic status changes (`converge_job_status`, used by `flows/history.py` when a job
 completes or pauses itself) both go through it.
 
