@@ -52,7 +52,7 @@ async def _bench(db_url: str, jobs: int, batch: int) -> dict[str, float]:
     from prefect.client.schemas.schedules import CronSchedule
 
     from db.session import dispose_engines
-    from scheduler import deployments as dep
+    from flows import deployment_sync as dep
     from scheduler.sdk import AdScheduler
 
     tenant_id = uuid.uuid4()

@@ -22,8 +22,11 @@ as a flow run pays it). The claim is then RELEASED in a second, untimed transact
 iteration. The naive baseline only reads (it holds no claim), which flatters it slightly.
 
 Progress goes to stderr; stdout gets one JSON object, on its last line:
-`{"claim_p50_ms", "claim_p95_ms", "naive_p95_ms", "speedup", ...}` (speedup = naive p95 /
-claim p95; the extra keys give the hard case and the data set's size).
+`{"claim_p50_ms", "claim_p95_ms", "naive_p95_ms", "speedup", "bare_txn_p95_ms",
+"claim_to_bare_p95", "target_met", ...}` (speedup = naive p95 / claim p95; the target is
+`claim_p95 <= TARGET_RATIO_TO_BARE x bare_txn_p95`, a bare `SELECT 1` transaction on the same
+engine timed interleaved with the claims; the extra keys give the hard case and the data set's
+size).
 
 The latencies are client-observed (SQLAlchemy + asyncpg + the project's engine settings, pool
 pre-ping included), so CPU contention inflates them: the JSON records the load average at start
@@ -70,6 +73,11 @@ from db.session import new_async_engine  # noqa: E402
 from tests.support.databases import scratch_pg_database  # noqa: E402
 
 TARGET_P95_MS = 5.0
+#: The target in the same run's terms (issue 15): the claim's committed transaction may cost at
+#: most this many bare round trips (BEGIN; SELECT 1; COMMIT on the same engine and pool),
+#: timed interleaved with the claims so both see the same load. 5 ms on a machine whose bare
+#: transaction takes 2.5 ms; what a loaded machine inflates, it inflates for both.
+TARGET_RATIO_TO_BARE = 2.0
 CLAIM_COUNT = 3
 BRANDS = 20
 BRAND_SCOPED_SHARE = 0.10
@@ -280,6 +288,17 @@ async def claim_once(
     return elapsed, result.templates
 
 
+BARE_MS: list[float] = []
+
+
+async def bare_once(maker: async_sessionmaker[Any]) -> float:
+    """The floor a claim cannot go under: one committed transaction with `SELECT 1`."""
+    t0 = time.perf_counter()
+    async with maker() as session, session.begin():
+        await session.execute(sa.text("SELECT 1"))
+    return time.perf_counter() - t0
+
+
 async def naive_once(
     maker: async_sessionmaker[Any], tenant_id: uuid.UUID, product_id: uuid.UUID
 ) -> tuple[float, list[str]]:
@@ -385,6 +404,8 @@ async def bench(url: str, args: argparse.Namespace) -> dict[str, Any]:
 
         def claim_as(label: str) -> Callable[[uuid.UUID], Awaitable[tuple[float, list[str]]]]:
             async def claim(pid: uuid.UUID) -> tuple[float, list[str]]:
+                if label == "typical":
+                    BARE_MS.append(await bare_once(maker) * 1000)
                 return await claim_once(maker, tenant_id, pid, label)
 
             return claim
@@ -437,6 +458,7 @@ async def bench(url: str, args: argparse.Namespace) -> dict[str, Any]:
 
     claim_p95 = percentile(claim_ms, 95)
     naive_p95 = percentile(naive_ms, 95)
+    bare_p95 = percentile(BARE_MS, 95)
     result: dict[str, Any] = {
         "claim_p50_ms": round(percentile(claim_ms, 50), 3),
         "claim_p95_ms": round(claim_p95, 3),
@@ -451,8 +473,15 @@ async def bench(url: str, args: argparse.Namespace) -> dict[str, Any]:
         "scan_exec_p95_ms": round(percentile(scan_ms, 95), 3),
         "claim_iterations": len(claim_ms),
         "naive_iterations": len(naive_ms),
+        # The bare round trip on the same engine, interleaved with the claims (issue 15).
+        "bare_txn_p50_ms": round(percentile(BARE_MS, 50), 3),
+        "bare_txn_p95_ms": round(bare_p95, 3),
+        "claim_to_bare_p95": round(claim_p95 / bare_p95, 2),
+        "target_ratio_to_bare": TARGET_RATIO_TO_BARE,
+        "target_met": claim_p95 <= TARGET_RATIO_TO_BARE * bare_p95,
+        # The absolute figure, meaningful on a quiet machine only.
         "target_p95_ms": TARGET_P95_MS,
-        "target_met": claim_p95 <= TARGET_P95_MS,
+        "target_met_absolute": claim_p95 <= TARGET_P95_MS,
         # The box is shared: a load above its core count inflates every client-side number.
         "loadavg_1m_start": round(load_start, 2),
         "loadavg_1m_end": round(os.getloadavg()[0], 2),
@@ -510,7 +539,8 @@ def main(argv: list[str] | None = None) -> int:
         log("dropping the scratch database")
     log(
         f"claim p50 {result['claim_p50_ms']} ms, p95 {result['claim_p95_ms']} ms "
-        f"(target <= {TARGET_P95_MS} ms: {'met' if result['target_met'] else 'MISSED'}); "
+        f"= {result['claim_to_bare_p95']} bare round trips (target <= {TARGET_RATIO_TO_BARE}: "
+        f"{'met' if result['target_met'] else 'MISSED'}; {TARGET_P95_MS} ms quiet); "
         f"naive p95 {result['naive_p95_ms']} ms; speedup x{result['speedup']}"
     )
     print(json.dumps(result), flush=True)

@@ -20,13 +20,13 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import sys
 import weakref
 from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
-from typing import Any, TypeVar
+from typing import TYPE_CHECKING, Any, TypeVar
 
-import asyncpg
 import sqlalchemy as sa
 from sqlalchemy import event
 from sqlalchemy.engine import URL, make_url
@@ -36,16 +36,12 @@ from sqlalchemy.ext.asyncio import (
     async_sessionmaker,
     create_async_engine,
 )
-from tenacity import (
-    AsyncRetrying,
-    RetryCallState,
-    retry_if_exception,
-    stop_after_attempt,
-    wait_exponential_jitter,
-)
-from tenacity.wait import wait_base
 
 from config import Settings, get_settings
+
+if TYPE_CHECKING:
+    from tenacity import AsyncRetrying, RetryCallState
+    from tenacity.wait import wait_base
 
 logger = logging.getLogger(__name__)
 T = TypeVar("T")
@@ -65,6 +61,9 @@ def embedded_url(settings: Settings) -> URL:
 async def resolve_database_url(settings: Settings | None = None) -> URL:
     """Turn `DATABASE_URL` (a URL, a block name or nothing) into a SQLAlchemy URL.
 
+    A block name is loaded from the Prefect API once per process and remembered (see
+    `forget_resolved_urls`); a name that does not load is not remembered.
+
     Raises:
         ValueError: The value is neither a valid URL nor the name of a saved connector block.
     """
@@ -78,7 +77,21 @@ async def resolve_database_url(settings: Settings | None = None) -> URL:
         except sa.exc.ArgumentError as exc:
             # The message would echo the URL, password included: name the problem, not the value.
             raise ValueError("DATABASE_URL is not a valid SQLAlchemy URL") from exc
-    return await _url_from_block(raw)
+    cached = _BLOCK_URLS.get(raw)
+    if cached is None:
+        # Once per process: a flow run opens dozens of sessions, and each lookup is an API call.
+        cached = _BLOCK_URLS[raw] = await _url_from_block(raw)
+    return cached
+
+
+#: Connector blocks resolved so far in this process, by block name. A changed block reaches a
+#: process that already resolved it only after a restart (a flow run is its own process).
+_BLOCK_URLS: dict[str, URL] = {}
+
+
+def forget_resolved_urls() -> None:
+    """Drop the per-process cache of connector blocks resolved by `resolve_database_url`."""
+    _BLOCK_URLS.clear()
 
 
 async def _url_from_block(block_name: str) -> URL:
@@ -144,6 +157,14 @@ async def get_engine(url: URL | str | None = None) -> AsyncEngine:
 # Retrying through brief outages
 
 
+def _default_backoff() -> wait_base:
+    # tenacity is imported when a policy is made or used, not with this module (every flow
+    # process imports it; the import is on the run's critical path).
+    from tenacity import wait_exponential_jitter
+
+    return wait_exponential_jitter(multiplier=0.5, max=8, jitter=0.5)
+
+
 @dataclass
 class DbRetrySettings:
     """How database work is retried through a brief outage; tests swap in their own `sleep`.
@@ -160,9 +181,7 @@ class DbRetrySettings:
     """
 
     attempts: int | None = None
-    backoff: wait_base = field(
-        default_factory=lambda: wait_exponential_jitter(multiplier=0.5, max=8, jitter=0.5)
-    )
+    backoff: wait_base = field(default_factory=_default_backoff)
     sleep: Callable[[float], Awaitable[None]] = asyncio.sleep
 
 
@@ -200,15 +219,19 @@ def is_connection_error(error: BaseException) -> bool:
         return True
     if isinstance(error, sa.exc.DisconnectionError):
         return True
+    # asyncpg only when loaded: an error cannot come from a driver this process never imported.
+    asyncpg = sys.modules.get("asyncpg")
     for cause in _causes(error):
-        if isinstance(
+        if asyncpg is not None and isinstance(
             cause, asyncpg.exceptions.PostgresConnectionError | asyncpg.ConnectionDoesNotExistError
         ):
             return True
         state = getattr(cause, "sqlstate", None)
         if isinstance(state, str) and (state.startswith("08") or state in _CONNECTION_SQLSTATES):
             return True
-        if isinstance(cause, asyncpg.exceptions.ObjectNotInPrerequisiteStateError):
+        if asyncpg is not None and isinstance(
+            cause, asyncpg.exceptions.ObjectNotInPrerequisiteStateError
+        ):
             # 55000 is a general SQLSTATE; only its "not accepting connections" use is an outage.
             return "not currently accepting connections" in str(cause)
         if isinstance(cause, ConnectionError | TimeoutError):
@@ -217,6 +240,8 @@ def is_connection_error(error: BaseException) -> bool:
 
 
 def _retrying(what: str) -> AsyncRetrying:
+    from tenacity import AsyncRetrying, retry_if_exception, stop_after_attempt
+
     attempts = DB_RETRY.attempts or get_settings().db_retry_attempts
 
     def log_retry(state: RetryCallState) -> None:

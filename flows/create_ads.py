@@ -13,12 +13,10 @@ from prefect.context import get_run_context
 from prefect.states import Failed, State
 from pydantic import BaseModel
 
-from db.queries.templates import claim_specific_templates, claim_unused_templates
-from db.session import session_scope
 from domain.params import AdParameters, ExportSettings
 from domain.vocab import DEFAULT_TEMPLATE_CONCURRENCY, ExhaustedPolicy
 from flows.artifacts import publish_run_artifact
-from flows.pipeline import RunPlan, make_ads
+from flows.pipeline import RunPlan, TemplateChoice, make_ads, select_templates
 
 
 class CreateAdsResult(BaseModel):
@@ -60,21 +58,16 @@ async def create_ads(  # noqa: PLR0917 - a flow's parameters are its UI form
         return Failed(message=f"unused_count must be between 1 and 100, got {unused_count}")
     if not 1 <= concurrency <= 32:
         return Failed(message=f"concurrency must be between 1 and 32, got {concurrency}")
-    async with session_scope() as session:
-        if templates:
-            chosen = await claim_specific_templates(
-                session, tenant_id=tenant_id, product_id=product_id, names=templates
-            )
-        else:
-            claim = await claim_unused_templates(
-                session,
-                tenant_id=tenant_id,
-                product_id=product_id,
-                flow_run_id=flow_run.id,
-                count=unused_count or 1,
-                when_exhausted=when_exhausted,
-            )
-            chosen = claim.templates
+    chosen = await select_templates(
+        TemplateChoice(
+            tenant_id=tenant_id,
+            product_id=product_id,
+            flow_run_id=flow_run.id,
+            names=templates or None,
+            count=unused_count or 1,
+            when_exhausted=when_exhausted,
+        )
+    )
     if not chosen:
         return Failed(message="no unused template is left for this product")
     plan = RunPlan(

@@ -3,7 +3,10 @@
 State hooks give freshness; the reconciler (flows/reconcile.py) gives completeness — hooks are
 client-side and do not run when a worker dies with its flow, for runs a deployment concurrency
 limit cancels, or for zombies the server marks crashed (notes/PREFECT.md §3). Both report through
-`mirror_flow_run`, which is idempotent and monotonic, then re-derive the job's counters.
+`mirror_flow_run`, which is idempotent and monotonic. A final state re-derives the job's counters
+(Running cannot change them: it is only recorded); the reconciler derives each job it touched
+once, after mirroring. A status the derivation changes (completed, paused) reaches the job's
+deployment through the SDK's own plan and converge (`flows/deployment_sync.py`).
 """
 
 from __future__ import annotations
@@ -13,7 +16,6 @@ import uuid
 from datetime import UTC, datetime
 from typing import Any
 
-from prefect.client.orchestration import get_client
 from prefect.client.schemas.objects import FlowRun, State, StateType
 
 from db.queries.job_runs import JobRunEvent, derive_job_state, upsert_job_run
@@ -26,7 +28,13 @@ logger = logging.getLogger("ad_scheduler.history")
 #: Tags that mark a run as fired by the job's schedule rather than by a person.
 SCHEDULE_TAGS = {"auto-scheduled", "one-time"}
 SKIPPED_STATE_NAME = "Skipped"
+#: A Completed run whose ads were made (and count) but whose exports failed.
+EXPORTS_FAILED_STATE_NAME = "Exports failed"
 OVERLAP_MESSAGE = "concurrency limit"
+#: States after which a job's counters or status may change (terminal ones).
+_DERIVING_STATES = frozenset(
+    {StateType.COMPLETED, StateType.FAILED, StateType.CRASHED, StateType.CANCELLED}
+)
 
 
 def run_trigger(flow_run: FlowRun) -> str:
@@ -96,8 +104,13 @@ def event_for(flow_run: FlowRun, state: State | None = None) -> JobRunEvent | No
     )
 
 
-async def mirror_flow_run(flow_run: FlowRun, state: State | None = None) -> bool:
-    """Upsert the run's row and re-derive its job; apply status changes to Prefect.
+async def mirror_flow_run(
+    flow_run: FlowRun, state: State | None = None, *, derive: bool = True
+) -> bool:
+    """Upsert the run's row; with `derive`, re-derive its job and apply a status change.
+
+    `derive=False` records only: for a state that cannot change the job (Running), and for
+    callers that derive each touched job once themselves (the reconciler).
 
     Returns True when the job's status changed (completed or paused) as a result.
     """
@@ -107,10 +120,13 @@ async def mirror_flow_run(flow_run: FlowRun, state: State | None = None) -> bool
     async with session_scope() as session:
         row = await upsert_job_run(session, event)
         if row.tenant_id is None:
+            # A row first written without its job (the job was deleted meanwhile).
             from db.models import ScheduledJob
 
             job = await session.get(ScheduledJob, event.scheduled_job_id)
             row.tenant_id = job.tenant_id if job else None
+    if not derive:
+        return False
     # The row is committed on its own: nothing the job's derivation does can roll it back.
     return await rederive_job(event.scheduled_job_id)
 
@@ -129,28 +145,16 @@ async def rederive_job(job_id: uuid.UUID) -> bool:
 
 
 async def apply_job_status(job_id: uuid.UUID) -> None:
-    """Make the job's Prefect deployment match its status (idempotent).
+    """Make the job's Prefect deployment match its row, status included (idempotent).
 
-    `completed`: every schedule inactive (future runs are deleted by Prefect). `paused`: the
-    deployment is paused (its schedules stay as they are, so resume restores them exactly).
+    The same plan and converge the SDK uses (`flows/deployment_sync.py`): `completed` switches
+    the schedule off (future runs are deleted by Prefect) and pauses the deployment; `paused`
+    pauses the deployment (its schedule stays as it is, so resume restores it exactly).
     """
-    from db.models import ScheduledJob
+    # Imported here: only a run that changes its job's status needs the deployment code.
+    from flows.deployment_sync import converge_job_status
 
-    async with session_scope() as session:
-        job = await session.get(ScheduledJob, job_id)
-    if job is None or job.prefect_deployment_id is None:
-        return
-    async with get_client() as client:
-        if job.status == "completed":
-            for schedule in await client.read_deployment_schedules(job.prefect_deployment_id):
-                if schedule.active:
-                    await client.update_deployment_schedule(
-                        job.prefect_deployment_id, schedule.id, active=False
-                    )
-        elif job.status == "paused":
-            deployment = await client.read_deployment(job.prefect_deployment_id)
-            if not deployment.paused:
-                await client.pause_deployment(job.prefect_deployment_id)
+    await converge_job_status(job_id)
 
 
 async def _hook(flow: Any, flow_run: FlowRun, state: State) -> None:
@@ -158,7 +162,8 @@ async def _hook(flow: Any, flow_run: FlowRun, state: State) -> None:
     # reconciler heal the row later. Only the error's type is logged — messages from drivers
     # can carry connection details.
     try:
-        await mirror_flow_run(flow_run, state)
+        # Running changes no counter and no status: record it, derive nothing.
+        await mirror_flow_run(flow_run, state, derive=state.type in _DERIVING_STATES)
     except Exception as exc:
         logger.error(
             "run mirror: could not record state %s of flow run %s (%s); the reconciler will",

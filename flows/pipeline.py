@@ -1,4 +1,11 @@
-"""The tasks both ad flows share: generate one ad run per template, record usage, export.
+"""The tasks both ad flows share, as the design card names them (each run's task list shows them):
+
+- `select-templates`: claim the run's templates (`select_templates`);
+- `generate-ad-run`, one per template, its task run named by the template: N variations made
+  and stored (`generate_ad_run`);
+- `record-template-usage`, one per template: the ads, the ad run's outcome and the template's
+  usage in one transaction (`record_template_usage`);
+- the export tasks (`export_outcomes` hands the finished ad runs to `flows/export`).
 
 `make_ads` is the common core of `run_scheduled_job` and `create_ads`. Templates run
 concurrently with an explicit bound (`template_concurrency`); every provider call also holds a slot
@@ -24,14 +31,15 @@ import io
 import uuid
 from contextlib import AsyncExitStack
 from dataclasses import dataclass
-from typing import Any, cast
+from datetime import datetime
+from typing import Any, TypeVar, cast
 
 import sqlalchemy as sa
-from PIL import Image
 from prefect import get_run_logger, task
 from prefect.artifacts import acreate_progress_artifact, aupdate_progress_artifact
 from prefect.cache_policies import NO_CACHE
 from prefect.client.orchestration import PrefectClient, get_client
+from prefect.utilities.annotations import quote
 from pydantic import BaseModel, ConfigDict, Field
 
 from blocks.generators.base import (
@@ -41,13 +49,13 @@ from blocks.generators.base import (
     ProductBrief,
     RejectedRequestError,
 )
-from blocks.generators.local import LocalAdRenderer
 from blocks.generators.retrying import generate_with_retries
 from blocks.registry import GENERATOR_SLUGS, load_block
 from blocks.storage import AdStorage
 from db.errors import TemplatesExhaustedError
 from db.models import AdRun, AdTemplate, Brand, GeneratedAd, Product
 from db.queries.templates import (
+    claim_specific_templates,
     claim_unused_templates,
     confirm_template_use,
     release_claims,
@@ -56,9 +64,11 @@ from db.queries.templates import (
 from db.session import session_scope
 from db.types import utcnow
 from domain.params import AdParameters, ExportSettings
-from domain.vocab import DEFAULT_TEMPLATE_CONCURRENCY
+from domain.vocab import DEFAULT_TEMPLATE_CONCURRENCY, ExhaustedPolicy
 from flows.limits import ProviderSlots, ensure_provider_limit
 from flows.run_recovery import settle_after
+
+T = TypeVar("T")
 
 #: Generator block types a bare block name is looked up in, in this order.
 GENERATOR_BLOCK_SLUGS = GENERATOR_SLUGS
@@ -84,6 +94,17 @@ class AdRunOutcome(BaseModel):
     set_aside: str | None = None
     #: The template this one replaced (after that one was set aside), if any.
     replaces: str | None = None
+
+
+class TemplateChoice(BaseModel):
+    """Which templates a run claims: `names` (specific or uploaded), else `count` unused ones."""
+
+    tenant_id: uuid.UUID
+    product_id: uuid.UUID
+    flow_run_id: uuid.UUID
+    names: list[str] | None = None
+    count: int = Field(default=1, ge=1)
+    when_exhausted: ExhaustedPolicy = "recycle"
 
 
 class RunPlan(BaseModel):
@@ -152,6 +173,9 @@ async def load_generator(block_name: str | None) -> AdGenerator:
         BlockNotFoundError: No generator block of that name is saved (a `ValueError`).
     """
     if not block_name:
+        # Imported here: the offline renderer brings Pillow, which a remote generator never needs.
+        from blocks.generators.local import LocalAdRenderer
+
         return LocalAdRenderer()
     # Through the registry: a worker's flow process has not imported the generator classes.
     return await load_block(
@@ -278,16 +302,65 @@ async def create_ad_runs(plan: RunPlan) -> list[AdRunTicket]:
     return tickets
 
 
+@task(name="select-templates", cache_policy=NO_CACHE, task_run_name="select-templates")
+async def select_templates(choice: TemplateChoice) -> list[str]:
+    """Claim the run's templates: `count` unused ones, or the named ones (in that order).
+
+    Unused templates are claimed for the run (no other run in flight picks them); a claim is
+    confirmed by `record_template_usage` or released when its template fails.
+
+    Raises:
+        TemplatesExhaustedError: None is left and the policy is `fail`.
+        ValueError: A named template is not in the product's catalog (the message names it).
+    """
+    async with session_scope() as session:
+        if choice.names is not None:
+            return await claim_specific_templates(
+                session,
+                tenant_id=choice.tenant_id,
+                product_id=choice.product_id,
+                names=choice.names,
+            )
+        claim = await claim_unused_templates(
+            session,
+            tenant_id=choice.tenant_id,
+            product_id=choice.product_id,
+            flow_run_id=choice.flow_run_id,
+            count=choice.count,
+            when_exhausted=choice.when_exhausted,
+        )
+        return claim.templates
+
+
 @task(name="generate-ad-run", cache_policy=NO_CACHE, task_run_name="generate {ticket.template}")
 async def generate_ad_run(
     plan: RunPlan, ticket: AdRunTicket, resources: RunResources
-) -> AdRunOutcome:
-    """Generate one ad run: N variations of one template, stored and recorded.
+) -> GeneratedAdRun:
+    """Generate one ad run: N variations of one template, stored (not yet recorded).
 
-    Never raises for a generation failure: the ad run is marked failed with its reason.
+    Never raises for a generation failure: the result carries the reason, for
+    `record_template_usage` to record. Files it stored are deleted if it is cancelled.
     """
     async with resources.open_runs:
         return await _generate(plan, ticket, resources)
+
+
+@task(
+    name="record-template-usage",
+    cache_policy=NO_CACHE,
+    task_run_name="record-template-usage {generated.ticket.template}",
+)
+async def record_template_usage(
+    plan: RunPlan, generated: GeneratedAdRun, resources: RunResources
+) -> AdRunOutcome:
+    """Record one ad run and its template's usage in one transaction.
+
+    The ads stored (even when a later variation failed), the ad run's outcome, and the usage:
+    a generated template is confirmed as used with its ad run; a failed one has its claim
+    released and stays unused, and one that failed for a reason of its own is set aside, so no
+    later run claims it first again. If the transaction fails, the stored files are deleted.
+    """
+    return await _record(plan, generated, resources)
 
 
 class TemplateFault(Exception):
@@ -307,11 +380,19 @@ async def read_template(storage: AdStorage, template: str) -> bytes:
         # FileNotFoundError.
         raise TemplateFault("its file is missing from template storage") from exc
     try:
-        with Image.open(io.BytesIO(data)) as image:
-            image.verify()
+        _check_image(data)
     except Exception as exc:  # Pillow raises several types for bad images
         raise TemplateFault(f"its file is not a readable image ({type(exc).__name__})") from exc
     return data
+
+
+def _check_image(data: bytes) -> None:
+    # Pillow is imported where it is used: a run whose generator is remote pays for it here
+    # only (the flow process's import time is on every run's critical path).
+    from PIL import Image
+
+    with Image.open(io.BytesIO(data)) as image:
+        image.verify()
 
 
 def template_fault(exc: BaseException) -> str | None:
@@ -323,15 +404,26 @@ def template_fault(exc: BaseException) -> str | None:
     return None
 
 
-async def _generate(plan: RunPlan, ticket: AdRunTicket, res: RunResources) -> AdRunOutcome:
+@dataclass
+class GeneratedAdRun:
+    """One template's generation, stored but not yet recorded (see `record_template_usage`)."""
+
+    ticket: AdRunTicket
+    started_at: datetime
+    ads: list[AdSummary]
+    #: `generated_ads` rows to insert, as column values.
+    rows: list[dict[str, Any]]
+    #: Storage paths written (deleted again if the rows are not written).
+    written: list[str]
+    error: str | None = None
+    #: Why the template itself is at fault (set it aside), when it is.
+    fault: str | None = None
+
+
+async def _generate(plan: RunPlan, ticket: AdRunTicket, res: RunResources) -> GeneratedAdRun:
     logger = get_run_logger()
     storage, template = res.storage, ticket.template
-    started_at = utcnow()
-    ads: list[AdSummary] = []
-    rows: list[GeneratedAd] = []
-    written: list[str] = []
-    error: str | None = None
-    fault: str | None = None
+    result = GeneratedAdRun(ticket=ticket, started_at=utcnow(), ads=[], rows=[], written=[])
     attempted = 0
     try:
         template_image = await read_template(storage, template)
@@ -359,22 +451,22 @@ async def _generate(plan: RunPlan, ticket: AdRunTicket, res: RunResources) -> Ad
                 res.slots.done()
                 attempted += 1
             stored_at = storage.ad_path(plan.tenant_id, ticket.ad_run_id, index, image.extension)
-            written.append(stored_at)
+            result.written.append(stored_at)
             await storage.write(stored_at, image.data)
-            rows.append(
-                GeneratedAd(
-                    tenant_id=plan.tenant_id,
-                    ad_run_id=ticket.ad_run_id,
-                    variation_index=index,
-                    storage_path=stored_at,
-                    headline=image.headline,
-                    width=image.width,
-                    height=image.height,
-                    size_bytes=len(image.data),
-                    content_type=image.content_type,
-                )
+            result.rows.append(
+                {
+                    "tenant_id": plan.tenant_id,
+                    "ad_run_id": ticket.ad_run_id,
+                    "variation_index": index,
+                    "storage_path": stored_at,
+                    "headline": image.headline,
+                    "width": image.width,
+                    "height": image.height,
+                    "size_bytes": len(image.data),
+                    "content_type": image.content_type,
+                }
             )
-            ads.append(
+            result.ads.append(
                 AdSummary(
                     storage_path=stored_at,
                     headline=image.headline,
@@ -383,29 +475,34 @@ async def _generate(plan: RunPlan, ticket: AdRunTicket, res: RunResources) -> Ad
             )
     except (TemplateFault, GenerationError, FileNotFoundError, OSError, ValueError) as exc:
         res.slots.done(plan.ad.variations - attempted)  # the variations this run will not try
-        error = str(exc) or type(exc).__name__
+        result.error = str(exc) or type(exc).__name__
         fault = template_fault(exc)
         if fault and not res.may_set_aside(exc):
             fault = None  # every template is being rejected: blame the request, not them
-        logger.warning("template %s failed: %s", template, error)
+        result.fault = fault
+        logger.warning("template %s failed: %s", template, result.error)
     except BaseException:
-        # Cancelled or a bug: the rows below will never be written, so neither may the files.
-        await _delete_quietly(storage, written)
+        # Cancelled or a bug: the rows will never be written, so neither may the files.
+        await _delete_quietly(storage, result.written)
         raise
-    # One transaction records the ads stored so far (even when a later variation failed), the
-    # ad run's outcome and the template's usage: a generated template is confirmed as used with
-    # its ad run, a failed one has its claim released and stays unused (and one that failed for
-    # a reason of its own is set aside, so no later run claims it first again).
+    return result
+
+
+async def _record(plan: RunPlan, generated: GeneratedAdRun, res: RunResources) -> AdRunOutcome:
+    logger = get_run_logger()
+    ticket, error, fault = generated.ticket, generated.error, generated.fault
+    template = ticket.template
     try:
         async with session_scope() as session:
-            session.add_all(rows)
+            if generated.rows:
+                session.add_all(GeneratedAd(**row) for row in generated.rows)
             await session.execute(
                 sa.update(AdRun)
                 .where(AdRun.id == ticket.ad_run_id)
                 .values(
                     status="failed" if error else "completed",
                     error_message=f"{error} — template set aside" if fault else error,
-                    started_at=started_at,
+                    started_at=generated.started_at,
                     completed_at=utcnow(),
                 )
             )
@@ -426,7 +523,7 @@ async def _generate(plan: RunPlan, ticket: AdRunTicket, res: RunResources) -> Ad
                 )
     except BaseException:
         # The rows were not written: the files must not stay in storage without them.
-        await _delete_quietly(storage, written)
+        await _delete_quietly(res.storage, generated.written)
         raise
     if error:
         if fault:
@@ -435,13 +532,13 @@ async def _generate(plan: RunPlan, ticket: AdRunTicket, res: RunResources) -> Ad
             ad_run_id=ticket.ad_run_id,
             template=template,
             ok=False,
-            ads=ads,
+            ads=generated.ads,
             error=error,
             set_aside=fault,
         )
     res.note_success()
-    logger.info("template %s: %d ads", template, len(ads))
-    return AdRunOutcome(ad_run_id=ticket.ad_run_id, template=template, ok=True, ads=ads)
+    logger.info("template %s: %d ads", template, len(generated.ads))
+    return AdRunOutcome(ad_run_id=ticket.ad_run_id, template=template, ok=True, ads=generated.ads)
 
 
 async def _delete_quietly(storage: AdStorage, paths: list[str]) -> None:
@@ -584,13 +681,17 @@ async def _make_ads(plan: RunPlan, stack: AsyncExitStack) -> PipelineResult:
         generating=asyncio.Semaphore(plan.concurrency),
         open_runs=asyncio.Semaphore(2 * plan.concurrency),
     )
+    # What every task of the run shares, passed without Prefect walking it for futures on each
+    # call (the plan lists every template: walking it per task made a run quadratic).
+    shared_plan, shared = _unwalked(plan), _unwalked(resources)
     finished = 0
     # Replacements for templates set aside: at most one per planned template.
     replacements_left = total if plan.replace_set_aside else 0
 
     async def one(ticket: AdRunTicket, replaces: str | None = None) -> list[AdRunOutcome]:
         nonlocal finished, replacements_left
-        outcome = await generate_ad_run(plan, ticket, resources)
+        generated = await generate_ad_run(shared_plan, ticket, shared)
+        outcome = await record_template_usage(shared_plan, generated, shared)
         outcome.replaces = replaces
         replacement = None
         if outcome.set_aside and replacements_left > 0:
@@ -629,6 +730,11 @@ async def _make_ads(plan: RunPlan, stack: AsyncExitStack) -> PipelineResult:
     return PipelineResult(outcomes=outcomes, export_failures=failures)
 
 
+def _unwalked(value: T) -> T:
+    """`value` marked for Prefect not to introspect as a task parameter (the task gets `value`)."""
+    return cast(T, quote(value))
+
+
 async def _claim_replacement(plan: RunPlan) -> AdRunTicket | None:
     """Claim one more unused template for the run and create its ad run; None when none left.
 
@@ -665,12 +771,19 @@ async def _load_storage() -> AdStorage:
     return await load_storage()
 
 
-async def rename_flow_run(flow_run_id: uuid.UUID, name: str, tags: list[str]) -> None:
-    """Give the flow run a name and tags a person can read in the UI (best effort)."""
+async def rename_flow_run(
+    flow_run_id: uuid.UUID, name: str, tags: list[str], current_tags: list[str] | None = None
+) -> None:
+    """Give the flow run a name and tags a person can read in the UI (best effort).
+
+    `tags` are added to `current_tags` (the run's tags as the caller has them; read from the
+    API when not given).
+    """
     try:
         async with get_client() as client:
-            current = await client.read_flow_run(flow_run_id)
-            merged = sorted(set(current.tags) | set(tags))
+            if current_tags is None:
+                current_tags = list((await client.read_flow_run(flow_run_id)).tags)
+            merged = sorted(set(current_tags) | set(tags))
             await client.update_flow_run(flow_run_id, name=name, tags=merged)
     except Exception as exc:  # cosmetic: never fail a run over its name
         get_run_logger().warning("could not rename flow run: %s", type(exc).__name__)

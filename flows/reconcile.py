@@ -170,7 +170,7 @@ async def reconcile_job_runs(
         if row is None or status_rank(event.status) > status_rank(row.status):
 
             async def heal(run: FlowRun = run, job_id: uuid.UUID = event.scheduled_job_id) -> None:
-                await mirror_flow_run(run)
+                await mirror_flow_run(run, derive=False)  # derived once, in step 5
                 touched.add(job_id)
                 report.rows_healed += 1
 
@@ -208,7 +208,7 @@ async def reconcile_job_runs(
                     )
                     run = await client.read_flow_run(run.id)
                     report.runs_crashed += 1
-                await mirror_flow_run(run)
+                await mirror_flow_run(run, derive=False)  # derived once, in step 5
 
             await isolated(f"flow run {row.flow_run_id}", crash)
 

@@ -67,6 +67,7 @@ from db.queries.job_runs import upsert_job_run
 from db.session import session_scope
 from db.types import utcnow
 from domain import cron as cron_rules
+from flows.deployment_sync import SCHEDULE_SLUG
 from flows.history import event_for
 
 if TYPE_CHECKING:
@@ -76,9 +77,8 @@ if TYPE_CHECKING:
 
 logger = logging.getLogger("ad_scheduler.ui_sync")
 
-#: Slug of a job's cron schedule; equal to `scheduler.deployments.SCHEDULE_SLUG` (the flows layer
-#: may not import the SDK; tests/uisync checks the two agree).
-JOB_SCHEDULE_SLUG = "ad-job-cron"
+#: Slug of a job's cron schedule (the one definition is `flows.deployment_sync`).
+JOB_SCHEDULE_SLUG = SCHEDULE_SLUG
 #: Tags the SDK and the scheduler put on runs they create: any other run of a job's deployment
 #: was started by a person in the UI (or straight through the API).
 APP_RUN_TAGS = frozenset({"manual", "one-time", "auto-scheduled"})

@@ -35,7 +35,7 @@ from db.session import session_scope
 from domain.errors import AdSchedulerError, FieldProblem, InvalidJobSpec
 from domain.spec import JobSpec
 from domain.vocab import EMAIL_DESTINATIONS, SCHEDULED_JOB_FLOW, SLACK_DESTINATIONS
-from scheduler import deployments as dep
+from flows import deployment_sync as dep
 
 if TYPE_CHECKING:
     from sqlalchemy.ext.asyncio import AsyncSession

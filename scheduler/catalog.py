@@ -250,10 +250,12 @@ class CatalogManager:
         try:
             return (await self.product(ref, field=field)).id
         except NotFoundError:
+            names = sorted({p.name for p in await self.list_products()})
+            known = ", ".join(names[:20]) + (", …" if len(names) > 20 else "") or "none yet"
             raise InvalidJobSpec.one(
                 field,
                 f"no product {str(ref)!r} in this tenant; allowed: a product id or name "
-                "(see `ad-scheduler products list`)",
+                f"({known}; see `ad-scheduler products list`)",
             ) from None
 
     # -- templates ---------------------------------------------------------------------------

@@ -16,7 +16,7 @@ from pathlib import Path
 
 from config.settings import CODE_DIR_ENV, PROJECT_ROOT, Settings
 
-#: The step as it appears in `prefect.yaml` and in the fallback of `scheduler/deployments.py`.
+#: The step as it appears in `prefect.yaml` and in the fallback of `flows/deployment_sync.py`.
 PULL_STEP = "scheduler.pull_steps.set_code_directory"
 
 

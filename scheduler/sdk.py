@@ -49,7 +49,7 @@ from db.read_models import JobView
 from db.types import utcnow
 from domain.errors import AdSchedulerError, InvalidJobSpec
 from domain.spec import JobSpec, OneTimeSchedule, RecurringSchedule
-from scheduler import deployments as dep
+from flows import deployment_sync as dep
 from scheduler.catalog import CatalogManager
 from scheduler.errors import DatabaseError, JobStateError, PrefectApiError, StorageError
 from scheduler.job_reads import JobReader

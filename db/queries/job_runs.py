@@ -25,7 +25,7 @@ from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from db.errors import NotFoundError
-from db.models import ScheduledJob, ScheduledJobRun
+from db.models import Brand, Product, ScheduledJob, ScheduledJobRun
 from db.types import utcnow
 from domain import cron as cron_rules
 from domain import job_rules
@@ -90,23 +90,35 @@ async def upsert_job_run(session: AsyncSession, event: JobRunEvent) -> Scheduled
     values.setdefault("trigger", "schedule")
     insert = postgresql.insert if session.get_bind().dialect.name == "postgresql" else sqlite.insert
     now = utcnow()
-    inserted = await session.scalar(
-        insert(ScheduledJobRun)
-        .values(
-            id=uuid.uuid4(),
-            flow_run_id=event.flow_run_id,
-            status=event.status,
-            created_at=now,
-            updated_at=now,
-            **values,
-        )
-        .on_conflict_do_nothing(index_elements=["flow_run_id"])
-        .returning(ScheduledJobRun.id)
+    # A hook does not know the tenant: the new row takes its job's, in the same statement.
+    tenant = values.pop("tenant_id", None) or (
+        sa.select(ScheduledJob.tenant_id)
+        .where(ScheduledJob.id == event.scheduled_job_id)
+        .scalar_subquery()
     )
-    query = sa.select(ScheduledJobRun).where(ScheduledJobRun.flow_run_id == event.flow_run_id)
+    # One round trip on first sight: the inserted row comes back whole (nothing on a conflict).
+    inserted = (
+        await session.scalars(
+            insert(ScheduledJobRun)
+            .values(
+                id=uuid.uuid4(),
+                flow_run_id=event.flow_run_id,
+                status=event.status,
+                created_at=now,
+                updated_at=now,
+                tenant_id=tenant,
+                **values,
+            )
+            .on_conflict_do_nothing(index_elements=["flow_run_id"])
+            .returning(ScheduledJobRun),
+            execution_options={"populate_existing": True},
+        )
+    ).one_or_none()
     if inserted is not None:
-        row = (await session.scalars(query)).one()
-        return row
+        return inserted
+    if event.tenant_id is not None:
+        values["tenant_id"] = event.tenant_id
+    query = sa.select(ScheduledJobRun).where(ScheduledJobRun.flow_run_id == event.flow_run_id)
     row = (await session.scalars(query.with_for_update())).one()
     new_rank, old_rank = status_rank(event.status), status_rank(row.status)
     advances = new_rank > old_rank or (new_rank == old_rank and new_rank < TERMINAL_RANK)
@@ -184,18 +196,21 @@ async def derive_job_state(
     if job is None:
         raise NotFoundError("scheduled job", job_id)
     runs = ScheduledJobRun
-    completed = await session.scalar(
-        sa.select(sa.func.count()).where(
-            runs.scheduled_job_id == job_id,
-            runs.trigger == "schedule",
-            # approval hook: a run awaiting approval made its ads and counts already, so slow
-            # decisions never let a job generate more than max_runs runs.
-            runs.status.in_(("completed", "awaiting_approval")),
+    scheduled = runs.trigger == "schedule"
+    # The three aggregates in one statement (FILTER: PostgreSQL, and SQLite since 3.30).
+    completed, last_run_at, any_scheduled_ended = (
+        await session.execute(
+            sa.select(
+                # approval hook: a run awaiting approval made its ads and counts already, so slow
+                # decisions never let a job generate more than max_runs runs.
+                sa.func.count().filter(
+                    scheduled, runs.status.in_(("completed", "awaiting_approval"))
+                ),
+                sa.func.max(runs.started_at),
+                sa.func.count().filter(scheduled, runs.status.in_(TERMINAL_RUN_STATUSES)),
+            ).where(runs.scheduled_job_id == job_id)
         )
-    )
-    last_run_at = await session.scalar(
-        sa.select(sa.func.max(runs.started_at)).where(runs.scheduled_job_id == job_id)
-    )
+    ).one()
     order_key = sa.func.coalesce(runs.scheduled_for, runs.started_at, runs.created_at)
     recent = (
         await session.execute(
@@ -212,13 +227,6 @@ async def derive_job_state(
     streak = job_rules.failure_streak(
         (job_rules.RunOutcome(row.status, row.error_message, row.at) for row in recent),
         resumed_at=job.resumed_at,
-    )
-    any_scheduled_ended = await session.scalar(
-        sa.select(sa.func.count()).where(
-            runs.scheduled_job_id == job_id,
-            runs.trigger == "schedule",
-            runs.status.in_(TERMINAL_RUN_STATUSES),
-        )
     )
 
     status = job.status or "active"
@@ -302,3 +310,28 @@ async def latest_runs(
         sa.select(runs).join(newest, newest.c.id == runs.id).where(newest.c.n == 1)
     )
     return {r.scheduled_job_id: r for r in rows.all()}
+
+
+@dataclass(frozen=True)
+class JobWithNames:
+    """A job row with the names its deployment's description shows."""
+
+    job: ScheduledJob
+    product_name: str
+    brand_name: str
+
+
+async def job_with_names(session: AsyncSession, job_id: uuid.UUID) -> JobWithNames | None:
+    """The job (deleted or not) and its product's and brand's names, one query; None if absent."""
+    found = (
+        await session.execute(
+            sa.select(ScheduledJob, Product.name, Brand.name)
+            .outerjoin(Product, Product.id == ScheduledJob.product_id)
+            .outerjoin(Brand, Brand.id == Product.brand_id)
+            .where(ScheduledJob.id == job_id)
+        )
+    ).one_or_none()
+    if found is None:
+        return None
+    job, product_name, brand_name = found
+    return JobWithNames(job=job, product_name=product_name or "?", brand_name=brand_name or "?")

@@ -25,9 +25,9 @@ from blocks.slack_webhook import SlackIncomingWebhook
 from db.models import ExportDelivery, GeneratedAd, RunApproval, ScheduledJob, ScheduledJobRun
 from db.session import session_scope
 from flows.approval import expire_approvals, form_field
+from flows.deployment_sync import ensure_process_pool
 from flows.sample_data import seed_sample_data
 from scheduler import approvals as sdk
-from scheduler.deployments import ensure_process_pool
 from scheduler.sdk import AdScheduler
 from tests.support.http_fake import FakeSlackWebhook
 from tests.support.production import (

@@ -26,9 +26,9 @@ from db.migrate import downgrade, upgrade
 from db.models import ScheduledJob
 from db.session import dispose_engines, session_scope
 from db.types import utcnow
+from flows import deployment_sync as dep
 from flows.sample_data import template_png
 from flows.templates import sync_template_catalog
-from scheduler import deployments as dep
 from scheduler.cli import app
 from scheduler.sdk import slack_block_name
 from tests.conftest import require_postgres

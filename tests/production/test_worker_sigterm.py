@@ -28,8 +28,8 @@ from prefect.client.schemas.filters import LogFilter, LogFilterFlowRunId
 from pydantic import SecretStr
 
 from blocks.generators.http_service import HttpAdGenerator
+from flows.deployment_sync import ensure_process_pool
 from flows.sample_data import seed_sample_data
-from scheduler.deployments import ensure_process_pool
 from scheduler.sdk import AdScheduler
 from tests.support.databases import PG_ADMIN_DSN
 from tests.support.http_fake import SERVICE_TOKEN, FakeServer, running, service_default

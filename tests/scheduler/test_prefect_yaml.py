@@ -15,8 +15,8 @@ from prefect.client.orchestration import get_client
 from blocks.storage import default_storage
 from config import get_settings
 from config.settings import PROJECT_ROOT
+from flows import deployment_sync as dep
 from flows.sample_data import seed_sample_data
-from scheduler import deployments as dep
 from scheduler.pull_steps import CODE_DIR_ENV, set_code_directory
 from scheduler.sdk import AdScheduler
 from tests.scheduler.conftest import Catalog, recurring_spec

@@ -16,7 +16,7 @@ from db.errors import ConflictError, NotFoundError
 from db.models import ScheduledJob, ScheduledJobRun
 from db.session import session_scope
 from domain.errors import InvalidJobSpec
-from scheduler import deployments as dep
+from flows import deployment_sync as dep
 from scheduler.sdk import AdScheduler, JobStateError, slack_block_name
 from tests.scheduler.conftest import (
     NO_BASE,

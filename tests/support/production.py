@@ -38,7 +38,7 @@ from sqlalchemy.engine import make_url
 from blocks.storage import AdStorage
 from config import get_settings
 from db.migrate import upgrade
-from scheduler.deployments import ensure_process_pool
+from flows.deployment_sync import ensure_process_pool
 from scheduler.local_prefect import (
     TUNED_WORKER_ENV,
     background_process,

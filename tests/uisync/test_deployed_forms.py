@@ -16,7 +16,7 @@ import pytest
 from prefect.client.orchestration import get_client
 
 from config.settings import PROJECT_ROOT
-from scheduler import deployments as dep
+from flows import deployment_sync as dep
 from tests.scheduler.conftest import Catalog, tenant_jobs
 from tests.support.production import wait_for_flow_run, wait_for_worker, worker_process
 

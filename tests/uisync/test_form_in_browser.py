@@ -18,7 +18,7 @@ from pathlib import Path
 import pytest
 
 from config.settings import PROJECT_ROOT
-from scheduler import deployments as dep
+from flows import deployment_sync as dep
 from scheduler.local_prefect import background_process, free_port, prefect_env, wait_healthy
 from tests.conftest import IN_CI, require_postgres
 from tests.support.databases import scratch_pg_database

@@ -11,8 +11,8 @@ import pytest
 from prefect.client.orchestration import get_client
 
 from db.errors import NotFoundError
+from flows import deployment_sync as dep
 from flows.ui_sync import JOB_SCHEDULE_SLUG, sync_ui_changes
-from scheduler import deployments as dep
 from scheduler.sdk import AdScheduler
 from tests.scheduler.conftest import Catalog, recurring_spec
 from tests.uisync.conftest import Watcher, eventually, job_row, run_row

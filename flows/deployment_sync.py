@@ -1,4 +1,11 @@
-"""Job ↔ Prefect deployment: one deployment of `run-scheduled-job` per scheduled job.
+"""Job ↔ Prefect deployment, in one place: plan, target, converge.
+
+One deployment of `run-scheduled-job` per scheduled job. `plan_for` is pure: the job row (and its
+product's and brand's names) → `JobDeployment`, the state the deployment should be in.
+`resolve_target` says *where* it runs. `converge_job_deployment` makes Prefect match the plan,
+writing only what differs. The SDK (`scheduler/sdk.py`) and the
+flows' automatic status changes (`converge_job_status`, used by `flows/history.py` when a job
+completes or pauses itself) both go through it.
 
 The SDK owns *when* (schedule, pause state, one-time run) and *what* (the job id, tags,
 description, concurrency); CI owns *where*: work pool, queue, pull steps and job variables are
@@ -46,13 +53,16 @@ from prefect.utilities.callables import parameter_schema
 
 from config.settings import DEFAULT_BASE_DEPLOYMENT, DEFAULT_WORK_POOL, get_settings
 from domain.vocab import SCHEDULED_JOB_FLOW
-from scheduler.pull_steps import PULL_STEP
 
 if TYPE_CHECKING:
     from prefect.client.orchestration import PrefectClient
     from prefect.client.schemas.responses import DeploymentResponse
 
     from db.models import ScheduledJob
+
+#: The pull step of the fallback target, as in `prefect.yaml`: run from the code installed on the
+#: worker (`scheduler/pull_steps.py`; a dotted name Prefect imports on the worker, not here).
+PULL_STEP = "scheduler.pull_steps.set_code_directory"
 
 #: The flow every job deployment runs, and where its code is.
 FLOW_NAME = SCHEDULED_JOB_FLOW
@@ -96,22 +106,13 @@ def one_time_idempotency_key(job_id: UUID, at: datetime) -> str:
     return f"ad-scheduler:{job_id}:once:{at.astimezone(UTC).isoformat()}"
 
 
-def _flow_signature(job_id: UUID) -> None:
-    """Signature of `run_scheduled_job`, used only while `flows/scheduled_job.py` is absent."""
-
-
 @functools.cache
 def job_parameter_schema() -> dict[str, Any]:
     """The flow's parameter schema, so the UI's Run form works and parameters are enforced."""
-    try:
-        from flows.scheduled_job import run_scheduled_job
-    except ModuleNotFoundError as exc:
-        if exc.name != "flows.scheduled_job":
-            raise
-        fn: Any = _flow_signature
-    else:
-        fn = getattr(run_scheduled_job, "fn", run_scheduled_job)
-    return parameter_schema(fn).model_dump()
+    # Imported here: the flow module imports this one (through flows/history.py).
+    from flows.scheduled_job import run_scheduled_job
+
+    return parameter_schema(run_scheduled_job.fn).model_dump()
 
 
 @dataclass(frozen=True)
@@ -315,7 +316,7 @@ async def converge_job_deployment(
     target: DeploymentTarget,
     flow_id: UUID,
 ) -> UUID:
-    """Make the job's deployment match `plan`, changing only what differs; returns its id.
+    """Make the job's deployment match `plan` and `target`, creating it if missing; its id.
 
     Idempotent: converging twice to the same plan makes no API write the second time, so
     re-applying a job creates no duplicate runs and leaves a paused job paused.
@@ -325,7 +326,33 @@ async def converge_job_deployment(
         new_id = await create_job_deployment(client, plan, target, flow_id)
         await converge_one_time_run(client, new_id, plan)
         return new_id
+    await _converge_existing(client, current, plan, target)
+    return current.id
 
+
+async def converge_existing_deployment(
+    client: PrefectClient, deployment_id: UUID, plan: JobDeployment
+) -> bool:
+    """Make an existing deployment match `plan`, leaving *where* it runs as it is.
+
+    For changes that do not decide where a job runs (a flow completing or pausing its job).
+
+    Returns:
+        False when the deployment does not exist (it is not created), else True.
+    """
+    current = await _read_deployment(client, deployment_id)
+    if current is None:
+        return False
+    await _converge_existing(client, current, plan, None)
+    return True
+
+
+async def _converge_existing(
+    client: PrefectClient,
+    current: DeploymentResponse,
+    plan: JobDeployment,
+    target: DeploymentTarget | None,
+) -> None:
     patch: dict[str, Any] = {}
     if current.description != plan.description:
         patch["description"] = plan.description
@@ -347,14 +374,8 @@ async def converge_job_deployment(
     ):
         patch["concurrency_limit"] = 1
         patch["concurrency_options"] = plan.concurrency_options
-    if current.work_pool_name != target.work_pool_name:
-        patch["work_pool_name"] = target.work_pool_name
-    if target.work_queue_name and current.work_queue_name != target.work_queue_name:
-        patch["work_queue_name"] = target.work_queue_name
-    if (current.pull_steps or None) != (target.pull_steps or None):
-        patch["pull_steps"] = target.pull_steps
-    if dict(current.job_variables or {}) != target.job_variables:
-        patch["job_variables"] = target.job_variables
+    if target is not None:
+        patch |= _target_patch(current, target)
     if current.paused != plan.paused:
         patch["paused"] = plan.paused
     if patch:
@@ -363,7 +384,46 @@ async def converge_job_deployment(
 
     await converge_schedule(client, current.id, plan)
     await converge_one_time_run(client, current.id, plan)
-    return current.id
+
+
+def _target_patch(current: DeploymentResponse, target: DeploymentTarget) -> dict[str, Any]:
+    patch: dict[str, Any] = {}
+    if current.work_pool_name != target.work_pool_name:
+        patch["work_pool_name"] = target.work_pool_name
+    if target.work_queue_name and current.work_queue_name != target.work_queue_name:
+        patch["work_queue_name"] = target.work_queue_name
+    if (current.pull_steps or None) != (target.pull_steps or None):
+        patch["pull_steps"] = target.pull_steps
+    if dict(current.job_variables or {}) != target.job_variables:
+        patch["job_variables"] = target.job_variables
+    return patch
+
+
+async def converge_job_status(job_id: UUID) -> UUID | None:
+    """Make an existing job deployment match its job row (after the job completed or paused).
+
+    The converge the SDK uses, with the plan read from the database and *where* left alone:
+    a `completed` job's schedule is switched off and its deployment paused, a `paused` job's
+    deployment is paused (its schedule stays as it is, so resume restores it exactly).
+    Idempotent; a job without a deployment (or whose deployment is gone) is left alone.
+
+    Returns:
+        The deployment's id, or None when there was nothing to converge.
+    """
+    from prefect.client.orchestration import get_client
+
+    from db.queries.job_runs import job_with_names
+    from db.session import session_scope
+
+    async with session_scope() as session:
+        found = await job_with_names(session, job_id)
+    if found is None or found.job.prefect_deployment_id is None:
+        return None
+    plan = plan_for(found.job, found.product_name, found.brand_name)
+    async with get_client() as client:
+        if await converge_existing_deployment(client, found.job.prefect_deployment_id, plan):
+            return found.job.prefect_deployment_id
+    return None
 
 
 async def _read_deployment(client: PrefectClient, deployment_id: UUID) -> DeploymentResponse | None:
@@ -376,9 +436,17 @@ async def _read_deployment(client: PrefectClient, deployment_id: UUID) -> Deploy
 async def converge_schedule(
     client: PrefectClient, deployment_id: UUID, plan: JobDeployment
 ) -> None:
-    """Edit the cron schedule in place by slug; add it if missing; remove it for one-time jobs."""
+    """Edit the cron schedule in place by slug; add it if missing; remove it for one-time jobs.
+
+    A job whose schedule is off (completed) has every schedule of its deployment off, not only
+    its own: nothing may start a run of a completed job.
+    """
     schedules = await client.read_deployment_schedules(deployment_id)
     ours = next((s for s in schedules if s.slug == SCHEDULE_SLUG), None)
+    if not plan.schedule_active:
+        for other in schedules:
+            if other is not ours and other.active:
+                await client.update_deployment_schedule(deployment_id, other.id, active=False)
     wanted = plan.cron_schedule()
     if wanted is None:
         if ours is not None:
@@ -479,12 +547,17 @@ async def remove_job_deployment(client: PrefectClient, deployment_id: UUID | Non
 
 
 __all__ = [
+    "DEFAULT_BASE_DEPLOYMENT",
+    "DEFAULT_WORK_POOL",
     "ENTRYPOINT",
     "FLOW_NAME",
     "SCHEDULE_SLUG",
     "DeploymentTarget",
     "JobDeployment",
+    "converge_existing_deployment",
     "converge_job_deployment",
+    "converge_job_status",
+    "ensure_process_pool",
     "create_job_deployment",
     "deployment_name",
     "plan_for",
