@@ -22,9 +22,8 @@ from tests.ui.browser import assert_form_shows_fields, flow_run_url, open_page, 
 
 pytestmark = pytest.mark.usefixtures("ui_url", "data_dir")
 
-#: The kinds of task a job's run is made of, as the run page names their task runs. Which of
-#: these the flow has is flowshape's work (issue 13): on branch `uiboard`, `generate-ad-run` and
-#: `export` pass; `select-templates` and `record-template-usage` are not tasks yet (xfail below).
+#: The kinds of task a job's run is made of, as the run page names their task runs (all four
+#: pass since flowshape's task names reached main).
 TASK_KINDS = {
     "select-templates": re.compile(r"\bselect[- ]templates", re.I),
     "generate-ad-run": re.compile(r"\bgenerate\b", re.I),
@@ -92,21 +91,7 @@ async def _task_runs_text(ui_url: str, browser, tenant_id: uuid.UUID) -> str:
         await page.close()
 
 
-@pytest.mark.parametrize(
-    "kind",
-    [
-        pytest.param(
-            "select-templates",
-            marks=pytest.mark.xfail(reason="not a task on this branch (flowshape adds it)"),
-        ),
-        "generate-ad-run",
-        pytest.param(
-            "record-template-usage",
-            marks=pytest.mark.xfail(reason="not a task on this branch (flowshape adds it)"),
-        ),
-        "export",
-    ],
-)
+@pytest.mark.parametrize("kind", list(TASK_KINDS))
 async def test_run_page_lists_the_kind_of_task(
     kind: str, sqlite_app: str, tenant_id: uuid.UUID, ui_url: str, browser, run_page_text
 ) -> None:
