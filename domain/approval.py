@@ -73,7 +73,7 @@ class ApprovalSettings(BaseModel):
     Attributes:
         enabled: Wait for a person's decision before exporting (off by default).
         timeout: How long to wait: `30m`, `24h`, `2d` or seconds; 5 minutes .. 14 days. Stored
-            normalised (`"24h"`).
+            normalised (`"24h"` → `"1d"`).
         on_timeout: What happens when nobody decided in time: `discard` (export nothing; the ads
             stay stored, recorded as rejected) or `export` (export every ad).
     """
@@ -82,7 +82,9 @@ class ApprovalSettings(BaseModel):
 
     enabled: bool = False
     timeout: str = Field(
-        default=DEFAULT_TIMEOUT, description="How long to wait for a decision, e.g. '24h'."
+        default=DEFAULT_TIMEOUT,
+        validate_default=True,  # the default is stored normalised too ("24h" → "1d")
+        description="How long to wait for a decision, e.g. '24h'.",
     )
     on_timeout: OnTimeout = Field(
         default="discard", description="'discard' (export nothing) or 'export' (export all)."
