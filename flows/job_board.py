@@ -195,12 +195,15 @@ def render_board_markdown(
     return "\n".join(lines)
 
 
-async def refresh_job_board(tenant_id: uuid.UUID, storage: AdStorage | None = None) -> uuid.UUID:
+async def refresh_job_board(
+    tenant_id: uuid.UUID, storage: AdStorage | None = None, *, database_url: str | None = None
+) -> uuid.UUID:
     """Read the tenant's board and publish it as a new version of its key.
 
     Args:
         tenant_id: Whose board.
         storage: Where the ads are; None loads the configured storage.
+        database_url: The app database; None: the configured one.
 
     Returns:
         The new artifact's id.
@@ -212,7 +215,7 @@ async def refresh_job_board(tenant_id: uuid.UUID, storage: AdStorage | None = No
     from blocks.storage import load_storage
     from db.session import session_scope
 
-    async with session_scope() as session:
+    async with session_scope(database_url) as session:
         board = await read_board(session, tenant_id)
     if storage is None:
         storage = await load_storage()
@@ -237,7 +240,9 @@ async def refresh_job_board(tenant_id: uuid.UUID, storage: AdStorage | None = No
     return artifact.id
 
 
-async def refresh_job_board_quietly(tenant_id: uuid.UUID) -> uuid.UUID | None:
+async def refresh_job_board_quietly(
+    tenant_id: uuid.UUID, *, database_url: str | None = None
+) -> uuid.UUID | None:
     """`refresh_job_board`, logging instead of raising: a board that could not be refreshed
     must never fail the change or the run that asked for it (the next refresh catches up).
 
@@ -246,7 +251,7 @@ async def refresh_job_board_quietly(tenant_id: uuid.UUID) -> uuid.UUID | None:
         logged: driver messages can carry connection details).
     """
     try:
-        return await refresh_job_board(tenant_id)
+        return await refresh_job_board(tenant_id, database_url=database_url)
     except Exception as exc:
         logger.warning("job board of tenant %s not refreshed (%s)", tenant_id, type(exc).__name__)
         return None

@@ -248,7 +248,15 @@ class AdScheduler(JobReader):
             except BaseException:
                 await undo.run()
                 raise
+        await self._refresh_board()
         return view
+
+    async def _refresh_board(self) -> None:
+        # The job board (a Prefect artifact) shows every job of the tenant; it never fails the
+        # change, and a refresh it misses is made by the next change or run.
+        from flows.job_board import refresh_job_board_quietly
+
+        await refresh_job_board_quietly(self.tenant_id, database_url=self._db_url)
 
     def _apply_spec(self, spec: JobSpec) -> Change:
         async def change(
@@ -407,6 +415,7 @@ class AdScheduler(JobReader):
                     await delete_slack_block(client, slack)
             except AdSchedulerError:
                 logger.warning("could not delete the Slack webhook block %s", slack)
+        await self._refresh_board()
         return job
 
     async def adopt_existing(
