@@ -80,7 +80,9 @@ class ApprovalSettings(BaseModel):
 
     model_config = ConfigDict(extra="forbid")
 
-    enabled: bool = False
+    enabled: bool = Field(
+        default=False, description="Hold the ads for a person's approval before any export."
+    )
     timeout: str = Field(
         default=DEFAULT_TIMEOUT,
         validate_default=True,  # the default is stored normalised too ("24h" → "1d")

@@ -17,7 +17,10 @@ if TYPE_CHECKING:
 PREFECT_PROBE_TIMEOUT = 3.0
 
 #: What to do without a Prefect server (the command exists in every install of the project).
-START_SERVER_HINT = "Start a local one with `prefect server start` (API on http://127.0.0.1:4200)"
+START_SERVER_HINT = (
+    "Start a local one with `ad-scheduler up` (server, worker and reconciler; API on "
+    "http://127.0.0.1:4200)"
+)
 
 
 async def probe_prefect_api(wait_seconds: float = PREFECT_PROBE_TIMEOUT) -> str:

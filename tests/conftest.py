@@ -97,13 +97,15 @@ def data_dir(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
 
 @pytest.fixture(scope="session")
 def prefect_api(postgres_available: bool) -> Iterator[str]:
-    """A real Prefect server on PostgreSQL for the session; PREFECT_API_URL points at it."""
+    """A real Prefect server on PostgreSQL, with its UI, for the session; PREFECT_API_URL points
+    at it. One server for the whole session: a second one set session-wide would leave every
+    later test talking to it (and Prefect's events worker stays bound to the first it used)."""
     require_postgres(postgres_available)
     from prefect.settings import PREFECT_API_URL, temporary_settings
 
     from tests.support.prefect_server import running_prefect_server
 
-    with running_prefect_server() as api_url:
+    with running_prefect_server(ui=True) as api_url:
         previous = os.environ.get("PREFECT_API_URL")
         os.environ["PREFECT_API_URL"] = api_url
         try:

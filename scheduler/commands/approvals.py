@@ -11,18 +11,21 @@ import asyncio
 import getpass
 import uuid
 from collections.abc import Awaitable
-from typing import Annotated, TypeVar
+from typing import TYPE_CHECKING, Annotated, TypeVar
 
 import typer
 
 from config import get_settings
-from db.session import dispose_engines
-from scheduler import approvals as sdk
+
+if TYPE_CHECKING:  # imported on use: `ad-scheduler --help` must not load SQLAlchemy
+    from scheduler import approvals as sdk
 
 approvals_app = typer.Typer(help="Runs waiting for approval before export.", no_args_is_help=True)
 
 
 def _tenant(tenant: str | None) -> uuid.UUID:
+    from scheduler import approvals as sdk
+
     value = tenant or str(get_settings().tenant_id)
     try:
         return uuid.UUID(value)
@@ -34,6 +37,8 @@ T = TypeVar("T")
 
 
 def _run(coro: Awaitable[T]) -> T:
+    from db.session import dispose_engines
+
     async def main() -> T:
         try:
             return await coro
@@ -49,6 +54,8 @@ def list_command(
     all_: Annotated[bool, typer.Option("--all", help="Also decided approvals.")] = False,
 ) -> None:
     """List runs awaiting approval (soonest deadline first)."""
+    from scheduler import approvals as sdk
+
     views: list[sdk.ApprovalView] = _run(sdk.list_pending(_tenant(tenant), include_decided=all_))
     if not views:
         typer.echo("no runs awaiting approval")
@@ -66,6 +73,8 @@ def show_command(
     tenant: Annotated[str | None, typer.Option("--tenant", envvar="AD_SCHEDULER_TENANT_ID")] = None,
 ) -> None:
     """Show a run's ads (ids to decide with) and its decision, if made."""
+    from scheduler import approvals as sdk
+
     v: sdk.ApprovalView = _run(sdk.show(_tenant(tenant), run))
     typer.echo(f"run {v.flow_run_id} of job {v.job_name}: {v.status}")
     typer.echo(f"deadline {v.deadline_at.isoformat(timespec='minutes')}, then {v.on_timeout}")
@@ -94,6 +103,8 @@ def decide_command(  # noqa: PLR0917 (one typer option per parameter)
     tenant: Annotated[str | None, typer.Option("--tenant", envvar="AD_SCHEDULER_TENANT_ID")] = None,
 ) -> None:
     """Approve or reject every ad of a waiting run; the run resumes and exports the approved."""
+    from scheduler import approvals as sdk
+
     if approve_rest and reject_rest:
         raise sdk.BadDecision("--approve-rest/--reject-rest: choose one")
     tenant_id = _tenant(tenant)

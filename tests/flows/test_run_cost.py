@@ -45,9 +45,11 @@ TEMPLATES = 4
 #: Measured for a 4-template, 1-variation scheduled run with exports off (PostgreSQL, connector
 #: block named by DATABASE_URL; log shipping not counted). Before issue 9's "data once" work:
 #: 36 API requests (14 of them the connector block, once per session) and 44 SQL statements;
-#: after it 22 and 33. A regression shows up here.
+#: after it 22 and 33. Then the run gained one read of its approval (issue 14: is this run
+#: back from a decision?) and the job board's refresh after the run (issue 13: a fixed four
+#: reads, whatever the number of jobs): 39. A regression shows up here.
 API_BUDGET = 24
-SQL_BUDGET = 36
+SQL_BUDGET = 40
 
 
 class Costs:

@@ -263,7 +263,7 @@ def test_prefect_unreachable_exits_1_within_seconds(cli: Any, catalog: Catalog) 
                 1,
                 "cannot reach the Prefect API at http://127.0.0.1:9/api",
                 "PREFECT_API_URL",
-                "prefect server start",
+                "ad-scheduler up",
             )
     listed = cli("jobs", "list").output  # the row is untouched: active, not deleted
     assert "Existing" in listed and "New" not in listed

@@ -209,7 +209,7 @@ async def test_prefect_unreachable_is_said_within_seconds(
         assert time.monotonic() - started < 5
     message = str(caught.value)
     assert "http://127.0.0.1:9/api" in message and "PREFECT_API_URL" in message
-    assert "prefect server start" in message
+    assert "ad-scheduler up" in message
     assert caught.value.__cause__ is not None
     with temporary_settings(updates={PREFECT_API_URL: ""}):
         with pytest.raises(PrefectApiError, match="PREFECT_API_URL is not set"):

@@ -26,20 +26,23 @@ FAST_SERVICES = {
 
 
 @contextmanager
-def running_prefect_server(database_url: str | None = None) -> Iterator[str]:
+def running_prefect_server(database_url: str | None = None, *, ui: bool = False) -> Iterator[str]:
     """Start a Prefect server; yields its API URL. Stops it on exit.
 
     Args:
         database_url: The server's database; None gives a scratch PostgreSQL database.
+        ui: Serve the Prefect UI too (the browser tests open it).
     """
     if database_url is None:
-        with scratch_pg_database("adsched_prefect") as url, running_prefect_server(url) as api:
+        with (
+            scratch_pg_database("adsched_prefect") as url,
+            running_prefect_server(url, ui=ui) as api,
+        ):
             yield api
         return
+    env = {**FAST_SERVICES, "PREFECT_SERVER_UI_ENABLED": "true" if ui else "false"}
     with tempfile.TemporaryDirectory(prefix="prefect-home-") as home:
-        with local_prefect_server(
-            Path(home), database_url=database_url, extra_env=FAST_SERVICES
-        ) as api_url:
+        with local_prefect_server(Path(home), database_url=database_url, extra_env=env) as api_url:
             yield api_url
 
 

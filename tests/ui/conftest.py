@@ -11,52 +11,23 @@ chromium is not installed (`apt-get install -y chromium`).
 
 from __future__ import annotations
 
-import os
-import tempfile
-from collections.abc import AsyncIterator, Iterator
-from pathlib import Path
+from collections.abc import AsyncIterator
 
 import pytest
 import pytest_asyncio
 from playwright.async_api import BrowserContext
 
-from scheduler.local_prefect import local_prefect_server
-from tests.conftest import IN_CI, require_postgres
-from tests.support.databases import scratch_pg_database
-from tests.support.prefect_server import FAST_SERVICES
+from tests.conftest import IN_CI
 from tests.ui.browser import CHROMIUM, chromium, chromium_available
 
 CHROMIUM_HINT = f"UI tests skipped: no chromium at {CHROMIUM} (apt-get install -y chromium)"
 
 
 @pytest.fixture(scope="session")
-def ui_url(postgres_available: bool) -> Iterator[str]:
-    """A Prefect server with its UI (PostgreSQL, 127.0.0.1) for the session; yields the UI's
-    base URL. PREFECT_API_URL points at it meanwhile, so flows and the SDK use it too."""
-    require_postgres(postgres_available)
-    from prefect.settings import PREFECT_API_URL, temporary_settings
-
-    services = {**FAST_SERVICES, "PREFECT_SERVER_UI_ENABLED": "true"}
-    with (
-        scratch_pg_database("adsched_prefect_ui") as database_url,
-        tempfile.TemporaryDirectory(prefix="prefect-home-") as home,
-        local_prefect_server(Path(home), database_url=database_url, extra_env=services) as api,
-    ):
-        # The events worker carries task-run states; one bound to another server (an earlier
-        # fixture's) would keep sending them there: drained, the next one binds to this server.
-        from prefect.events.worker import EventsWorker
-
-        EventsWorker.drain_all()
-        previous = os.environ.get("PREFECT_API_URL")
-        os.environ["PREFECT_API_URL"] = api
-        try:
-            with temporary_settings(updates={PREFECT_API_URL: api}):
-                yield api.removesuffix("/api")
-        finally:
-            if previous is None:
-                os.environ.pop("PREFECT_API_URL", None)
-            else:
-                os.environ["PREFECT_API_URL"] = previous
+def ui_url(prefect_api: str) -> str:
+    """The Prefect UI of the session's server (tests/conftest.py `prefect_api`: it serves its UI,
+    and PREFECT_API_URL points at it, so flows and the SDK use it too)."""
+    return prefect_api.removesuffix("/api")
 
 
 @pytest_asyncio.fixture(scope="module")
