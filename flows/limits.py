@@ -58,7 +58,7 @@ from prefect.client.schemas.actions import (
     GlobalConcurrencyLimitCreate,
     GlobalConcurrencyLimitUpdate,
 )
-from prefect.exceptions import ObjectNotFound
+from prefect.exceptions import ObjectAlreadyExists, ObjectNotFound
 
 from blocks.generators.base import AdGenerator
 
@@ -158,7 +158,9 @@ async def _upsert_limit(client: PrefectClient, name: str, limit: int, decay: flo
             await client.create_global_concurrency_limit(
                 GlobalConcurrencyLimitCreate(name=name, limit=limit, slot_decay_per_second=decay)
             )
-        except httpx.HTTPStatusError as exc:  # created by a concurrent caller: fine
+        except ObjectAlreadyExists:  # created by a concurrent caller (Prefect's 409): fine
+            pass
+        except httpx.HTTPStatusError as exc:
             if exc.response.status_code != 409:
                 raise
         return
