@@ -123,3 +123,40 @@ class TemplateView(ReadModel):
     source: str
     active: bool
     inactive_reason: str | None
+
+
+class RunApprovalView(ReadModel):
+    """The approval of one job run (`run_approvals`, see `db.models.RunApproval`).
+
+    `status` is `awaiting` until settled, then `approved`, `rejected`, `partial` or `timed_out`;
+    `decided_via` is `ui`, `sdk`, `timeout` or `run_ended`. Ad ids are `generated_ads.id`;
+    times are aware UTC; `note` is the reviewer's free text, unescaped (escape it for display).
+    """
+
+    id: uuid.UUID
+    tenant_id: uuid.UUID
+    scheduled_job_id: uuid.UUID
+    scheduled_job_run_id: uuid.UUID
+    flow_run_id: uuid.UUID
+    status: str
+    ad_ids: list[uuid.UUID]
+    requested_at: datetime
+    deadline_at: datetime
+    on_timeout: str
+    approved_ad_ids: list[uuid.UUID] | None
+    rejected_ad_ids: list[uuid.UUID] | None
+    note: str | None
+    decided_by: str | None
+    decided_via: str | None
+    decided_at: datetime | None
+    exported_at: datetime | None
+
+    @property
+    def approved_count(self) -> int:
+        """How many ads were approved (0 while awaiting)."""
+        return len(self.approved_ad_ids or ())
+
+    @property
+    def rejected_count(self) -> int:
+        """How many ads were rejected (0 while awaiting)."""
+        return len(self.rejected_ad_ids or ())

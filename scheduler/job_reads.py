@@ -15,7 +15,8 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from db.job_rows import spec_from_row
 from db.queries import jobs as q
-from db.read_models import JobRunView, JobView
+from db.queries.approvals import approvals_of_job_runs
+from db.read_models import JobRunView, JobView, RunApprovalView
 from domain.errors import InvalidJobSpec
 from domain.spec import JobSpec
 from scheduler.db_access import transaction
@@ -77,6 +78,18 @@ class JobReader:
         async with self._session() as session:
             rows = await q.job_runs(session, self.tenant_id, job_id, limit)
             return [JobRunView.of(row) for row in rows]
+
+    async def run_approvals(
+        self, job_run_ids: Iterable[uuid.UUID]
+    ) -> dict[uuid.UUID, RunApprovalView]:
+        """The approval of each of these job runs (`JobRunView.id`), keyed by job run id.
+
+        One query; runs without an approval (their job did not ask for one) are left out, and
+        so are runs of another tenant.
+        """
+        async with self._session() as session:
+            rows = await approvals_of_job_runs(session, self.tenant_id, job_run_ids)
+            return {row.scheduled_job_run_id: RunApprovalView.of(row) for row in rows}
 
     async def history_job(self, job_ref: uuid.UUID | str) -> JobView:
         """A job by id or name, deleted ones included (for showing run history)."""

@@ -10,6 +10,7 @@ rejected ads stay in storage. `mark_exported` hands the approved ads to the expo
 from __future__ import annotations
 
 import uuid
+from collections.abc import Iterable
 from dataclasses import dataclass
 from datetime import datetime
 
@@ -121,6 +122,23 @@ async def list_approvals(
     if status is not None:
         query = query.where(RunApproval.status == status)
     return [(row, str(name)) for row, name in (await session.execute(query)).all()]
+
+
+async def approvals_of_job_runs(
+    session: AsyncSession, tenant_id: uuid.UUID, job_run_ids: Iterable[uuid.UUID]
+) -> list[RunApproval]:
+    """The approvals of these job runs (`scheduled_job_runs.id`), this tenant's only, in one
+    query; runs without an approval are left out (at most one row per run: the column is
+    unique). Order: oldest request first."""
+    ids = list(dict.fromkeys(job_run_ids))
+    if not ids:
+        return []
+    rows = await session.scalars(
+        sa.select(RunApproval)
+        .where(RunApproval.tenant_id == tenant_id, RunApproval.scheduled_job_run_id.in_(ids))
+        .order_by(RunApproval.requested_at, RunApproval.id)
+    )
+    return list(rows.all())
 
 
 async def ads_for_review(session: AsyncSession, approval: RunApproval) -> list[AdForReview]:

@@ -7,12 +7,14 @@ command line can never offer what the spec refuses or default to what it would n
 from __future__ import annotations
 
 import json
+import unicodedata
 import uuid
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
 from rich.table import Table
+from rich.text import Text
 
 from domain.params import AdParameters
 from domain.spec import ExportSpec, JobSpec, RecurringSchedule, UnusedTemplates
@@ -38,7 +40,7 @@ from scheduler.commands.common import (
 )
 
 if TYPE_CHECKING:
-    from db.read_models import JobRunView, JobView
+    from db.read_models import JobRunView, JobView, RunApprovalView
     from scheduler.adopt import JobAdoptionReport
 
 jobs_app = typer.Typer(help="Scheduled jobs (each one a Prefect deployment).", no_args_is_help=True)
@@ -380,30 +382,111 @@ def _last_run_text(run: JobRunView | None) -> str:
     return f"{run.status}: {reason[:80]}" if reason else str(run.status)
 
 
-def _runs_table(job: JobView, runs: list[JobRunView]) -> Table:
+def _runs_table(
+    job: JobView, runs: list[JobRunView], approvals: dict[uuid.UUID, RunApprovalView]
+) -> Table:
+    """The runs, newest first; an "Approval" column only when one of them had an approval."""
+    with_approval = any(run_row.id in approvals for run_row in runs)
     table = Table(title=f"runs of {job.name}")
-    for column in (
-        "Scheduled for",
-        "Trigger",
-        "Status",
-        "Started",
-        "Finished",
-        "Templates",
-        "Note",
-    ):
+    columns = ["Scheduled for", "Trigger", "Status", "Started", "Finished", "Templates"]
+    for column in [*columns, *(["Approval"] if with_approval else []), "Note"]:
         table.add_column(column)
     for run_row in runs:
         note = run_row.skip_reason or (run_row.error_message or "")[:80]
-        table.add_row(
+        cells = [
             when(run_row.scheduled_for, job.timezone),
             run_row.trigger,
             run_row.status or "",
             when(run_row.started_at, job.timezone),
             when(run_row.completed_at, job.timezone),
             ", ".join(run_row.templates_used or []),
-            note,
+        ]
+        if with_approval:
+            approval = approvals.get(run_row.id)
+            cells.append(approval_state(approval, job.timezone) if approval else "—")
+        table.add_row(*cells, note)
+    return table
+
+
+#: Characters that reorder or hide text on a terminal without being control characters.
+_BIDI_CONTROLS = frozenset(
+    "\u061c\u200e\u200f\u202a\u202b\u202c\u202d\u202e\u2066\u2067\u2068\u2069"
+)
+
+
+def plain_text(text: str) -> Text:
+    """Person-written text (a note, a reviewer's name) for the terminal, shown as written.
+
+    Never read as rich markup (`[bold]` stays literal), and control characters (ANSI escape
+    sequences, carriage returns, bidi overrides) are shown as `\\x1b`/`\\u202e` escapes
+    instead of reaching the terminal, where they could recolour, rewrite or reorder what a
+    person reads. Line breaks and tabs are kept; nothing is cut.
+    """
+    out = []
+    for char in text.replace("\r\n", "\n"):
+        if char in "\n\t":
+            out.append(char)
+        elif unicodedata.category(char) == "Cc" or char in _BIDI_CONTROLS:
+            code = ord(char)
+            out.append(f"\\x{code:02x}" if code < 0x100 else f"\\u{code:04x}")
+        else:
+            out.append(char)
+    return Text("".join(out))
+
+
+def approval_state(approval: RunApprovalView, timezone: str) -> str:
+    """A run's approval in a few words: "awaiting until 2026-12-01 09:00 EST, then discard",
+    "approved 2, rejected 1" or "timed out → export (approved 3, rejected 0)"."""
+    counts = f"approved {approval.approved_count}, rejected {approval.rejected_count}"
+    if approval.status == "awaiting":
+        return f"awaiting until {when(approval.deadline_at, timezone)}, then {approval.on_timeout}"
+    if approval.status == "timed_out":
+        return f"timed out → {approval.on_timeout} ({counts})"
+    return counts
+
+
+def _decided_by(approval: RunApprovalView) -> Text:
+    """ "alice (via sdk)", "(via timeout)", or "—" while awaiting."""
+    if approval.decided_via is None:
+        return Text("—")
+    who = plain_text(approval.decided_by or "")
+    return who.append(f"{' ' if approval.decided_by else ''}(via {approval.decided_via})")
+
+
+def _approvals_table(
+    job: JobView, runs: list[JobRunView], approvals: dict[uuid.UUID, RunApprovalView]
+) -> Table | None:
+    """The approval of each listed run that had one (newest run first); None when none did."""
+    rows = [(run_row, approvals[run_row.id]) for run_row in runs if run_row.id in approvals]
+    if not rows:
+        return None
+    table = Table(title=f"approval decisions of {job.name}'s runs")
+    table.add_column("Scheduled for")
+    table.add_column("Flow run", overflow="fold")
+    table.add_column("Approval")
+    table.add_column("Decided by")
+    table.add_column("Decided")
+    # A note is kept whole: folded onto more lines rather than cut with an ellipsis.
+    table.add_column("Note", overflow="fold")
+    for run_row, approval in rows:
+        table.add_row(
+            when(run_row.scheduled_for, job.timezone),
+            str(approval.flow_run_id),
+            approval_state(approval, job.timezone),
+            _decided_by(approval),
+            when(approval.decided_at, job.timezone),
+            plain_text(approval.note or ""),
         )
     return table
+
+
+def _print_runs(
+    job: JobView, runs: list[JobRunView], approvals: dict[uuid.UUID, RunApprovalView]
+) -> None:
+    console.print(_runs_table(job, runs, approvals))
+    decisions = _approvals_table(job, runs, approvals)
+    if decisions is not None:
+        console.print(decisions)
 
 
 @jobs_app.command("show")
@@ -414,14 +497,18 @@ def jobs_show(
     """A job's details and its recent runs."""
     tenant_uuid = tenant_id(tenant)
 
-    async def go() -> tuple[JobView, list[JobRunView], dict[uuid.UUID, str]]:
+    async def go() -> tuple[
+        JobView, list[JobRunView], dict[uuid.UUID, RunApprovalView], dict[uuid.UUID, str]
+    ]:
         from scheduler.job_reads import JobReader
 
         ads = JobReader(tenant_uuid)
         job = await ads.get(job_ref)
-        return job, await ads.runs(job.id, limit=10), await ads.product_names({job.product_id})
+        runs = await ads.runs(job.id, limit=10)
+        approvals = await ads.run_approvals(r.id for r in runs)
+        return job, runs, approvals, await ads.product_names({job.product_id})
 
-    job, runs, names = run(go)
+    job, runs, approvals, names = run(go)
     params = job.parameters or {}
     rows = [
         ("id", str(job.id)),
@@ -448,7 +535,7 @@ def jobs_show(
     for key, value in rows:
         detail.add_row(key, value)
     console.print(detail)
-    console.print(_runs_table(job, runs))
+    _print_runs(job, runs, approvals)
 
 
 def _sdk_call(tenant: str | None, call: Any) -> Any:
@@ -515,15 +602,16 @@ def runs_command(
     """A job's run history (deleted jobs included)."""
     tenant_uuid = tenant_id(tenant)
 
-    async def go() -> tuple[JobView, list[JobRunView]]:
+    async def go() -> tuple[JobView, list[JobRunView], dict[uuid.UUID, RunApprovalView]]:
         from scheduler.job_reads import JobReader
 
         ads = JobReader(tenant_uuid)
         runs = await ads.runs(job_ref, limit=limit)
-        return await ads.history_job(job_ref), runs
+        approvals = await ads.run_approvals(r.id for r in runs)
+        return await ads.history_job(job_ref), runs, approvals
 
-    job, runs = run(go)
-    console.print(_runs_table(job, runs))
+    job, runs, approvals = run(go)
+    _print_runs(job, runs, approvals)
 
 
 def register(app: typer.Typer) -> None:
