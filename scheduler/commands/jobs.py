@@ -462,7 +462,8 @@ def _approvals_table(
         return None
     table = Table(title=f"approval decisions of {job.name}'s runs")
     table.add_column("Scheduled for")
-    table.add_column("Flow run", overflow="fold")
+    # Whole, on one line: it is what `ad-scheduler approvals decide` takes.
+    table.add_column("Flow run", no_wrap=True, min_width=36)
     table.add_column("Approval")
     table.add_column("Decided by")
     table.add_column("Decided")
