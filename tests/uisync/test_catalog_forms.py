@@ -210,3 +210,21 @@ def test_every_field_is_described_and_choices_are_dropdowns() -> None:
             assert model.get("description"), f"{name} has no description"
             for prop, body in model["properties"].items():
                 assert body.get("description"), f"{name}.{prop} has no description"
+
+
+def test_prefect_yaml_deploys_every_catalog_form_with_its_tag() -> None:
+    import importlib
+    from pathlib import Path
+
+    import yaml
+
+    config = yaml.safe_load((Path(__file__).parents[2] / "prefect.yaml").read_text())
+    deployed = {}
+    for deployment in config["deployments"]:
+        if "catalog-form" in deployment.get("tags", []):
+            module, _, name = deployment["entrypoint"].partition(":")
+            flow_fn = getattr(
+                importlib.import_module(module.removesuffix(".py").replace("/", ".")), name
+            )
+            deployed[flow_fn.name] = flow_fn
+    assert deployed == {f.name: f for f in catalog_forms.CATALOG_FORM_FLOWS}
