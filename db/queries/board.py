@@ -17,7 +17,6 @@ from sqlalchemy.orm import aliased
 
 from db.models import (
     AdRun,
-    AdTemplate,
     Brand,
     GeneratedAd,
     Product,
@@ -25,6 +24,7 @@ from db.models import (
     ScheduledJob,
     ScheduledJobRun,
 )
+from db.queries.templates import unused_templates_query
 
 #: Ads of a job's latest run shown on the board (the rest are counted, not shown).
 ADS_PER_JOB = 4
@@ -267,32 +267,27 @@ async def _products(session: AsyncSession, tenant_id: uuid.UUID) -> list[Product
         .correlate(Product)
         .scalar_subquery()
     )
-    ever_used = sa.exists().where(
-        usage.product_id == Product.id,
-        usage.template_storage_name == AdTemplate.storage_name,
-        usage.use_count > 0,
-    )
-    unused = (
-        sa.select(sa.func.count())
-        .where(
-            AdTemplate.tenant_id == tenant_id,
-            AdTemplate.active.is_(True),
-            AdTemplate.source == "library",
-            sa.or_(AdTemplate.brand_id.is_(None), AdTemplate.brand_id == Product.brand_id),
-            ~ever_used,
-        )
-        .correlate(Product)
-        .scalar_subquery()
-    )
     rows = (
         await session.execute(
-            sa.select(Product.id, Brand.name, Product.name, used, unused)
+            sa.select(Product.id, Brand.name, Product.name, Product.brand_id, used)
             .join(Brand, Brand.id == Product.brand_id)
             .where(Product.tenant_id == tenant_id)
             .order_by(Brand.name, Product.name)
         )
     ).all()
-    return [
-        ProductTemplates(product_id=pid, brand=b, product=p, used=int(u or 0), unused=int(n or 0))
-        for pid, b, p, u, n in rows
-    ]
+    # "Unused" is exactly what `unused` mode can still pick: the claims' own query, counted (one
+    # statement per product; a tenant has few products).
+    result: list[ProductTemplates] = []
+    for pid, brand, product, brand_id, used_count in rows:
+        pickable = unused_templates_query(tenant_id, pid, brand_id, limit=None).subquery()
+        unused = await session.scalar(sa.select(sa.func.count()).select_from(pickable))
+        result.append(
+            ProductTemplates(
+                product_id=pid,
+                brand=brand,
+                product=product,
+                used=int(used_count or 0),
+                unused=int(unused or 0),
+            )
+        )
+    return result

@@ -77,9 +77,10 @@ async def get_product(
 
 
 def unused_templates_query(
-    tenant_id: uuid.UUID, product_id: uuid.UUID, brand_id: uuid.UUID | None, limit: int
+    tenant_id: uuid.UUID, product_id: uuid.UUID, brand_id: uuid.UUID | None, limit: int | None
 ) -> sa.Select[str]:
-    """Active library templates (global or of the product's brand) the product never used."""
+    """Active library templates (global or of the product's brand) the product never used
+    (`limit` None: all of them)."""
     used = sa.exists().where(
         ProductTemplateUsage.product_id == product_id,
         ProductTemplateUsage.template_storage_name == AdTemplate.storage_name,

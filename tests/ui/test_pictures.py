@@ -163,8 +163,9 @@ async def test_board_reads_every_live_job_its_last_run_latest_ads_and_template_c
     assert shown.latest_ads_total == 6 and len(shown.latest_ads) == ADS_PER_JOB
     assert {a.template for a in shown.latest_ads} == {"lib-0000.png", "lib-0001.png"}
     (counts,) = board.products
-    # Used: 2 (a claim with use_count 0 is not a use). Unused: 5 active - 2 used = 3.
-    assert (counts.product, counts.used, counts.unused) == ("Shoe", 2, 3)
+    # Used: 2 (a claim with use_count 0 is not a use yet). Unused is what `unused` mode can pick
+    # now: 5 active - 2 used - 1 held by a claim in flight = 2.
+    assert (counts.product, counts.used, counts.unused) == ("Shoe", 2, 2)
 
     markdown = render_board_markdown(board)
     assert "| 1 / 4 |" in markdown and "missed" in markdown and "+2 more" in markdown
