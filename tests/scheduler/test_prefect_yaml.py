@@ -4,9 +4,6 @@ runs on a process worker started outside the image (the README's local setup).""
 
 from __future__ import annotations
 
-import os
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
@@ -20,34 +17,17 @@ from flows.sample_data import seed_sample_data
 from scheduler.pull_steps import CODE_DIR_ENV, set_code_directory
 from scheduler.sdk import AdScheduler
 from tests.scheduler.conftest import Catalog, recurring_spec
+from tests.support.prefect_server import deploy_project
 from tests.support.production import wait_for_flow_run, worker_process
 
 PULL = [{"scheduler.pull_steps.set_code_directory": {}}]
-
-
-def _prefect(*args: str, env: dict[str, str]) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(
-        [sys.executable, "-m", "prefect", *args],
-        cwd=PROJECT_ROOT,
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=120,
-        check=False,
-    )
 
 
 @pytest.mark.parametrize("db_url", ["sqlite"], indirect=True)  # deploying once is enough
 async def test_prefect_deploy_all_in_ci(
     prefect_api: str, catalog: Catalog, data_dir: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    env = {**os.environ, "PREFECT_API_URL": prefect_api, "PREFECT_CLI_PROMPT": "false"}
-    pool = _prefect(
-        "work-pool", "create", dep.DEFAULT_WORK_POOL, "--type", "process", "--overwrite", env=env
-    )
-    assert pool.returncode == 0, pool.stdout + pool.stderr
-    deployed = _prefect("--no-prompt", "deploy", "--all", env=env)
-    assert deployed.returncode == 0, deployed.stdout[-3000:] + deployed.stderr[-3000:]
+    deploy_project(prefect_api, timeout=120)
 
     async with get_client() as client:
         base = await client.read_deployment_by_name("run-scheduled-job/ad-scheduler")

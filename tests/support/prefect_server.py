@@ -7,11 +7,16 @@ instead, with its own PREFECT_HOME, and stops it (and only it) on exit.
 
 from __future__ import annotations
 
+import os
+import subprocess
+import sys
 import tempfile
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
+from config.settings import PROJECT_ROOT
+from flows.deployment_sync import DEFAULT_WORK_POOL
 from scheduler.local_prefect import free_port, local_prefect_server
 from tests.support.databases import scratch_pg_database
 
@@ -46,4 +51,39 @@ def running_prefect_server(database_url: str | None = None, *, ui: bool = False)
             yield api_url
 
 
-__all__ = ["free_port", "running_prefect_server"]
+def prefect_cli(
+    *args: str, env: dict[str, str], timeout: float = 300
+) -> subprocess.CompletedProcess[str]:
+    """Run `prefect <args>` in the project folder, as CI and the README do."""
+    return subprocess.run(
+        [sys.executable, "-m", "prefect", *args],
+        cwd=PROJECT_ROOT,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+        check=False,
+    )
+
+
+def deploy_project(prefect_api: str, *, timeout: float = 300) -> dict[str, str]:
+    """Create the process pool and `prefect --no-prompt deploy --all` against `prefect_api`, as
+    the README says; returns the environment used. Fails the test with the CLI's output."""
+    env = {**os.environ, "PREFECT_API_URL": prefect_api, "PREFECT_CLI_PROMPT": "false"}
+    pool = prefect_cli(
+        "work-pool",
+        "create",
+        DEFAULT_WORK_POOL,
+        "--type",
+        "process",
+        "--overwrite",
+        env=env,
+        timeout=timeout,
+    )
+    assert pool.returncode == 0, pool.stdout + pool.stderr
+    deployed = prefect_cli("--no-prompt", "deploy", "--all", env=env, timeout=timeout)
+    assert deployed.returncode == 0, deployed.stdout[-3000:] + deployed.stderr[-3000:]
+    return env
+
+
+__all__ = ["deploy_project", "free_port", "prefect_cli", "running_prefect_server"]

@@ -4,9 +4,6 @@ runs a form: a good one saves the job, a bad one fails naming the field."""
 
 from __future__ import annotations
 
-import os
-import subprocess
-import sys
 import uuid
 from pathlib import Path
 from typing import Any
@@ -15,24 +12,12 @@ import httpx
 import pytest
 from prefect.client.orchestration import get_client
 
-from config.settings import PROJECT_ROOT
 from flows import deployment_sync as dep
 from tests.scheduler.conftest import Catalog, tenant_jobs
+from tests.support.prefect_server import deploy_project
 from tests.support.production import wait_for_flow_run, wait_for_worker, worker_process
 
 FORMS = ("save-job", "pause-job", "resume-job", "delete-job", "run-job-now")
-
-
-def _prefect(*args: str, env: dict[str, str]) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(
-        [sys.executable, "-m", "prefect", *args],
-        cwd=PROJECT_ROOT,
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=300,
-        check=False,
-    )
 
 
 # Deploys with the CLI and starts processes: minutes on a loaded shared machine.
@@ -41,13 +26,7 @@ def _prefect(*args: str, env: dict[str, str]) -> subprocess.CompletedProcess[str
 async def test_prefect_yaml_deploys_the_forms_and_a_worker_runs_them(
     prefect_api: str, catalog: Catalog, data_dir: Path, tmp_path: Path
 ) -> None:
-    env = {**os.environ, "PREFECT_API_URL": prefect_api, "PREFECT_CLI_PROMPT": "false"}
-    pool = _prefect(
-        "work-pool", "create", dep.DEFAULT_WORK_POOL, "--type", "process", "--overwrite", env=env
-    )
-    assert pool.returncode == 0, pool.stdout + pool.stderr
-    deployed = _prefect("--no-prompt", "deploy", "--all", env=env)
-    assert deployed.returncode == 0, deployed.stdout[-3000:] + deployed.stderr[-3000:]
+    deploy_project(prefect_api, timeout=300)
 
     async with get_client() as client:
         forms = {n: await client.read_deployment_by_name(f"{n}/ad-scheduler") for n in FORMS}
