@@ -47,6 +47,7 @@ from domain.spec import (
     JobSpec,
 )
 from domain.vocab import (
+    MAX_TEMPLATE_CONCURRENCY,
     ColorMode,
     ContentSource,
     Destination,
@@ -243,6 +244,10 @@ class ExportForm(BaseModel):
     )
 
 
+#: The job spec's own defaults: the form offers them, never a restated copy.
+_SPEC_DEFAULTS = {name: field.default for name, field in JobSpec.model_fields.items()}
+
+
 class JobForm(BaseModel):
     """A scheduled job: the form of `save-job` (the same fields as `ad-scheduler jobs create`)."""
 
@@ -267,19 +272,25 @@ class JobForm(BaseModel):
     ad: AdForm = Field(default_factory=AdForm)
     export: ExportForm = Field(default_factory=ExportForm)
     template_concurrency: int = Field(
-        default=4, ge=1, le=32, description="Templates generated at once within one run."
+        default=_SPEC_DEFAULTS["template_concurrency"],
+        ge=1,
+        le=MAX_TEMPLATE_CONCURRENCY,
+        description="Templates generated at once within one run.",
     )
     overlap: OverlapPolicy = Field(
         default="skip",
         description="A run due while the previous one still runs: `skip` it, or `queue` it.",
     )
     misfire_grace_seconds: int = Field(
-        default=3600,
+        default=_SPEC_DEFAULTS["misfire_grace_seconds"],
         description="A run starting later than this after its time is skipped as missed: 0 = "
         "no limit, else 60..604800.",
     )
     max_consecutive_failures: int = Field(
-        default=3, ge=1, le=100, description="Pause the job after this many failed runs in a row."
+        default=_SPEC_DEFAULTS["max_consecutive_failures"],
+        ge=1,
+        le=100,
+        description="Pause the job after this many failed runs in a row.",
     )
     approval: ApprovalSettings = Field(
         default_factory=ApprovalSettings,
