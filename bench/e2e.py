@@ -60,7 +60,10 @@ TEMPLATES_PER_JOB = 3
 #: Seconds between registering a run and its slot: longer than the worker's prefetch, as a cron
 #: run's is (Prefect creates those long ahead), so the worker can start the process early.
 LEAD_S = float(os.environ.get("E2E_LEAD_S", "0")) or None
+#: How long one run may take to reach a final state; a burst of N gets N x BURST_S_PER_RUN more
+#: (on a loaded 2-core machine a burst of 100 takes well over 10 minutes).
 RUN_TIMEOUT_S = 600.0
+BURST_S_PER_RUN = 20.0
 POOL = "e2e-process"
 BARE_ENTRYPOINT = "bench/e2e.py:bare_flow"
 
@@ -217,7 +220,7 @@ async def _wait_final(deployment_ids: list[uuid.UUID], label: str) -> dict[uuid.
     from prefect.client.orchestration import get_client
     from prefect.client.schemas.filters import DeploymentFilter, DeploymentFilterId
 
-    deadline = time.monotonic() + RUN_TIMEOUT_S
+    deadline = time.monotonic() + RUN_TIMEOUT_S + BURST_S_PER_RUN * len(deployment_ids)
     wanted = set(deployment_ids)
     last_report = 0.0
     async with get_client() as client:
@@ -438,17 +441,20 @@ async def burst(env: Env, size: int, rss: RssSampler) -> dict[str, Any]:
 
 
 async def _create_pool(engine_command: bool) -> None:
-    """The process pool; with `engine_command`, its default command runs the flow directly."""
+    """The process pool: ours (`process_base_job_template`, the engine as the pool's command:
+    one interpreter per flow run), or Prefect's default without a command (a workspace
+    supervisor process, then the engine process)."""
     from prefect.client.orchestration import get_client
     from prefect.client.schemas.actions import WorkPoolCreate
     from prefect.workers.process import ProcessWorker
 
-    template = ProcessWorker.get_default_base_job_template()
-    if engine_command:
-        # One interpreter per flow run (`prefect.engine` runs the pull steps itself) instead
-        # of Prefect 3.9's default of a workspace supervisor process plus the engine process.
-        command = f"{sys.executable} -m prefect.engine"
-        template["variables"]["properties"]["command"]["default"] = command
+    from flows.deployment_sync import process_base_job_template
+
+    template = (
+        process_base_job_template()
+        if engine_command
+        else ProcessWorker.get_default_base_job_template()
+    )
     async with get_client() as client:
         await client.create_work_pool(
             WorkPoolCreate(name=POOL, type="process", base_job_template=template)
@@ -544,7 +550,7 @@ def run_backend(backend: str, args: argparse.Namespace) -> dict[str, Any]:
         worker_env = prefect_env(
             home, extra={"PREFECT_API_URL": api_url, **app_env, **TUNED_WORKER_ENV}
         )
-        command = [*worker_args(POOL), "--limit", str(args.limit)]
+        command = worker_args(POOL, limit=args.limit)
         log(f"[{backend}] worker: {' '.join(command[1:])} with {TUNED_WORKER_ENV}")
         worker = stack.enter_context(background_process(command, worker_env, home / "worker.log"))
         rss = stack.enter_context(RssSampler(worker.pid))
@@ -587,8 +593,10 @@ def main() -> None:
     parser.add_argument("--limit", type=int, default=20, help="the worker's --limit")
     parser.add_argument(
         "--engine-command",
-        action="store_true",
-        help="pool default command `python -m prefect.engine` (one process per flow run)",
+        action=argparse.BooleanOptionalAction,
+        default=True,
+        help="the pool's command is `python -m prefect.engine`, as our pools have (one process"
+        " per flow run); --no-engine-command: Prefect's default (supervisor + engine)",
     )
     parser.add_argument("--logs", help="copy the server and worker logs into this folder")
     args = parser.parse_args()

@@ -26,6 +26,7 @@ from __future__ import annotations
 
 import functools
 import re
+import sys
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any
@@ -156,11 +157,35 @@ async def resolve_target(
     )
 
 
+def engine_command(python: str | None = None) -> str:
+    """The flow-run command of our process pools: `<python> -m prefect.engine`.
+
+    With a `command` set on the pool, Prefect 3.9's process worker starts the engine directly
+    (`EngineCommandStarter`): one interpreter per flow run, which runs the pull steps itself.
+    Without one it starts a workspace supervisor first, which imports Prefect and runs the pull
+    steps, then the engine: two interpreters, ~2 CPU-s more per run (docs/scaling.md). The
+    interpreter is this one by default (the pool is created by the installation its worker
+    runs from); a worker host with another interpreter overrides the `command` job variable.
+    """
+    return f"{python or sys.executable} -m prefect.engine"
+
+
+def process_base_job_template(python: str | None = None) -> dict[str, Any]:
+    """Prefect's process base job template with `command` defaulting to `engine_command()`."""
+    from prefect.workers.process import ProcessWorker
+
+    template = ProcessWorker.get_default_base_job_template()
+    template["variables"]["properties"]["command"]["default"] = engine_command(python)
+    return template
+
+
 async def ensure_process_pool(client: PrefectClient, name: str) -> None:
-    """Create the fallback process work pool when it does not exist (the embedded setup)."""
+    """Create the fallback process work pool when it does not exist (the embedded setup).
+
+    Its flow runs start as one interpreter (`process_base_job_template`).
+    """
     from prefect.client.schemas.actions import WorkPoolCreate
     from prefect.exceptions import ObjectAlreadyExists
-    from prefect.workers.process import ProcessWorker
 
     try:
         await client.read_work_pool(name)
@@ -172,7 +197,7 @@ async def ensure_process_pool(client: PrefectClient, name: str) -> None:
             WorkPoolCreate(
                 name=name,
                 type="process",
-                base_job_template=ProcessWorker.get_default_base_job_template(),
+                base_job_template=process_base_job_template(),
             )
         )
     except ObjectAlreadyExists:
@@ -557,7 +582,9 @@ __all__ = [
     "converge_existing_deployment",
     "converge_job_deployment",
     "converge_job_status",
+    "engine_command",
     "ensure_process_pool",
+    "process_base_job_template",
     "create_job_deployment",
     "deployment_name",
     "plan_for",

@@ -158,6 +158,14 @@ async def apply_job_status(job_id: uuid.UUID) -> None:
 
 
 async def _hook(flow: Any, flow_run: FlowRun, state: State) -> None:
+    if state.type == StateType.CANCELLING:
+        # Only `on_cancellation` hooks get Cancelling, and Prefect 3.9 calls them when the run
+        # is being stopped (the worker's cancellation manager after it stopped the process, or
+        # the engine), then sets Cancelled, which no hook sees: record the end here, as the
+        # reconciler would later, and settle what the run left.
+        from prefect.states import Cancelled
+
+        state = Cancelled(message=state.message)
     # A hook that cannot reach the database must not break the run: log and let the
     # reconciler heal the row later. Only the error's type is logged — messages from drivers
     # can carry connection details.

@@ -85,7 +85,8 @@ async def _ensure_pool() -> None:
     from prefect.client.orchestration import get_client
     from prefect.client.schemas.actions import WorkPoolCreate
     from prefect.exceptions import ObjectAlreadyExists
-    from prefect.workers.process import ProcessWorker
+
+    from flows.deployment_sync import process_base_job_template
 
     async with get_client() as client:
         try:
@@ -93,7 +94,7 @@ async def _ensure_pool() -> None:
                 WorkPoolCreate(
                     name=WORK_POOL,
                     type="process",
-                    base_job_template=ProcessWorker.get_default_base_job_template(),
+                    base_job_template=process_base_job_template(),
                 )
             )
         except ObjectAlreadyExists:

@@ -162,9 +162,18 @@ def local_prefect_server(
         yield api_url
 
 
-def worker_args(pool: str) -> list[str]:
-    """Command line of a process worker on `pool`."""
-    return [sys.executable, "-m", "prefect", "worker", "start", "--pool", pool, "--type", "process"]
+#: The worker's `--limit` (flow runs in flight at once, prefetched ones included) for `make
+#: run`, `ad-scheduler up`, the demo and the Dockerfile's worker: a few per core. A burst is
+#: CPU-bound (each flow-run process spends seconds of CPU starting), so more slots than that
+#: only add memory (~130 MB each) and stretch every run; docs/scaling.md has the measurements.
+DEFAULT_WORKER_LIMIT = 8
+
+
+def worker_args(pool: str, limit: int | None = DEFAULT_WORKER_LIMIT) -> list[str]:
+    """Command line of a process worker on `pool`, running at most `limit` flow runs at once
+    (None: no limit, Prefect's default)."""
+    args = [sys.executable, "-m", "prefect", "worker", "start", "--pool", pool, "--type", "process"]
+    return args if limit is None else [*args, "--limit", str(limit)]
 
 
 #: Worker settings for sub-second schedule lag (docs/scaling.md says why): ask for due runs
