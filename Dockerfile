@@ -43,4 +43,7 @@ RUN useradd --create-home --uid 10001 --shell /usr/sbin/nologin app \
  && chown -R app:app /var/lib/ad-scheduler
 USER app
 
-CMD ["prefect", "worker", "start", "--pool", "ad-scheduler-process"]
+# At most 8 flow runs at once (scheduler.local_prefect.DEFAULT_WORKER_LIMIT): a flow run's
+# process spends seconds of CPU starting, so a burst is CPU-bound and more slots than ~4 per core
+# only add memory (~130 MB each); raise it with the host's cores (docs/scaling.md, section 3).
+CMD ["prefect", "worker", "start", "--pool", "ad-scheduler-process", "--limit", "8"]
