@@ -26,6 +26,7 @@ from __future__ import annotations
 
 import functools
 import re
+import shutil
 import sys
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
@@ -158,16 +159,24 @@ async def resolve_target(
 
 
 def engine_command(python: str | None = None) -> str:
-    """The flow-run command of our process pools: `<python> -m prefect.engine`.
+    """The flow-run command of our process pools: `setsid <python> -m prefect.engine`.
 
     With a `command` set on the pool, Prefect 3.9's process worker starts the engine directly
     (`EngineCommandStarter`): one interpreter per flow run, which runs the pull steps itself.
     Without one it starts a workspace supervisor first, which imports Prefect and runs the pull
-    steps, then the engine: two interpreters, ~2 CPU-s more per run (docs/scaling.md). The
-    interpreter is this one by default (the pool is created by the installation its worker
+    steps, then the engine: two interpreters, ~2.5 CPU-s more per run (docs/scaling.md).
+
+    `setsid` (util-linux; it execs in place, no extra process): the `EngineCommandStarter` of
+    a process worker leaves the engine in the worker's process group, where the workspace starter
+    gives it a session of its own. Without it, a signal to the worker's group (a service
+    manager's stop, Ctrl-C, `stop_process_group`) killed every run in flight, leaving it Running
+    (tests/production/test_worker_sigterm.py). Left out where there is no `setsid`.
+
+    The interpreter is this one by default (the pool is created by the installation its worker
     runs from); a worker host with another interpreter overrides the `command` job variable.
     """
-    return f"{python or sys.executable} -m prefect.engine"
+    engine = f"{python or sys.executable} -m prefect.engine"
+    return f"setsid {engine}" if shutil.which("setsid") else engine
 
 
 def process_base_job_template(python: str | None = None) -> dict[str, Any]:

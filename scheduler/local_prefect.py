@@ -183,7 +183,14 @@ def worker_args(pool: str, limit: int | None = DEFAULT_WORKER_LIMIT) -> list[str
 #: is two interpreters (workspace supervisor, then the engine) that import Prefect and the flow
 #: module: a few seconds on this 2-core machine when quiet, 20-50 s under heavy load; the
 #: former 10 s prefetch let runs start 4-5 s late (issue 15, bench/lag.py).
+#:
+#: `PREFECT_CLIENT_MAX_RETRIES` (default 5, backing off 2, 4, … 32 s: about a minute): the
+#: embedded SQLite server answers 503 ("database is locked") while many flow runs write state at
+#: once. In a burst of 100 at `--limit 20` on a loaded 2-core machine the worker's submission of 9
+#: runs still got 503 after five retries, and Prefect marked them Crashed without running them.
+#: Seven retries wait up to ~4 minutes (the worker and its flow-run processes, which inherit it).
 TUNED_WORKER_ENV = {
     "PREFECT_WORKER_QUERY_SECONDS": "1",
     "PREFECT_WORKER_PREFETCH_SECONDS": "30",
+    "PREFECT_CLIENT_MAX_RETRIES": "7",
 }

@@ -1,14 +1,15 @@
 """Our process pools start the engine directly: a crash and a cancellation still settle the run.
 
 `flows.deployment_sync.process_base_job_template` sets the pool's `command` to
-`python -m prefect.engine`. Prefect 3.9's process worker then uses its `EngineCommandStarter`:
-one interpreter per flow run (no workspace supervisor), and the `on_crashed` /
-`on_cancellation` hooks run in the *worker* process, which loads the flow from the flow run
-(`load_flow_from_flow_run`: the pull step, then the entrypoint), instead of in a hook subprocess
-of the workspace. These tests run the session's production worker (its pool is made by
-`ensure_process_pool`) and check, end to end:
+`setsid python -m prefect.engine`. Prefect 3.9's process worker then uses its
+`EngineCommandStarter`: one interpreter per flow run (no workspace supervisor), and the
+`on_crashed` / `on_cancellation` hooks run in the *worker* process, which loads the flow from
+the flow run (`load_flow_from_flow_run`: the pull step, then the entrypoint), instead of in a
+hook subprocess of the workspace. These tests run the session's production worker (its pool
+is made by `ensure_process_pool`) and check, end to end:
 
-- the flow-run process is one `prefect.engine` interpreter, a child of the worker;
+- the flow-run process is one `prefect.engine` interpreter, a child of the worker, in a session
+  of its own (`setsid`; tests/production/test_worker_sigterm.py shows why it matters);
 - killed with SIGKILL mid-generation, its run ends Crashed, and the crashed hook (in the
   worker; no reconciler runs here) marks the job run failed/Crashed and releases its claims;
 - cancelled from the API mid-generation, its run ends Cancelled and the job run row mirrors it
@@ -142,6 +143,8 @@ async def test_the_pool_starts_one_engine_interpreter_and_a_sigkilled_run_is_set
         cmdline = Path(f"/proc/{pid}/cmdline").read_bytes().split(b"\0")
         assert b"prefect.engine" in cmdline, cmdline
         assert parent_of(pid) == worker.process.pid
+        # In a session of its own (`setsid`): a signal to the worker's group does not reach it.
+        assert os.getsid(pid) == pid != os.getsid(worker.process.pid)
 
         os.kill(pid, signal.SIGKILL)  # the flow-run process only; the worker lives on
 
