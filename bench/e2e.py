@@ -4,8 +4,10 @@ What runs, per Prefect backend (`--prefect-db sqlite|postgres|both`):
 
 * a Prefect server (`scheduler.local_prefect.local_prefect_server`) on SQLite (the embedded
   default) or on a scratch PostgreSQL database, and the app database on scratch PostgreSQL;
-* one process worker (`worker_args`, `TUNED_WORKER_ENV`, `--limit` flow runs at once) whose
-  peak RSS, and the peak RSS of its flow-run processes, are sampled from /proc;
+* one process worker (`worker_args`, `TUNED_WORKER_ENV`, `--limit` flow runs at once) on a pool
+  made as ours are (`process_base_job_template`: the engine as the pool's command, one process
+  per flow run; `--no-engine-command`: Prefect's default, a workspace supervisor then the
+  engine), whose peak RSS, and the peak RSS of its flow-run processes, are sampled from /proc;
 * a fake Gemini `generateContent` endpoint on 127.0.0.1 answering every request after a fixed
   0.5 s (`tests.support.http_fake`), behind a saved `GeminiImageGenerator` block;
 * jobs registered through the SDK (`scheduler.sdk.AdScheduler`) as one-time jobs whose slot is
@@ -27,7 +29,10 @@ The machine is shared: the load average before and after is in the result; figur
 under load are provisional. Last stdout line: one JSON object (per backend, and the ratios).
 
     .venv/bin/python bench/e2e.py [--prefect-db both] [--quick] [--firings 5] [--burst 100]
-        [--limit 20]
+        [--limit 8] [--no-engine-command] [--logs DIR]
+
+`--firings 0` skips (a); `--burst 0` skips (b). CPU per run is the worker's reaped children
+(user + system), so it counts the supervisor and the engine alike.
 """
 
 from __future__ import annotations
@@ -593,7 +598,9 @@ def main() -> None:
     parser.add_argument("--quick", action="store_true", help="2 firings, a burst of 10")
     parser.add_argument("--firings", type=int, default=5)
     parser.add_argument("--burst", type=int, default=100, help="jobs due together (0: none)")
-    parser.add_argument("--limit", type=int, default=20, help="the worker's --limit")
+    parser.add_argument(
+        "--limit", type=int, default=8, help="the worker's --limit (DEFAULT_WORKER_LIMIT: 8)"
+    )
     parser.add_argument(
         "--engine-command",
         action=argparse.BooleanOptionalAction,
