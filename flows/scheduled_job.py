@@ -14,6 +14,7 @@ from __future__ import annotations
 import asyncio
 import random
 import uuid
+from collections.abc import Awaitable
 from datetime import UTC, timedelta, tzinfo
 from zoneinfo import ZoneInfo
 
@@ -269,33 +270,36 @@ async def _make_ads_with(
         replace_set_aside=job.template_mode == "unused",
     )
 
-    async def publish(outcomes: list[AdRunOutcome]) -> None:
-        # The artifact shows the ads, not the export: it goes out beside the export.
-        await publish_run_artifact(
-            job.name, PipelineResult(outcomes=outcomes), storage=(await inputs).storage
-        )
+    recorded = False
+
+    async def after_generation(outcomes: list[AdRunOutcome]) -> None:
+        """Beside the export: the run's artifact (the ads, not the export) and, when nothing
+        is exported, the run's summary (no export failure can change it)."""
+        nonlocal recorded
+        made = PipelineResult(outcomes=outcomes)
+        work: list[Awaitable[object]] = [
+            publish_run_artifact(job.name, made, storage=(await inputs).storage)
+        ]
+        if plan.export.destination == "none":
+            work.append(_record(_summary(job, flow_run_id, made)[0]))
+            recorded = True
+        await asyncio.gather(*work)
 
     beat = asyncio.create_task(_heartbeat(job_run_id))
     try:
-        result = await make_ads(plan, inputs=inputs, on_generated=publish)
+        result = await make_ads(plan, inputs=inputs, on_generated=after_generation)
     finally:
         beat.cancel()
-    outcome = await _finish(job, flow_run_id, result)
+    outcome = await _finish(job, flow_run_id, result, recorded=recorded)
     # approval hook: with approval on, the run suspends here (its process exits) and resumes above.
     await request_approval(job, params, job_run_id)
     return outcome
 
 
-async def _finish(
+def _summary(
     job: ScheduledJob, flow_run_id: uuid.UUID, result: PipelineResult
-) -> JobRunSummary | State:
-    """Record the run's summary and decide its final state.
-
-    A run that made ads from at least one template is Completed (it counts toward `max_runs`
-    and ends a failure streak), its failed templates named in the row's `error_message`; a run
-    that made no ads at all is Failed (it counts toward the automatic pause). Templates set
-    aside are named in the run's note (`logs`) either way.
-    """
+) -> tuple[JobRunEvent, list[str], list[str], int]:
+    """The run's summary row event, its notes, its errors and the number of ads made."""
     ads = sum(len(o.ads) for o in result.outcomes if o.ok)
     made, planned = len(result.succeeded), len(result.outcomes)
     summary_line = f"{ads} ads from {made}/{planned} templates"
@@ -310,18 +314,31 @@ async def _finish(
     if result.export_failures:
         # The ads are made and kept; a failed export is the run's error to see, whole.
         errors.append("export failed: " + "; ".join(result.export_failures))
-    # The run's artifact went out with the export (`make_ads`' `on_generated`).
-    await _record(
-        JobRunEvent(
-            flow_run_id=flow_run_id,
-            scheduled_job_id=job.id,
-            status="running",
-            ad_run_ids=result.ad_run_ids,
-            templates_used=[o.template for o in result.succeeded],
-            logs="; ".join(notes),
-            error_message="; ".join(errors)[:10_000] if errors else None,
-        )
+    event = JobRunEvent(
+        flow_run_id=flow_run_id,
+        scheduled_job_id=job.id,
+        status="running",
+        ad_run_ids=result.ad_run_ids,
+        templates_used=[o.template for o in result.succeeded],
+        logs="; ".join(notes),
+        error_message="; ".join(errors)[:10_000] if errors else None,
     )
+    return event, notes, errors, ads
+
+
+async def _finish(
+    job: ScheduledJob, flow_run_id: uuid.UUID, result: PipelineResult, *, recorded: bool = False
+) -> JobRunSummary | State:
+    """Record the run's summary (unless `recorded` already) and decide its final state.
+
+    A run that made ads from at least one template is Completed (it counts toward `max_runs`
+    and ends a failure streak), its failed templates named in the row's `error_message`; a run
+    that made no ads at all is Failed (it counts toward the automatic pause). Templates set
+    aside are named in the run's note (`logs`) either way.
+    """
+    event, notes, errors, ads = _summary(job, flow_run_id, result)
+    if not recorded:
+        await _record(event)
     if not result.succeeded:
         return Failed(message="; ".join(notes[1:]) or "no template produced ads")
     if result.export_failures:
@@ -377,8 +394,9 @@ def prepare_flow_process() -> None:
     Prefect loads the flow module before it sets the run Running (a scheduled run's process is
     started ahead of its slot): what is done here is not inside the run. Without it the run pays
     it: the database driver and ORM mappers (the first query), Prefect's task engine (the first
-    task call), Pillow's image plugins (the first template read) and the generator classes (the
-    block load). Never raises: whatever is not prepared here is done where it is first used.
+    task call), Pillow's image plugins (the first template read), the generator classes (the block
+    load) and the providers' TLS context (the first request). Never raises: whatever is not
+    prepared here is done where it is first used.
     """
     prepare_process()
     try:
@@ -386,11 +404,13 @@ def prepare_flow_process() -> None:
         import prefect.utilities.visualization  # noqa: F401 - imported by every task call
         from PIL import Image
 
+        from blocks.generators.provider_http import shared_ssl_context
         from blocks.registry import block_class
 
         Image.preinit()
         for slug in GENERATOR_BLOCK_SLUGS:
             block_class(slug)
+        shared_ssl_context()  # the CA bundle, read once for every provider request
     except Exception as exc:  # an optimisation only
         get_logger("ad_scheduler.flows").debug("flow process not prepared: %s", exc)
 
