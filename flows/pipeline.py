@@ -780,9 +780,15 @@ async def _make_ads(
     after: list[Awaitable[Any]] = [progress.close(), slot_stack.aclose()]
     if on_generated is not None:
         after.append(on_generated(outcomes))
-    exported, *_ = await asyncio.gather(
-        export_outcomes(plan, outcomes, storage=storage, brief=run_inputs.brief), *after
+    exported, *ends = await asyncio.gather(
+        export_outcomes(plan, outcomes, storage=storage, brief=run_inputs.brief),
+        *after,
+        return_exceptions=True,
     )
+    # Every part has finished (none left running behind a failure): the first failure is raised.
+    for end in (exported, *ends):
+        if isinstance(end, BaseException):
+            raise end
     failures = [f"{d.channel}: {d.error}" for d in exported if getattr(d, "status", "") == "failed"]
     return PipelineResult(outcomes=outcomes, export_failures=failures)
 
