@@ -160,3 +160,39 @@ class RunApprovalView(ReadModel):
     def rejected_count(self) -> int:
         """How many ads were rejected (0 while awaiting)."""
         return len(self.rejected_ad_ids or ())
+
+
+class AdRunView(ReadModel):
+    """One `ad_runs` row: one template's generation (see `db.models.AdRun`)."""
+
+    id: uuid.UUID
+    tenant_id: uuid.UUID
+    product_id: uuid.UUID
+    template_storage_name: str
+    scheduled_job_id: uuid.UUID | None
+    scheduled_job_run_id: uuid.UUID | None
+    flow_run_id: uuid.UUID | None
+    status: str
+    error_message: str | None
+    started_at: datetime | None
+    completed_at: datetime | None
+
+
+class DeliveryView(ReadModel):
+    """One `export_deliveries` row: a channel's send of an ad run or a job run's digest.
+
+    `status` is one of `domain.vocab.DELIVERY_STATUSES`; `sent_at` is aware UTC.
+    """
+
+    id: uuid.UUID
+    tenant_id: uuid.UUID
+    ad_run_id: uuid.UUID | None
+    scheduled_job_run_id: uuid.UUID | None
+    channel: str
+    status: str
+    provider_message_id: str | None
+    attempts: int
+    error_message: str | None
+    error_kind: str | None
+    sent_at: datetime | None
+    created_at: datetime | None

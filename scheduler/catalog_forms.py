@@ -25,9 +25,9 @@ from pydantic import BaseModel, ConfigDict, Field
 from db.errors import NotFoundError
 from db.read_models import BrandView, ProductView, TemplateView
 from domain import text as medium
+from domain.catalog import MAX_DESCRIPTION_LENGTH, MAX_NAME_LENGTH
 from domain.errors import AdSchedulerError
 from scheduler.catalog import CatalogManager
-from scheduler.catalog_spec import MAX_DESCRIPTION_LENGTH, MAX_NAME_LENGTH
 from scheduler.forms import _refused, form_tenant
 
 #: What `deactivate-catalog-item` can take out of use.
