@@ -24,6 +24,8 @@ from typing import TYPE_CHECKING, Annotated
 
 import typer
 
+from scheduler.commands.common import TenantOption
+
 if TYPE_CHECKING:
     # Imported where used: `ad-scheduler --help` must not pay for SQLAlchemy and the ORM.
     from db.read_models import AdRunView, DeliveryView, JobRunView, JobView
@@ -204,10 +206,7 @@ def export_command(
     run_id: Annotated[str, typer.Argument(help="An ad run id, or a job run (or flow run) id.")],
     channel: Annotated[ExportChannel, typer.Option("--channel", "-c", help="Where to re-send.")],
     *,
-    tenant: Annotated[
-        str | None,
-        typer.Option("--tenant", envvar="AD_SCHEDULER_TENANT_ID", help="Tenant id."),
-    ] = None,
+    tenant: str | None = TenantOption,
     to: Annotated[
         list[str] | None, typer.Option("--to", help="Recipient (repeat); overrides the job's.")
     ] = None,
