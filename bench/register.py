@@ -19,7 +19,6 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
-import os
 import sys
 import time
 import uuid
@@ -136,28 +135,15 @@ def main() -> None:
     parser.add_argument("--batch", type=int, default=100)
     args = parser.parse_args()
 
-    from db.migrate import upgrade
-    from tests.support.databases import create_pg_database, drop_pg_database, pg_url
-    from tests.support.prefect_server import running_prefect_server
+    from tests.support.bench_stack import bench_stack
 
-    print("starting a Prefect server on a scratch PostgreSQL database …", flush=True)
-    with running_prefect_server() as api_url:
-        os.environ["PREFECT_API_URL"] = api_url
-        from prefect.settings import PREFECT_API_URL, temporary_settings
-
-        name = asyncio.run(create_pg_database("adsched_bench"))
-        try:
-            db_url = pg_url(name)
-            upgrade(db_url)
-            print(
-                f"server {api_url}; app database {name}; registering {args.jobs} + "
-                f"{args.jobs} deployments",
-                flush=True,
-            )
-            with temporary_settings(updates={PREFECT_API_URL: api_url}):
-                result = asyncio.run(_bench(db_url, args.jobs, args.batch))
-        finally:
-            asyncio.run(drop_pg_database(name))
+    with bench_stack() as stack:
+        print(
+            f"server {stack.api_url}; app database {stack.db_name}; registering {args.jobs} + "
+            f"{args.jobs} deployments",
+            flush=True,
+        )
+        result = asyncio.run(_bench(stack.db_url, args.jobs, args.batch))
     print(json.dumps(result))
 
 

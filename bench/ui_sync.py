@@ -195,25 +195,12 @@ def main() -> None:
     parser.add_argument("--interval", type=float, default=2.0)
     args = parser.parse_args()
 
-    from db.migrate import upgrade
-    from tests.support.databases import create_pg_database, drop_pg_database, pg_url
-    from tests.support.prefect_server import running_prefect_server
+    from tests.support.bench_stack import bench_stack
 
-    print("starting a Prefect server on a scratch PostgreSQL database …", flush=True)
-    with running_prefect_server() as api_url:
-        os.environ["PREFECT_API_URL"] = api_url
-        from prefect.settings import PREFECT_API_URL, temporary_settings
-
-        name = asyncio.run(create_pg_database("adsched_bench"))
-        try:
-            db_url = pg_url(name)
-            upgrade(db_url)
-            with temporary_settings(updates={PREFECT_API_URL: api_url}):
-                result = asyncio.run(
-                    _bench(db_url, api_url, args.jobs, args.actions, args.interval)
-                )
-        finally:
-            asyncio.run(drop_pg_database(name))
+    with bench_stack() as stack:
+        result = asyncio.run(
+            _bench(stack.db_url, stack.api_url, args.jobs, args.actions, args.interval)
+        )
     print(json.dumps(result))
 
 

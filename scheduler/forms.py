@@ -25,6 +25,7 @@ from __future__ import annotations
 
 import uuid
 import zoneinfo
+from collections.abc import Awaitable, Callable
 from datetime import UTC, datetime
 from functools import lru_cache
 from typing import Annotated, Any, Literal
@@ -332,6 +333,21 @@ def _refused(exc: AdSchedulerError) -> State:
     return Failed(message=str(exc))
 
 
+def _done(message: str, data: Any = None) -> State:
+    """The run's final state for a request carried out: Completed with `message` (logged)."""
+    get_run_logger().info("%s", message)
+    return Completed(message=message[:1000], data=data)
+
+
+async def _with_sdk(act: Callable[[AdScheduler], Awaitable[State]]) -> State:
+    """`act` with the SDK for the forms' tenant; a refusal fails the run with the SDK's message."""
+    try:
+        async with AdScheduler(form_tenant()) as ads:
+            return await act(ads)
+    except AdSchedulerError as exc:
+        return _refused(exc)
+
+
 def _describe(job: JobView) -> str:
     note = f" — {job.pause_note}" if job.pause_note else ""
     when = job.next_run_at.isoformat() if job.next_run_at else "none"
@@ -348,16 +364,12 @@ async def save_job(job: JobForm) -> State:
     Args:
         job: The job: name, product, schedule, templates, ad and export settings.
     """
-    tenant = form_tenant()
-    try:
-        async with AdScheduler(tenant) as ads:
-            product_id = await ads.catalog.resolve_product_id(job.product, field="product")
-            saved = await ads.apply(JobSpec.parse(job.to_spec(product_id)))
-    except AdSchedulerError as exc:
-        return _refused(exc)
-    message = f"saved {_describe(saved)}"
-    get_run_logger().info("%s", message)
-    return Completed(message=message[:1000])
+
+    async def save(ads: AdScheduler) -> State:
+        product_id = await ads.catalog.resolve_product_id(job.product, field="product")
+        return _done(f"saved {_describe(await ads.apply(JobSpec.parse(job.to_spec(product_id))))}")
+
+    return await _with_sdk(save)
 
 
 @flow(name="pause-job", log_prints=False)
@@ -368,14 +380,12 @@ async def pause_job(job: JobReference, note: str = "") -> State:
         job: The job's name (as `ad-scheduler jobs list` shows it) or its id.
         note: Why (shown with the job's status); empty: "Paused from the Prefect UI."
     """
-    try:
-        async with AdScheduler(form_tenant()) as ads:
-            paused = await ads.pause(job, note=note.strip() or "Paused from the Prefect UI.")
-    except AdSchedulerError as exc:
-        return _refused(exc)
-    message = f"paused {_describe(paused)}"
-    get_run_logger().info("%s", message)
-    return Completed(message=message[:1000])
+
+    async def pause(ads: AdScheduler) -> State:
+        paused = await ads.pause(job, note=note.strip() or "Paused from the Prefect UI.")
+        return _done(f"paused {_describe(paused)}")
+
+    return await _with_sdk(pause)
 
 
 @flow(name="resume-job", log_prints=False)
@@ -385,14 +395,11 @@ async def resume_job(job: JobReference) -> State:
     Args:
         job: The job's name (as `ad-scheduler jobs list` shows it) or its id.
     """
-    try:
-        async with AdScheduler(form_tenant()) as ads:
-            resumed = await ads.resume(job)
-    except AdSchedulerError as exc:
-        return _refused(exc)
-    message = f"resumed {_describe(resumed)}"
-    get_run_logger().info("%s", message)
-    return Completed(message=message[:1000])
+
+    async def resume(ads: AdScheduler) -> State:
+        return _done(f"resumed {_describe(await ads.resume(job))}")
+
+    return await _with_sdk(resume)
 
 
 @flow(name="delete-job", log_prints=False)
@@ -413,14 +420,12 @@ async def delete_job(
         return _refused(
             InvalidJobSpec.one("confirm", "not ticked; allowed: tick it to delete the job")
         )
-    try:
-        async with AdScheduler(form_tenant()) as ads:
-            deleted = await ads.delete(job)
-    except AdSchedulerError as exc:
-        return _refused(exc)
-    message = f"deleted job {deleted.name!r} ({deleted.id}); its run history is kept"
-    get_run_logger().info("%s", message)
-    return Completed(message=message)
+
+    async def delete(ads: AdScheduler) -> State:
+        deleted = await ads.delete(job)
+        return _done(f"deleted job {deleted.name!r} ({deleted.id}); its run history is kept")
+
+    return await _with_sdk(delete)
 
 
 @flow(name="run-job-now", log_prints=False)
@@ -430,15 +435,15 @@ async def run_job_now(job: JobReference) -> State:
     Args:
         job: The job's name (as `ad-scheduler jobs list` shows it) or its id.
     """
-    try:
-        async with AdScheduler(form_tenant()) as ads:
-            target = await ads.get(job)
-            flow_run_id = await ads.run_now(target.id)
-    except AdSchedulerError as exc:
-        return _refused(exc)
-    message = f"started a run of job {target.name!r}: flow run {flow_run_id}"
-    get_run_logger().info("%s", message)
-    return Completed(message=message, data=str(flow_run_id))
+
+    async def run_now(ads: AdScheduler) -> State:
+        target = await ads.get(job)
+        flow_run_id = await ads.run_now(target.id)
+        return _done(
+            f"started a run of job {target.name!r}: flow run {flow_run_id}", data=str(flow_run_id)
+        )
+
+    return await _with_sdk(run_now)
 
 
 FORM_FLOWS = (save_job, pause_job, resume_job, delete_job, run_job_now)
