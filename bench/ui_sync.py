@@ -35,23 +35,6 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 DEADLINE_S = 60.0
 
 
-async def _seed(db_url: str, tenant_id: uuid.UUID) -> uuid.UUID:
-    from db.models import AdTemplate, Brand, Product
-    from db.session import session_scope
-
-    async with session_scope(db_url) as session:
-        brand = Brand(tenant_id=tenant_id, name="Bench brand", colors=["#0f766e"])
-        session.add(brand)
-        await session.flush()
-        product = Product(tenant_id=tenant_id, brand_id=brand.id, name="Bench product")
-        session.add(product)
-        session.add_all(
-            AdTemplate(tenant_id=tenant_id, storage_name=f"bench-{i}.png") for i in range(10)
-        )
-        await session.flush()
-        return product.id
-
-
 async def _bench(db_url: str, api_url: str, jobs: int, actions: int, interval: float) -> dict:
     import httpx
     import sqlalchemy as sa
@@ -61,9 +44,10 @@ async def _bench(db_url: str, api_url: str, jobs: int, actions: int, interval: f
     from db.session import dispose_engines, session_scope
     from flows.ui_sync import sync_ui_changes, watch_ui_changes
     from scheduler.sdk import AdScheduler
+    from tests.support.bench_stack import seed_bench_catalog
 
     tenant_id = uuid.uuid4()
-    product_id = await _seed(db_url, tenant_id)
+    product_id = await seed_bench_catalog(db_url, tenant_id)
     async with AdScheduler(tenant_id, database_url=db_url) as ads:
         created = [
             await ads.create(

@@ -27,8 +27,8 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
 from db.adopt import short_db_error
+from db.driver import SQLAlchemyError
 from db.queries import adopt as q
-from db.queries.adopt import DatabaseFailure
 from db.queries.job_runs import derive_job_state
 from db.read_models import JobView
 from db.session import session_scope
@@ -270,7 +270,7 @@ async def adopt_jobs(
     report = JobAdoptionReport()
     try:
         rows, names, history = await _rows_to_adopt(ads)
-    except (DatabaseFailure, OSError) as exc:
+    except (SQLAlchemyError, OSError) as exc:
         raise AdoptJobsError(
             f"cannot read the jobs to adopt: {short_db_error(exc)}. Check DATABASE_URL, and run "
             "`ad-scheduler db upgrade` first (it adopts an existing database)"
@@ -287,7 +287,7 @@ async def adopt_jobs(
                 slack_webhook_block=slack_webhook_block,
                 catalog=catalog,
             )
-        except DatabaseFailure as exc:
+        except SQLAlchemyError as exc:
             outcome = AdoptedJob(
                 job_id=row.id,
                 name=row.name,
@@ -398,7 +398,7 @@ async def _adopt_one(
     ]
     try:
         result.notes.insert(1, await _follow_history(ads, job, row, name))
-    except (AdSchedulerError, DatabaseFailure) as exc:
+    except (AdSchedulerError, SQLAlchemyError) as exc:
         # The job is adopted (row and deployment); its counters follow after its next run.
         result.notes.insert(1, f"counters not derived yet ({short_db_error(exc)})")
     if (row.parameters or {}).get("slack_webhook_url"):

@@ -17,9 +17,6 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from db.models import AdTemplate, ProductTemplateUsage, ScheduledJob, ScheduledJobRun
 from db.read_models import JobView
 
-#: What a driver or SQLAlchemy raises when the database fails a statement (for `except`).
-DatabaseFailure = sa.exc.SQLAlchemyError
-
 
 async def jobs_without_deployment(session: AsyncSession, tenant_id: uuid.UUID) -> list[JobView]:
     """The tenant's live jobs that have no Prefect deployment, oldest first."""

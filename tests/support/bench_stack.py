@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import os
+import uuid
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -48,3 +49,23 @@ def bench_stack(prefix: str = "adsched_bench") -> Iterator[BenchStack]:
                 yield BenchStack(api_url=api_url, db_url=db_url, db_name=name)
         finally:
             asyncio.run(drop_pg_database(name))
+
+
+async def seed_bench_catalog(
+    db_url: str, tenant_id: uuid.UUID, *, templates: int = 10
+) -> uuid.UUID:
+    """A brand, a product and `templates` catalog templates for the tenant; returns the product."""
+    from db.models import AdTemplate, Brand, Product
+    from db.session import session_scope
+
+    async with session_scope(db_url) as session:
+        brand = Brand(tenant_id=tenant_id, name="Bench brand", colors=["#0f766e"])
+        session.add(brand)
+        await session.flush()
+        product = Product(tenant_id=tenant_id, brand_id=brand.id, name="Bench product")
+        session.add(product)
+        session.add_all(
+            AdTemplate(tenant_id=tenant_id, storage_name=f"bench-{i}.png") for i in range(templates)
+        )
+        await session.flush()
+        return product.id
