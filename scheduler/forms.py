@@ -39,13 +39,15 @@ from db.read_models import JobView
 from domain import cron as cron_rules
 from domain.approval import ApprovalSettings
 from domain.errors import AdSchedulerError, InvalidJobSpec
-from domain.params import MAX_RECIPIENTS, MAX_VARIATIONS
+from domain.params import MAX_RECIPIENTS, MAX_VARIATIONS, AdParameters, ExportSettings
 from domain.spec import (
     MAX_DESCRIPTION_LENGTH,
     MAX_JITTER_SECONDS,
     MAX_NAME_LENGTH,
     MAX_TEMPLATES_PER_RUN,
     JobSpec,
+    RecurringSchedule,
+    UnusedTemplates,
 )
 from domain.vocab import (
     MAX_TEMPLATE_CONCURRENCY,
@@ -58,6 +60,18 @@ from domain.vocab import (
     OverlapPolicy,
 )
 from scheduler.sdk import AdScheduler
+
+
+def _defaults(model: type[BaseModel]) -> dict[str, Any]:
+    """A domain model's field defaults: the forms offer them, never a restated copy."""
+    return {name: field.default for name, field in model.model_fields.items()}
+
+
+_SPEC_DEFAULTS = _defaults(JobSpec)
+_RECURRING_DEFAULTS = _defaults(RecurringSchedule)
+_UNUSED_DEFAULTS = _defaults(UnusedTemplates)
+_AD_DEFAULTS = _defaults(AdParameters)
+_EXPORT_DEFAULTS = _defaults(ExportSettings)
 
 #: Zone names that are aliases of the machine's files, not places (Prefect accepts some of them;
 #: `domain.cron` refuses the machine-dependent ones).
@@ -112,13 +126,13 @@ class ScheduleForm(BaseModel):
         "day-of-week' (e.g. '0 9 * * 1' = Mondays 09:00) or @daily, @weekly, …",
     )
     timezone: TimeZoneName = Field(
-        default="UTC",
+        default=_RECURRING_DEFAULTS["timezone"],
         title="Time zone",
         description="The cron is evaluated in this zone (daylight saving included); a "
         "one-time `at` without an offset is read in it too.",
     )
     jitter_seconds: int = Field(
-        default=0,
+        default=_RECURRING_DEFAULTS["jitter_seconds"],
         ge=0,
         le=MAX_JITTER_SECONDS,
         description="Recurring jobs: wait a random 0..N seconds before working (0 = none).",
@@ -157,13 +171,13 @@ class TemplatesForm(BaseModel):
         "templates listed below, every run.",
     )
     count: int = Field(
-        default=3,
+        default=_UNUSED_DEFAULTS["count"],
         ge=1,
         le=MAX_TEMPLATES_PER_RUN,
         description="`unused` mode: templates per run (at most the size of the catalog).",
     )
     when_exhausted: ExhaustedPolicy = Field(
-        default="recycle",
+        default=_UNUSED_DEFAULTS["when_exhausted"],
         title="When none are left",
         description="`unused` mode, when the product has used every template: `recycle` the "
         "least recently used, `skip` the run, or `fail` it.",
@@ -188,22 +202,25 @@ class AdForm(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
     variations: int = Field(
-        default=3, ge=1, le=MAX_VARIATIONS, description="Ads made from each template."
+        default=_AD_DEFAULTS["variations"],
+        ge=1,
+        le=MAX_VARIATIONS,
+        description="Ads made from each template.",
     )
     content_source: ContentSource = Field(
-        default="hooks",
+        default=_AD_DEFAULTS["content_source"],
         title="Headlines from",
         description="`hooks`: the product's hook list. `benefits`: its key benefits. "
         "`recreate_template`: the template's own copy, restyled for the product.",
     )
     color_mode: ColorMode = Field(
-        default="original",
+        default=_AD_DEFAULTS["color_mode"],
         title="Colours",
         description="`original`: the template's palette. `brand`: the brand colours. "
         "`complementary`: the complements of the brand colours.",
     )
     image_mode: ImageMode = Field(
-        default="auto",
+        default=_AD_DEFAULTS["image_mode"],
         title="Product image",
         description="`auto`: a product image per variation. `specific`: always the image below.",
     )
@@ -224,7 +241,8 @@ class ExportForm(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
     destination: Destination = Field(
-        default="none", description="Send each run's ads by email, to Slack, both, or nowhere."
+        default=_EXPORT_DEFAULTS["destination"],
+        description="Send each run's ads by email, to Slack, both, or nowhere.",
     )
     email_recipients: list[str] = Field(
         default_factory=list,
@@ -235,7 +253,7 @@ class ExportForm(BaseModel):
         default="", description="Email: the name of a saved Resend email block."
     )
     email_mode: EmailMode = Field(
-        default="per_ad_run",
+        default=_EXPORT_DEFAULTS["email_mode"],
         description="Email: one email per template (`per_ad_run`) or one per run (`digest`).",
     )
     slack_webhook_block: str = Field(
@@ -243,10 +261,6 @@ class ExportForm(BaseModel):
         description="Slack: the name of a saved Slack webhook block (create it under Blocks; "
         "the webhook URL is a secret and never goes into a form).",
     )
-
-
-#: The job spec's own defaults: the form offers them, never a restated copy.
-_SPEC_DEFAULTS = {name: field.default for name, field in JobSpec.model_fields.items()}
 
 
 class JobForm(BaseModel):
@@ -279,7 +293,7 @@ class JobForm(BaseModel):
         description="Templates generated at once within one run.",
     )
     overlap: OverlapPolicy = Field(
-        default="skip",
+        default=_SPEC_DEFAULTS["overlap"],
         description="A run due while the previous one still runs: `skip` it, or `queue` it.",
     )
     misfire_grace_seconds: int = Field(
