@@ -62,6 +62,26 @@ class JobView(ReadModel):
     updated_at: datetime | None
 
 
+class LegacyJobView(ReadModel):
+    """A `scheduled_jobs` row as `jobs adopt` reads it: the old scheduler page's columns, taken
+    as stored (any JSON in `parameters`, columns the old page may have left empty), so that
+    `scheduler.adopt` can report what it cannot read row by row."""
+
+    id: uuid.UUID
+    name: str
+    product_id: uuid.UUID | None
+    schedule_type: str | None
+    cron_expression: str | None
+    scheduled_at: datetime | None
+    max_runs: int | None
+    runs_completed: int | None
+    status: str | None
+    template_mode: str | None
+    template_count: int | None
+    template_ids: list[str] | None
+    parameters: Any
+
+
 class JobRunView(ReadModel):
     """One `scheduled_job_runs` row: a flow run of a job (see `db.models.ScheduledJobRun`)."""
 

@@ -30,7 +30,7 @@ from db.adopt import short_db_error
 from db.driver import SQLAlchemyError
 from db.queries import adopt as q
 from db.queries.job_runs import derive_job_state
-from db.read_models import JobView
+from db.read_models import JobView, LegacyJobView
 from db.session import session_scope
 from domain.errors import AdSchedulerError, FieldProblem, InvalidJobSpec
 from domain.spec import JobSpec
@@ -143,7 +143,7 @@ def _recipients(value: Any) -> list[str] | None:
 
 
 def legacy_spec(
-    row: JobView,
+    row: LegacyJobView,
     *,
     email_block: str | None = None,
     slack_webhook_block: str | None = None,
@@ -300,7 +300,7 @@ async def adopt_jobs(
 
 async def _rows_to_adopt(
     ads: AdScheduler,
-) -> tuple[list[JobView], dict[str, int], dict[uuid.UUID, int]]:
+) -> tuple[list[LegacyJobView], dict[str, int], dict[uuid.UUID, int]]:
     async with session_scope(ads.database_url) as session:
         rows = await q.jobs_without_deployment(session, ads.tenant_id)
         names = await q.live_name_counts(session, ads.tenant_id)
@@ -346,7 +346,7 @@ async def _match_catalog_names(ads: AdScheduler, report: JobAdoptionReport) -> s
 
 async def _adopt_one(
     ads: AdScheduler,
-    row: JobView,
+    row: LegacyJobView,
     same_name: int,
     completed_runs: int,
     *,
@@ -408,7 +408,7 @@ async def _adopt_one(
 
 
 async def _follow_history(
-    ads: AdScheduler, job: JobView, row: JobView, deployment_name: str
+    ads: AdScheduler, job: JobView, row: LegacyJobView, deployment_name: str
 ) -> str:
     """Store the deployment's name and derive the counters from the run history (old runs
     count like the project's own); returns the status note."""

@@ -1,8 +1,8 @@
 """Queries behind `jobs adopt` (`scheduler.adopt`): the rows of an adopted `scheduled_jobs`
 table that have no deployment yet, their history, and the tenant's old template usage.
 
-Rows leave as `JobView` read models; the one write of a usage row's name is done here, keyed by
-a mapping the caller computes (`rename_usage`).
+Rows leave as `LegacyJobView` read models, as stored (whatever the old page wrote); the one
+write, a usage row's new name, is done here with a mapping the caller gives (`rename_usage`).
 """
 
 from __future__ import annotations
@@ -15,10 +15,12 @@ import sqlalchemy as sa
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from db.models import AdTemplate, ProductTemplateUsage, ScheduledJob, ScheduledJobRun
-from db.read_models import JobView
+from db.read_models import LegacyJobView
 
 
-async def jobs_without_deployment(session: AsyncSession, tenant_id: uuid.UUID) -> list[JobView]:
+async def jobs_without_deployment(
+    session: AsyncSession, tenant_id: uuid.UUID
+) -> list[LegacyJobView]:
     """The tenant's live jobs that have no Prefect deployment, oldest first."""
     rows = await session.scalars(
         sa.select(ScheduledJob)
@@ -29,7 +31,7 @@ async def jobs_without_deployment(session: AsyncSession, tenant_id: uuid.UUID) -
         )
         .order_by(ScheduledJob.created_at, ScheduledJob.id)
     )
-    return [JobView.of(row) for row in rows.all()]
+    return [LegacyJobView.of(row) for row in rows.all()]
 
 
 async def live_name_counts(session: AsyncSession, tenant_id: uuid.UUID) -> dict[str, int]:
