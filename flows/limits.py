@@ -51,8 +51,10 @@ import uuid
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
+from typing import cast
 
 import httpx
+from prefect.client.base import PrefectHttpxAsyncClient
 from prefect.client.orchestration import PrefectClient, get_client
 from prefect.client.schemas.actions import (
     GlobalConcurrencyLimitCreate,
@@ -134,10 +136,10 @@ def _release_later(lease: uuid.UUID, delay: float, client: PrefectClient | None)
     async def release() -> None:
         await asyncio.sleep(max(0.0, delay))
         if client is not None and client._started and not client._closed:
-            await client.release_concurrency_slots_with_lease(lease)
+            await release_lease(client, lease)
             return
         async with get_client() as fresh:
-            await fresh.release_concurrency_slots_with_lease(lease)
+            await release_lease(fresh, lease)
 
     task = asyncio.ensure_future(release())
     _pending_releases.add(task)
@@ -191,18 +193,101 @@ def _missing(name: str) -> ProviderLimitMissingError:
     )
 
 
+#: Quick attempts at a lease call that the server answered "busy" before Prefect's client
+#: takes over with its own retries (2 s, 4 s, ...).
+BUSY_ATTEMPTS = 6
+#: Answers meaning "the server could not do it now, ask again" (what Prefect's client retries).
+_BUSY_STATUSES = frozenset({429, 502, 503})
+
+
+async def _lease_request(
+    client: PrefectClient, path: str, body: dict[str, object]
+) -> httpx.Response:
+    """POST one call of the concurrency-lease API, retrying a busy server within milliseconds.
+
+    Why not `client.request(...)` alone: Prefect's client (prefect/client/base.py,
+    `PrefectHttpxAsyncClient._send_with_retry`) waits 2**n seconds after a 503 with no
+    Retry-After. A SQLite-backed server (the embedded default) answers 503 at once when another
+    write commits inside its lease transaction (sqlite "database is locked", the server's
+    `is_client_retryable_exception`): measured on bench/e2e.py, most runs met one, and each
+    cost the run 2 s before its first template. The call is sent here without that wrapper,
+    busy answers and dropped connections are retried after FIRST_WAIT_S..MAX_WAIT_S (jittered)
+    up to BUSY_ATTEMPTS times, and only then handed to Prefect's client with its own retries.
+    A refused transaction changed nothing on the server, so sending it again is safe.
+
+    Returns:
+        The response (any non-busy status; the caller decides what 423 or 404 mean).
+
+    Raises:
+        httpx.HTTPStatusError: What Prefect's client raises once its own retries are spent.
+    """
+    http = cast(PrefectHttpxAsyncClient, client._client)
+    wait = FIRST_WAIT_S
+    for _attempt in range(BUSY_ATTEMPTS):
+        request = http.build_request("POST", path, json=body)
+        try:
+            # The CSRF token Prefect's send would add (fetched once per client; a server with
+            # CSRF protection off tells the client so, and it stops asking).
+            await http._add_csrf_headers(request)
+            response: httpx.Response | None = await httpx.AsyncClient.send(http, request)
+        except (httpx.TransportError, OSError):
+            response = None
+        if response is not None and response.status_code == 403:
+            break  # e.g. an expired CSRF token: Prefect's send renews it
+        if response is not None and response.status_code not in _BUSY_STATUSES:
+            return response
+        await asyncio.sleep(wait * random.uniform(0.8, 1.2))
+        wait = min(wait * 2, MAX_WAIT_S)
+    try:
+        return await client.request("POST", path, json=body)  # type: ignore[arg-type]
+    except httpx.HTTPStatusError as exc:
+        return exc.response
+
+
+def _raise_for(response: httpx.Response) -> httpx.Response:
+    if response.is_error:
+        response.raise_for_status()
+    return response
+
+
+async def _increment(
+    client: PrefectClient, name: str, slots: int, lease_seconds: float
+) -> httpx.Response:
+    return await _lease_request(
+        client,
+        "/v2/concurrency_limits/increment-with-lease",
+        {"names": [name], "slots": slots, "mode": "concurrency", "lease_duration": lease_seconds},
+    )
+
+
+async def renew_lease(client: PrefectClient, lease: uuid.UUID, lease_seconds: float) -> None:
+    """Renew a concurrency lease (raises httpx.HTTPStatusError when it has expired: 404/410)."""
+    _raise_for(
+        await _lease_request(
+            client,
+            f"/v2/concurrency_limits/leases/{lease}/renew",
+            {"lease_duration": lease_seconds},
+        )
+    )
+
+
+async def release_lease(client: PrefectClient, lease: uuid.UUID) -> None:
+    """Give a concurrency lease's slots back (raises httpx.HTTPStatusError on an error)."""
+    _raise_for(
+        await _lease_request(
+            client, "/v2/concurrency_limits/decrement-with-lease", {"lease_id": str(lease)}
+        )
+    )
+
+
 async def _try_acquire(
     client: PrefectClient, name: str, lease_seconds: float, slots: int = 1
 ) -> tuple[bool, uuid.UUID | None]:
     """One attempt at `slots` slots of `name`: (granted, lease id); (False, None) when full."""
-    try:
-        response = await client.increment_concurrency_slots_with_lease(
-            names=[name], slots=slots, mode="concurrency", lease_duration=lease_seconds
-        )
-    except httpx.HTTPStatusError as exc:
-        if exc.response.status_code != 423:
-            raise
+    response = await _increment(client, name, slots, lease_seconds)
+    if response.status_code == 423:
         return False, None
+    _raise_for(response)
     body = response.json()
     if not body.get("limits"):
         raise _missing(name)
@@ -255,7 +340,7 @@ async def provider_slot(
         finally:
             if lease is not None:
                 # Shielded: a cancelled run must still hand its slot back.
-                await asyncio.shield(api.release_concurrency_slots_with_lease(lease))
+                await asyncio.shield(release_lease(api, lease))
 
 
 @asynccontextmanager
@@ -292,7 +377,7 @@ class _RateWindows:
         if slot.lease is None or time.monotonic() - slot.since < RATE_LEASE_SECONDS / 2:
             return True
         try:  # an old lease: renew it rather than risk it expiring while in use
-            await self._client.renew_concurrency_lease(slot.lease, RATE_LEASE_SECONDS)
+            await renew_lease(self._client, slot.lease, RATE_LEASE_SECONDS)
         except httpx.HTTPStatusError:
             return False  # expired meanwhile: the server already freed it
         slot.since = time.monotonic()
@@ -366,7 +451,7 @@ class _RateWindows:
 
     async def _release(self, slot: _RateSlot) -> None:
         if slot.lease is not None:
-            await asyncio.shield(self._client.release_concurrency_slots_with_lease(slot.lease))
+            await asyncio.shield(release_lease(self._client, slot.lease))
 
     async def close(self) -> None:
         """Hand every slot back once its window has ended (waits up to one window)."""
@@ -447,7 +532,7 @@ class ProviderSlots:
 
     async def _release_all(self, leases: list[uuid.UUID]) -> None:
         for lease in leases:
-            await self._client.release_concurrency_slots_with_lease(lease)
+            await release_lease(self._client, lease)
 
     async def prime(self, slots: int) -> int:
         """Take up to `slots` slots in one call, if that many are free now; returns how many."""
@@ -472,7 +557,7 @@ class ProviderSlots:
         if time.monotonic() - since < LEASE_SECONDS / 2:
             return True
         try:  # an old lease: renew it rather than risk it expiring mid-request
-            await self._client.renew_concurrency_lease(lease, LEASE_SECONDS)
+            await renew_lease(self._client, lease, LEASE_SECONDS)
             return True
         except httpx.HTTPStatusError:
             return False  # expired meanwhile: the server already freed it
