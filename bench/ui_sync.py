@@ -35,23 +35,6 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 DEADLINE_S = 60.0
 
 
-async def _seed(db_url: str, tenant_id: uuid.UUID) -> uuid.UUID:
-    from db.models import AdTemplate, Brand, Product
-    from db.session import session_scope
-
-    async with session_scope(db_url) as session:
-        brand = Brand(tenant_id=tenant_id, name="Bench brand", colors=["#0f766e"])
-        session.add(brand)
-        await session.flush()
-        product = Product(tenant_id=tenant_id, brand_id=brand.id, name="Bench product")
-        session.add(product)
-        session.add_all(
-            AdTemplate(tenant_id=tenant_id, storage_name=f"bench-{i}.png") for i in range(10)
-        )
-        await session.flush()
-        return product.id
-
-
 async def _bench(db_url: str, api_url: str, jobs: int, actions: int, interval: float) -> dict:
     import httpx
     import sqlalchemy as sa
@@ -61,9 +44,10 @@ async def _bench(db_url: str, api_url: str, jobs: int, actions: int, interval: f
     from db.session import dispose_engines, session_scope
     from flows.ui_sync import sync_ui_changes, watch_ui_changes
     from scheduler.sdk import AdScheduler
+    from tests.support.bench_stack import seed_bench_catalog
 
     tenant_id = uuid.uuid4()
-    product_id = await _seed(db_url, tenant_id)
+    product_id = await seed_bench_catalog(db_url, tenant_id)
     async with AdScheduler(tenant_id, database_url=db_url) as ads:
         created = [
             await ads.create(
@@ -195,25 +179,12 @@ def main() -> None:
     parser.add_argument("--interval", type=float, default=2.0)
     args = parser.parse_args()
 
-    from db.migrate import upgrade
-    from tests.support.databases import create_pg_database, drop_pg_database, pg_url
-    from tests.support.prefect_server import running_prefect_server
+    from tests.support.bench_stack import bench_stack
 
-    print("starting a Prefect server on a scratch PostgreSQL database …", flush=True)
-    with running_prefect_server() as api_url:
-        os.environ["PREFECT_API_URL"] = api_url
-        from prefect.settings import PREFECT_API_URL, temporary_settings
-
-        name = asyncio.run(create_pg_database("adsched_bench"))
-        try:
-            db_url = pg_url(name)
-            upgrade(db_url)
-            with temporary_settings(updates={PREFECT_API_URL: api_url}):
-                result = asyncio.run(
-                    _bench(db_url, api_url, args.jobs, args.actions, args.interval)
-                )
-        finally:
-            asyncio.run(drop_pg_database(name))
+    with bench_stack() as stack:
+        result = asyncio.run(
+            _bench(stack.db_url, stack.api_url, args.jobs, args.actions, args.interval)
+        )
     print(json.dumps(result))
 
 

@@ -3,7 +3,9 @@
 Priority, as pydantic-settings applies it: 1. environment variables, 2. a `.env` file in the
 working directory, 3. the defaults below. The defaults are the *embedded* configuration: a
 SQLite file in the project's data folder, a local folder for storage, the offline renderer.
-Secrets never live here: API keys and webhook URLs are Prefect blocks (see `blocks/`).
+Secrets are Prefect blocks (see `blocks/`); the one secret read here is the Slack webhook URL a
+person may hand `ad-scheduler jobs create` through the environment instead of a flag, which the
+SDK moves into a block at once (a `SecretStr`: never shown).
 """
 
 from __future__ import annotations
@@ -11,7 +13,7 @@ from __future__ import annotations
 from functools import lru_cache
 from pathlib import Path
 
-from pydantic import Field
+from pydantic import Field, SecretStr
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 #: The repository root (or the install prefix's parent when installed without the repo).
@@ -39,11 +41,12 @@ class Settings(BaseSettings):
             `ad-scheduler-process`.
         code_dir: On a worker, the folder holding the ad-scheduler code the pull step changes
             to; empty means where this package is installed.
-        storage_block, prefect_ui_url, run_heartbeat_seconds, db_retry_attempts: see each
-            field's description.
+        storage_block, prefect_ui_url, run_heartbeat_seconds, db_retry_attempts,
+            retention_days, debug, slack_webhook_url: see each field's description.
 
-    Every `AD_SCHEDULER_*` variable is read here and nowhere else (the CLI's `--debug`,
-    `--tenant` and `--slack-webhook-url` options also take theirs through typer's `envvar`).
+    Every `AD_SCHEDULER_*` variable is read here and nowhere else: the CLI's `--tenant`,
+    `--debug` and `--slack-webhook-url` fall back to these fields when not given
+    (`tests/unit/test_settings.py` checks both).
     """
 
     model_config = SettingsConfigDict(env_file=".env", extra="ignore")
@@ -119,6 +122,18 @@ class Settings(BaseSettings):
             "Age in days after which the prune-history flow deletes run history, ad runs, "
             "generated files, deliveries and run artifacts (what a job still needs is kept)."
         ),
+    )
+
+    debug: bool = Field(
+        default=False,
+        validation_alias="AD_SCHEDULER_DEBUG",
+        description="The CLI prints the traceback of an error (as `--debug` does).",
+    )
+    slack_webhook_url: SecretStr | None = Field(
+        default=None,
+        validation_alias="AD_SCHEDULER_SLACK_WEBHOOK_URL",
+        description="`jobs create` without `--slack-webhook-url`: the job's Slack webhook URL "
+        "(the SDK stores it in a secret block).",
     )
 
     @property

@@ -62,6 +62,26 @@ class JobView(ReadModel):
     updated_at: datetime | None
 
 
+class LegacyJobView(ReadModel):
+    """A `scheduled_jobs` row as `jobs adopt` reads it: the old scheduler page's columns, taken
+    as stored (any JSON in `parameters`, columns the old page may have left empty), so that
+    `scheduler.adopt` can report what it cannot read row by row."""
+
+    id: uuid.UUID
+    name: str
+    product_id: uuid.UUID | None
+    schedule_type: str | None
+    cron_expression: str | None
+    scheduled_at: datetime | None
+    max_runs: int | None
+    runs_completed: int | None
+    status: str | None
+    template_mode: str | None
+    template_count: int | None
+    template_ids: list[str] | None
+    parameters: Any
+
+
 class JobRunView(ReadModel):
     """One `scheduled_job_runs` row: a flow run of a job (see `db.models.ScheduledJobRun`)."""
 
@@ -160,3 +180,39 @@ class RunApprovalView(ReadModel):
     def rejected_count(self) -> int:
         """How many ads were rejected (0 while awaiting)."""
         return len(self.rejected_ad_ids or ())
+
+
+class AdRunView(ReadModel):
+    """One `ad_runs` row: one template's generation (see `db.models.AdRun`)."""
+
+    id: uuid.UUID
+    tenant_id: uuid.UUID
+    product_id: uuid.UUID
+    template_storage_name: str
+    scheduled_job_id: uuid.UUID | None
+    scheduled_job_run_id: uuid.UUID | None
+    flow_run_id: uuid.UUID | None
+    status: str
+    error_message: str | None
+    started_at: datetime | None
+    completed_at: datetime | None
+
+
+class DeliveryView(ReadModel):
+    """One `export_deliveries` row: a channel's send of an ad run or a job run's digest.
+
+    `status` is one of `domain.vocab.DELIVERY_STATUSES`; `sent_at` is aware UTC.
+    """
+
+    id: uuid.UUID
+    tenant_id: uuid.UUID
+    ad_run_id: uuid.UUID | None
+    scheduled_job_run_id: uuid.UUID | None
+    channel: str
+    status: str
+    provider_message_id: str | None
+    attempts: int
+    error_message: str | None
+    error_kind: str | None
+    sent_at: datetime | None
+    created_at: datetime | None

@@ -67,10 +67,20 @@ UNFINISHED_AD_RUN_STATUSES: Final[tuple[AdRunStatus, ...]] = ("pending", "runnin
 Channel = Literal["email", "slack"]
 EXPORT_CHANNELS: Final[tuple[Channel, ...]] = get_args(Channel)
 
-#: `unconfirmed`: the provider may have accepted it but the outcome was never recorded (revision
-#: 0004); shown as "sent, not recorded — check" and never re-sent automatically.
-DeliveryStatus = Literal["pending", "sent", "failed", "unconfirmed"]
+#: What a send attempt leaves a delivery at. `unconfirmed`: the provider may have accepted it but
+#: the outcome was never recorded (revision 0004); shown as "sent, not recorded — check" and
+#: never re-sent automatically.
+DeliveryResult = Literal["sent", "failed", "unconfirmed"]
+#: A delivery row's status (`export_deliveries.status`): `pending` until an attempt settles it.
+DeliveryStatus = Literal["pending", DeliveryResult]
 DELIVERY_STATUSES: Final[tuple[DeliveryStatus, ...]] = get_args(DeliveryStatus)
+#: Delivery statuses meaning the send went out, or may have (never re-sent without `--force`).
+DELIVERY_OUT_STATUSES: Final[tuple[DeliveryStatus, ...]] = ("sent", "unconfirmed")
+#: What one export of one run to one channel came to (`flows.exports.DeliveryOutcome.status`):
+#: its delivery's result, or `already_sent` (an earlier send holds; nothing went out) or
+#: `skipped` (nothing to send). Never stored; the delivery row keeps `DeliveryStatus`.
+ExportOutcome = Literal[DeliveryResult, "already_sent", "skipped"]
+EXPORT_OUTCOMES: Final[tuple[ExportOutcome, ...]] = get_args(ExportOutcome)
 
 #: `permanent`: reconfigure, do not retry; `retryable`: a later attempt may succeed.
 ErrorKind = Literal["permanent", "retryable"]

@@ -28,7 +28,6 @@ from __future__ import annotations
 
 import asyncio
 import base64
-import io
 import logging
 import uuid
 from datetime import datetime, timedelta
@@ -71,7 +70,6 @@ logger = logging.getLogger("ad_scheduler.approval")
 
 #: The suspend key: the same on every pass, so the re-run's suspend call returns the input.
 PAUSE_KEY = "approval"
-THUMBNAIL_PX = 160
 FORM_NAME = "AdApproval"
 
 
@@ -147,19 +145,10 @@ def decision_from_form(ads: list[uuid.UUID], form: ApprovalForm) -> Decision:
 
 async def thumbnail_uri(storage: AdStorage, path: str) -> str | None:
     """A small JPEG of a stored ad as a data URI (renders without a public URL), or None."""
-    from PIL import Image
+    from flows.approval_notice import thumbnail_jpeg
 
     try:
-        data = await storage.read(path)
-
-        def shrink() -> bytes:
-            with Image.open(io.BytesIO(data)) as image:
-                image.thumbnail((THUMBNAIL_PX, THUMBNAIL_PX))
-                out = io.BytesIO()
-                image.convert("RGB").save(out, format="JPEG", quality=70)
-                return out.getvalue()
-
-        small = await asyncio.to_thread(shrink)
+        small = await thumbnail_jpeg(storage, path)
     except Exception as exc:  # a missing picture must not stop the approval
         logger.warning("no thumbnail for %s (%s)", path, type(exc).__name__)
         return None

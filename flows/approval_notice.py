@@ -84,22 +84,32 @@ def compose_slack_notice(
     return {"text": medium.slack_text_fallback(title), "blocks": blocks}
 
 
-async def _thumbnail(storage: AdStorage, path: str) -> bytes | None:
+async def thumbnail_jpeg(storage: AdStorage, path: str) -> bytes:
+    """A small JPEG of a stored ad (at most `THUMBNAIL_PX` on its longest side), for the review
+    page (`flows.approval`) and the notice email alike.
+
+    Raises:
+        Whatever reading the ad or decoding it raises (the callers go on without the picture).
+    """
     import asyncio
 
     from PIL import Image
 
+    data = await storage.read(path)
+
+    def shrink() -> bytes:
+        with Image.open(io.BytesIO(data)) as image:
+            image.thumbnail((THUMBNAIL_PX, THUMBNAIL_PX))
+            out = io.BytesIO()
+            image.convert("RGB").save(out, format="JPEG", quality=70)
+            return out.getvalue()
+
+    return await asyncio.to_thread(shrink)
+
+
+async def _thumbnail(storage: AdStorage, path: str) -> bytes | None:
     try:
-        data = await storage.read(path)
-
-        def shrink() -> bytes:
-            with Image.open(io.BytesIO(data)) as image:
-                image.thumbnail((THUMBNAIL_PX, THUMBNAIL_PX))
-                out = io.BytesIO()
-                image.convert("RGB").save(out, format="JPEG", quality=70)
-                return out.getvalue()
-
-        return await asyncio.to_thread(shrink)
+        return await thumbnail_jpeg(storage, path)
     except Exception:  # a missing picture is listed by name instead
         return None
 

@@ -29,6 +29,7 @@ from __future__ import annotations
 import asyncio
 import io
 import uuid
+from collections.abc import Awaitable, Callable
 from contextlib import AsyncExitStack
 from dataclasses import dataclass
 from datetime import datetime
@@ -631,50 +632,101 @@ async def export_outcomes(
         return []
 
 
-async def make_ads(plan: RunPlan) -> PipelineResult:
+@dataclass
+class RunInputs:
+    """What a run loads before its first template that no choice of templates changes."""
+
+    generator: AdGenerator
+    storage: AdStorage
+    brief: ProductBrief
+    product: Product
+
+
+async def load_run_inputs(
+    tenant_id: uuid.UUID, product_id: uuid.UUID, generator_block: str | None
+) -> RunInputs:
+    """The generator (its provider limit ensured), the storage and the product brief, at once.
+
+    Independent of the templates: a flow starts it before `select-templates` so the loads
+    overlap the claim (`make_ads(plan, inputs=...)`). Every part is awaited even when one
+    fails, then the first failure is raised.
+    """
+    # The run's own API client (the flow run context's): no new connection.
+    async with get_client() as client:
+        loaded = await asyncio.gather(
+            _load_generator_with_limit(generator_block, client),
+            _load_storage(),
+            load_brief(tenant_id, product_id),
+            return_exceptions=True,
+        )
+    for part in loaded:
+        if isinstance(part, BaseException):
+            raise part
+    generator, storage, (brief, product) = cast(
+        tuple[AdGenerator, AdStorage, tuple[ProductBrief, Product]], tuple(loaded)
+    )
+    return RunInputs(generator=generator, storage=storage, brief=brief, product=product)
+
+
+async def make_ads(
+    plan: RunPlan,
+    *,
+    inputs: Awaitable[RunInputs] | None = None,
+    on_generated: Callable[[list[AdRunOutcome]], Awaitable[None]] | None = None,
+) -> PipelineResult:
     """Generate, record and export the ads of one run (the core both flows share).
+
+    Args:
+        plan: The run's templates and parameters.
+        inputs: `load_run_inputs` for the plan's product and generator, already started (a
+            future); None loads them here.
+        on_generated: Awaited with the outcomes once every template is recorded, alongside the
+            export (e.g. the run's artifact, which does not depend on the export).
 
     Whatever it raises, the run's unfinished ad runs are failed with the reason and its claims
     released first (nothing stays pending or claimed behind an exception).
     """
     try:
         async with AsyncExitStack() as stack:
-            return await _make_ads(plan, stack)
+            return await _make_ads(plan, stack, inputs, on_generated)
     except BaseException as exc:
         await settle_after(plan.flow_run_id, exc)
         raise
 
 
-async def _make_ads(plan: RunPlan, stack: AsyncExitStack) -> PipelineResult:
+async def _make_ads(
+    plan: RunPlan,
+    stack: AsyncExitStack,
+    inputs: Awaitable[RunInputs] | None,
+    on_generated: Callable[[list[AdRunOutcome]], Awaitable[None]] | None,
+) -> PipelineResult:
     logger = get_run_logger()
     total = len(plan.templates)
     # One API client for the limits and every provider call of this run.
     client = await stack.enter_async_context(get_client())
+    if inputs is None:
+        inputs = load_run_inputs(plan.tenant_id, plan.product_id, plan.ad.generator_block)
     # Nothing below depends on anything else: load it all at once. Every part is awaited even
     # when one fails, so no ad run is created after the failure has been cleaned up.
-    loaded = await asyncio.gather(
-        _load_generator_with_limit(plan.ad.generator_block, client),
-        _load_storage(),
-        load_brief(plan.tenant_id, plan.product_id),
-        create_ad_runs(plan),
-        return_exceptions=True,
-    )
+    loaded = await asyncio.gather(inputs, create_ad_runs(plan), return_exceptions=True)
     for part in loaded:
         if isinstance(part, BaseException):
             raise part
-    generator, storage, (brief, product), tickets = cast(
-        tuple[AdGenerator, AdStorage, tuple[ProductBrief, Product], list[AdRunTicket]],
-        tuple(loaded),
-    )
+    run_inputs, tickets = cast(tuple[RunInputs, list[AdRunTicket]], tuple(loaded))
+    generator, storage = run_inputs.generator, run_inputs.storage
     progress = ProgressReporter(total)
-    slots = await stack.enter_async_context(
+    # The slots have their own stack: handed back as soon as the last template is recorded,
+    # while the progress closes and the export runs (the outer stack is only a safety net).
+    slot_stack = AsyncExitStack()
+    stack.push_async_callback(slot_stack.aclose)
+    slots = await slot_stack.enter_async_context(
         ProviderSlots(generator, client, requests=total * plan.ad.variations)
     )
     # The first wave's slots in one call, when the provider has them free.
     await slots.prime(plan.concurrency)
     resources = RunResources(
-        brief=brief,
-        image_paths=list(product.image_paths),
+        brief=run_inputs.brief,
+        image_paths=list(run_inputs.product.image_paths),
         generator=generator,
         storage=storage,
         slots=slots,
@@ -715,8 +767,6 @@ async def _make_ads(plan: RunPlan, stack: AsyncExitStack) -> PipelineResult:
     running = [asyncio.ensure_future(one(t)) for t in tickets]
     try:
         batches = await asyncio.gather(*running)
-        outcomes = [o for batch in batches for o in batch]
-        await progress.close()
     except BaseException:
         progress.cancel()
         # Stop the other templates before the run's work is settled: none may record itself
@@ -725,7 +775,20 @@ async def _make_ads(plan: RunPlan, stack: AsyncExitStack) -> PipelineResult:
             pending.cancel()
         await asyncio.gather(*running, return_exceptions=True)
         raise
-    exported = await export_outcomes(plan, outcomes, storage=storage, brief=brief)
+    outcomes = [o for batch in batches for o in batch]
+    # Every template is recorded: what is left is independent, so it goes at once.
+    after: list[Awaitable[Any]] = [progress.close(), slot_stack.aclose()]
+    if on_generated is not None:
+        after.append(on_generated(outcomes))
+    exported, *ends = await asyncio.gather(
+        export_outcomes(plan, outcomes, storage=storage, brief=run_inputs.brief),
+        *after,
+        return_exceptions=True,
+    )
+    # Every part has finished (none left running behind a failure): the first failure is raised.
+    for end in (exported, *ends):
+        if isinstance(end, BaseException):
+            raise end
     failures = [f"{d.channel}: {d.error}" for d in exported if getattr(d, "status", "") == "failed"]
     return PipelineResult(outcomes=outcomes, export_failures=failures)
 

@@ -14,12 +14,14 @@ from __future__ import annotations
 import asyncio
 import random
 import uuid
+from collections.abc import Awaitable
 from datetime import UTC, timedelta, tzinfo
 from zoneinfo import ZoneInfo
 
 import sqlalchemy as sa
 from prefect import flow, get_run_logger
 from prefect.context import get_run_context
+from prefect.logging import get_logger
 from prefect.states import Completed, Failed, State
 from pydantic import BaseModel
 from sqlalchemy.ext.asyncio import AsyncSession
@@ -28,7 +30,7 @@ from config import get_settings
 from db.errors import NotFoundError, TemplatesExhaustedError
 from db.models import ScheduledJob, ScheduledJobRun
 from db.queries.job_runs import JobRunEvent, claim_schedule_slot, upsert_job_run
-from db.session import dispose_engines, retry_transaction, session_scope
+from db.session import dispose_engines, prepare_process, retry_transaction, session_scope
 from db.types import utcnow
 from domain.misfire import is_misfire
 from domain.params import JobParameters
@@ -44,9 +46,13 @@ from flows.history import (
 )
 from flows.job_board import refresh_board_after_run
 from flows.pipeline import (
+    GENERATOR_BLOCK_SLUGS,
+    AdRunOutcome,
     PipelineResult,
+    RunInputs,
     RunPlan,
     TemplateChoice,
+    load_run_inputs,
     make_ads,
     rename_flow_run,
     select_templates,
@@ -205,7 +211,6 @@ async def run_scheduled_job(job_id: uuid.UUID) -> JobRunSummary | State:
 async def _claim_and_make_ads(
     job: ScheduledJob, params: JobParameters, flow_run_id: uuid.UUID, job_run_id: uuid.UUID
 ) -> JobRunSummary | State:
-    logger = get_run_logger()
     choice = TemplateChoice(
         tenant_id=job.tenant_id,
         product_id=job.product_id,
@@ -214,6 +219,29 @@ async def _claim_and_make_ads(
         count=job.template_count or 1,
         when_exhausted=job.exhausted_policy,
     )
+    # The generator, the storage and the product do not depend on the templates chosen: they
+    # load while `select-templates` claims (cancelled if the run ends here).
+    inputs = asyncio.ensure_future(
+        load_run_inputs(choice.tenant_id, choice.product_id, params.ad.generator_block)
+    )
+    try:
+        return await _make_ads_with(job, params, choice, inputs, job_run_id)
+    finally:
+        if not inputs.done():
+            inputs.cancel()
+        # Retrieved whatever happened (a failure is raised by `make_ads` when it is awaited).
+        await asyncio.gather(inputs, return_exceptions=True)
+
+
+async def _make_ads_with(
+    job: ScheduledJob,
+    params: JobParameters,
+    choice: TemplateChoice,
+    inputs: asyncio.Future[RunInputs],
+    job_run_id: uuid.UUID,
+) -> JobRunSummary | State:
+    logger = get_run_logger()
+    flow_run_id = choice.flow_run_id
     try:
         templates = await select_templates(choice)
     except TemplatesExhaustedError as exc:
@@ -241,27 +269,37 @@ async def _claim_and_make_ads(
         # A template set aside in `unused` mode is replaced by another unused one.
         replace_set_aside=job.template_mode == "unused",
     )
+
+    recorded = False
+
+    async def after_generation(outcomes: list[AdRunOutcome]) -> None:
+        """Beside the export: the run's artifact (the ads, not the export) and, when nothing
+        is exported, the run's summary (no export failure can change it)."""
+        nonlocal recorded
+        made = PipelineResult(outcomes=outcomes)
+        work: list[Awaitable[object]] = [
+            publish_run_artifact(job.name, made, storage=(await inputs).storage)
+        ]
+        if plan.export.destination == "none":
+            work.append(_record(_summary(job, flow_run_id, made)[0]))
+            recorded = True
+        await asyncio.gather(*work)
+
     beat = asyncio.create_task(_heartbeat(job_run_id))
     try:
-        result = await make_ads(plan)
+        result = await make_ads(plan, inputs=inputs, on_generated=after_generation)
     finally:
         beat.cancel()
-    outcome = await _finish(job, flow_run_id, result)
+    outcome = await _finish(job, flow_run_id, result, recorded=recorded)
     # approval hook: with approval on, the run suspends here (its process exits) and resumes above.
     await request_approval(job, params, job_run_id)
     return outcome
 
 
-async def _finish(
+def _summary(
     job: ScheduledJob, flow_run_id: uuid.UUID, result: PipelineResult
-) -> JobRunSummary | State:
-    """Record the run's summary and decide its final state.
-
-    A run that made ads from at least one template is Completed (it counts toward `max_runs`
-    and ends a failure streak), its failed templates named in the row's `error_message`; a run
-    that made no ads at all is Failed (it counts toward the automatic pause). Templates set
-    aside are named in the run's note (`logs`) either way.
-    """
+) -> tuple[JobRunEvent, list[str], list[str], int]:
+    """The run's summary row event, its notes, its errors and the number of ads made."""
     ads = sum(len(o.ads) for o in result.outcomes if o.ok)
     made, planned = len(result.succeeded), len(result.outcomes)
     summary_line = f"{ads} ads from {made}/{planned} templates"
@@ -276,20 +314,31 @@ async def _finish(
     if result.export_failures:
         # The ads are made and kept; a failed export is the run's error to see, whole.
         errors.append("export failed: " + "; ".join(result.export_failures))
-    await asyncio.gather(
-        _record(
-            JobRunEvent(
-                flow_run_id=flow_run_id,
-                scheduled_job_id=job.id,
-                status="running",
-                ad_run_ids=result.ad_run_ids,
-                templates_used=[o.template for o in result.succeeded],
-                logs="; ".join(notes),
-                error_message="; ".join(errors)[:10_000] if errors else None,
-            )
-        ),
-        publish_run_artifact(job.name, result),
+    event = JobRunEvent(
+        flow_run_id=flow_run_id,
+        scheduled_job_id=job.id,
+        status="running",
+        ad_run_ids=result.ad_run_ids,
+        templates_used=[o.template for o in result.succeeded],
+        logs="; ".join(notes),
+        error_message="; ".join(errors)[:10_000] if errors else None,
     )
+    return event, notes, errors, ads
+
+
+async def _finish(
+    job: ScheduledJob, flow_run_id: uuid.UUID, result: PipelineResult, *, recorded: bool = False
+) -> JobRunSummary | State:
+    """Record the run's summary (unless `recorded` already) and decide its final state.
+
+    A run that made ads from at least one template is Completed (it counts toward `max_runs`
+    and ends a failure streak), its failed templates named in the row's `error_message`; a run
+    that made no ads at all is Failed (it counts toward the automatic pause). Templates set
+    aside are named in the run's note (`logs`) either way.
+    """
+    event, notes, errors, ads = _summary(job, flow_run_id, result)
+    if not recorded:
+        await _record(event)
     if not result.succeeded:
         return Failed(message="; ".join(notes[1:]) or "no template produced ads")
     if result.export_failures:
@@ -337,6 +386,36 @@ def _human(delta: timedelta) -> str:
     if seconds < 7200:
         return f"{seconds // 60} min"
     return f"{seconds // 3600} h"
+
+
+def prepare_flow_process() -> None:
+    """Pay a flow process's one-time imports and set-up when the flow is loaded.
+
+    Prefect loads the flow module before it sets the run Running (a scheduled run's process is
+    started ahead of its slot): what is done here is not inside the run. Without it the run pays
+    it: the database driver and ORM mappers (the first query), Prefect's task engine (the first
+    task call), Pillow's image plugins (the first template read), the generator classes (the block
+    load) and the providers' TLS context (the first request). Never raises: whatever is not
+    prepared here is done where it is first used.
+    """
+    prepare_process()
+    try:
+        import prefect.task_engine
+        import prefect.utilities.visualization  # noqa: F401 - imported by every task call
+        from PIL import Image
+
+        from blocks.generators.provider_http import shared_ssl_context
+        from blocks.registry import block_class
+
+        Image.preinit()
+        for slug in GENERATOR_BLOCK_SLUGS:
+            block_class(slug)
+        shared_ssl_context()  # the CA bundle, read once for every provider request
+    except Exception as exc:  # an optimisation only
+        get_logger("ad_scheduler.flows").debug("flow process not prepared: %s", exc)
+
+
+prepare_flow_process()
 
 
 if __name__ == "__main__":

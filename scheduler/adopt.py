@@ -26,11 +26,11 @@ import uuid
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
-import sqlalchemy as sa
-
 from db.adopt import short_db_error
-from db.models import AdTemplate, ProductTemplateUsage, ScheduledJob, ScheduledJobRun
+from db.driver import SQLAlchemyError
+from db.queries import adopt as q
 from db.queries.job_runs import derive_job_state
+from db.read_models import JobView, LegacyJobView
 from db.session import session_scope
 from domain.errors import AdSchedulerError, FieldProblem, InvalidJobSpec
 from domain.spec import JobSpec
@@ -38,9 +38,6 @@ from domain.vocab import EMAIL_DESTINATIONS, SCHEDULED_JOB_FLOW, SLACK_DESTINATI
 from flows import deployment_sync as dep
 
 if TYPE_CHECKING:
-    from sqlalchemy.ext.asyncio import AsyncSession
-
-    from db.read_models import JobView
     from scheduler.sdk import AdScheduler
 
 #: The old scheduler page's parameter keys, and where each one goes in the job spec.
@@ -146,7 +143,7 @@ def _recipients(value: Any) -> list[str] | None:
 
 
 def legacy_spec(
-    row: ScheduledJob,
+    row: LegacyJobView,
     *,
     email_block: str | None = None,
     slack_webhook_block: str | None = None,
@@ -260,19 +257,6 @@ def legacy_spec(
     return spec, notes
 
 
-async def _completed_history(session: AsyncSession, job_id: uuid.UUID) -> int:
-    return int(
-        await session.scalar(
-            sa.select(sa.func.count()).where(
-                ScheduledJobRun.scheduled_job_id == job_id,
-                ScheduledJobRun.trigger == "schedule",
-                ScheduledJobRun.status == "completed",
-            )
-        )
-        or 0
-    )
-
-
 async def adopt_jobs(
     ads: AdScheduler,
     *,
@@ -286,13 +270,12 @@ async def adopt_jobs(
     report = JobAdoptionReport()
     try:
         rows, names, history = await _rows_to_adopt(ads)
-    except (sa.exc.SQLAlchemyError, OSError) as exc:
+    except (SQLAlchemyError, OSError) as exc:
         raise AdoptJobsError(
             f"cannot read the jobs to adopt: {short_db_error(exc)}. Check DATABASE_URL, and run "
             "`ad-scheduler db upgrade` first (it adopts an existing database)"
         ) from exc
-    async with session_scope(ads.database_url) as session:
-        catalog = await _match_catalog_names(session, ads.tenant_id, report)
+    catalog = await _match_catalog_names(ads, report)
     for row in rows:
         try:
             outcome = await _adopt_one(
@@ -304,7 +287,7 @@ async def adopt_jobs(
                 slack_webhook_block=slack_webhook_block,
                 catalog=catalog,
             )
-        except sa.exc.SQLAlchemyError as exc:
+        except SQLAlchemyError as exc:
             outcome = AdoptedJob(
                 job_id=row.id,
                 name=row.name,
@@ -317,33 +300,11 @@ async def adopt_jobs(
 
 async def _rows_to_adopt(
     ads: AdScheduler,
-) -> tuple[list[ScheduledJob], dict[str, int], dict[uuid.UUID, int]]:
+) -> tuple[list[LegacyJobView], dict[str, int], dict[uuid.UUID, int]]:
     async with session_scope(ads.database_url) as session:
-        rows = list(
-            (
-                await session.scalars(
-                    sa.select(ScheduledJob)
-                    .where(
-                        ScheduledJob.tenant_id == ads.tenant_id,
-                        ScheduledJob.deleted_at.is_(None),
-                        ScheduledJob.prefect_deployment_id.is_(None),
-                    )
-                    .order_by(ScheduledJob.created_at, ScheduledJob.id)
-                )
-            ).all()
-        )
-        names = dict(
-            (
-                await session.execute(
-                    sa.select(ScheduledJob.name, sa.func.count())
-                    .where(
-                        ScheduledJob.tenant_id == ads.tenant_id, ScheduledJob.deleted_at.is_(None)
-                    )
-                    .group_by(ScheduledJob.name)
-                )
-            ).all()
-        )
-        history = {row.id: await _completed_history(session, row.id) for row in rows}
+        rows = await q.jobs_without_deployment(session, ads.tenant_id)
+        names = await q.live_name_counts(session, ads.tenant_id)
+        history = {row.id: await q.completed_scheduled_runs(session, row.id) for row in rows}
     return rows, names, history
 
 
@@ -362,63 +323,30 @@ def catalog_name(name: str, catalog: set[str]) -> str | None:
     return None
 
 
-async def _match_catalog_names(
-    session: AsyncSession, tenant_id: uuid.UUID, report: JobAdoptionReport
-) -> set[str]:
+async def _match_catalog_names(ads: AdScheduler, report: JobAdoptionReport) -> set[str]:
     """Key the tenant's old usage rows by the catalog's storage names, so that `unused` mode
     (which compares usage with the catalog by storage name) does not pick them again."""
-    catalog = set(
-        (
-            await session.scalars(
-                sa.select(AdTemplate.storage_name).where(AdTemplate.tenant_id == tenant_id)
-            )
-        ).all()
-    )
-    usage = ProductTemplateUsage
-    rows = (
-        await session.execute(
-            sa.select(usage.id, usage.product_id, usage.template_storage_name).where(
-                usage.tenant_id == tenant_id, usage.template_storage_name.not_in(catalog)
-            )
+    async with session_scope(ads.database_url) as session:
+        catalog = await q.template_storage_names(session, ads.tenant_id)
+        done = await q.rename_usage(
+            session, ads.tenant_id, catalog, lambda name: catalog_name(name, catalog)
         )
-    ).all()
-    taken = {(r.product_id, r.template_storage_name) for r in rows}
-    if rows:
-        taken |= set(
-            (
-                await session.execute(
-                    sa.select(usage.product_id, usage.template_storage_name).where(
-                        usage.product_id.in_({r.product_id for r in rows})
-                    )
-                )
-            ).all()
-        )
-    renamed, unknown = 0, 0
-    for row in rows:
-        match = catalog_name(row.template_storage_name, catalog)
-        if match is None or (row.product_id, match) in taken:
-            unknown += 1
-            continue
-        taken.add((row.product_id, match))
-        await session.execute(
-            sa.update(usage).where(usage.id == row.id).values(template_storage_name=match)
-        )
-        renamed += 1
-    if renamed:
+    if done.renamed:
         report.notes.append(
-            f"{renamed} template usage row(s) renamed to the catalog's storage names"
+            f"{done.renamed} template usage row(s) renamed to the catalog's storage names"
         )
-    if unknown:
+    if done.unknown:
         report.notes.append(
-            f"{unknown} template usage row(s) name templates that are not in the catalog (kept "
-            "as they are; run `ad-scheduler templates sync` if those templates are in storage)"
+            f"{done.unknown} template usage row(s) name templates that are not in the catalog "
+            "(kept as they are; run `ad-scheduler templates sync` if those templates are in "
+            "storage)"
         )
     return catalog
 
 
 async def _adopt_one(
     ads: AdScheduler,
-    row: ScheduledJob,
+    row: LegacyJobView,
     same_name: int,
     completed_runs: int,
     *,
@@ -470,7 +398,7 @@ async def _adopt_one(
     ]
     try:
         result.notes.insert(1, await _follow_history(ads, job, row, name))
-    except (AdSchedulerError, sa.exc.SQLAlchemyError) as exc:
+    except (AdSchedulerError, SQLAlchemyError) as exc:
         # The job is adopted (row and deployment); its counters follow after its next run.
         result.notes.insert(1, f"counters not derived yet ({short_db_error(exc)})")
     if (row.parameters or {}).get("slack_webhook_url"):
@@ -480,14 +408,12 @@ async def _adopt_one(
 
 
 async def _follow_history(
-    ads: AdScheduler, job: JobView, row: ScheduledJob, deployment_name: str
+    ads: AdScheduler, job: JobView, row: LegacyJobView, deployment_name: str
 ) -> str:
     """Store the deployment's name and derive the counters from the run history (old runs
     count like the project's own); returns the status note."""
     async with session_scope(ads.database_url) as session:
-        stored = await session.get(ScheduledJob, job.id, with_for_update=True)
-        assert stored is not None
-        stored.deployment_name = deployment_name
+        await q.lock_and_name_deployment(session, job.id, deployment_name)
         state = await derive_job_state(session, job.id)
     if state.status_changed_to is not None:
         # The history says the job is done (max_runs reached) or must pause: the deployment

@@ -10,7 +10,7 @@ product = await ads.catalog.create_product(brand.name, name="Trail Runner 2",
 await ads.catalog.deactivate_product(product.id)
 ```
 
-Every input is validated (`scheduler.catalog_spec`) before anything is written; a bad one raises
+Every input is validated (`domain.catalog`) before anything is written; a bad one raises
 `InvalidCatalogInput` naming the field and what is allowed. A brand, product or template is
 referred to by id or by name (a template by its storage name); another tenant's is "not found".
 Deactivating never deletes: a deactivated brand takes no new products, a deactivated product no
@@ -29,14 +29,14 @@ from db.models import Brand, Product
 from db.queries import catalog as q
 from db.queries.templates import enable_template
 from db.read_models import BrandView, ProductView, TemplateView
-from domain.errors import InvalidJobSpec
-from scheduler.catalog_spec import (
+from domain.catalog import (
     BrandFields,
     InvalidCatalogInput,
     ProductFields,
     TemplateFields,
     validated,
 )
+from domain.errors import InvalidJobSpec
 from scheduler.db_access import transaction
 from scheduler.errors import StorageError
 

@@ -15,20 +15,21 @@ The tenant is the one the CLI acts for (`AD_SCHEDULER_TENANT_ID`).
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from typing import Annotated, Any, Literal
 
-from prefect import flow, get_run_logger
+from prefect import flow
 from prefect.artifacts import acreate_markdown_artifact
-from prefect.states import Completed, State
+from prefect.states import State
 from pydantic import BaseModel, ConfigDict, Field
 
 from db.errors import NotFoundError
 from db.read_models import BrandView, ProductView, TemplateView
 from domain import text as medium
+from domain.catalog import MAX_DESCRIPTION_LENGTH, MAX_NAME_LENGTH
 from domain.errors import AdSchedulerError
 from scheduler.catalog import CatalogManager
-from scheduler.catalog_spec import MAX_DESCRIPTION_LENGTH, MAX_NAME_LENGTH
-from scheduler.forms import _refused, form_tenant
+from scheduler.forms import _done, _refused, form_tenant
 
 #: What `deactivate-catalog-item` can take out of use.
 CatalogKind = Literal["brand", "product", "template"]
@@ -104,11 +105,6 @@ def _brand_text(brand: BrandView) -> str:
 
 def _state(active: bool) -> str:
     return "active" if active else "deactivated"
-
-
-def _done(message: str, data: Any = None) -> State:
-    get_run_logger().info("%s", message)
-    return Completed(message=message[:1000], data=data)
 
 
 @flow(name="save-brand", log_prints=False)
@@ -247,27 +243,50 @@ def render_catalog_markdown(
 ) -> str:
     """The catalog as markdown tables (brands, products, templates) with their active state."""
     cell = medium.markdown_cell
-    lines = ["# Catalog", "", f"## Brands ({len(brands)})", ""]
-    lines += ["| Brand | Colours | State |", "|---|---|---|"]
-    lines += [
-        f"| {cell(b.name)} | {cell(', '.join(b.colors)) or '—'} | {_state(b.active)} |"
-        for b in brands
-    ]
-    lines += ["", f"## Products ({len(products)})", ""]
-    lines += ["| Product | Brand | Key benefits | Images | State |", "|---|---|---|---|---|"]
-    lines += [
-        f"| {cell(p.name)} | {cell(p.brand_name)} | {len(p.key_benefits)} | "
-        f"{len(p.image_paths)} | {_state(p.active)} |"
-        for p in products
-    ]
-    lines += ["", f"## Templates ({len(templates)})", ""]
-    lines += ["| Template | Name | State |", "|---|---|---|"]
-    lines += [
-        f"| {medium.markdown_code_cell(t.storage_name)} | {cell(t.name) or '—'} | "
-        f"{_state(t.active)}{' — ' + cell(t.inactive_reason) if t.inactive_reason else ''} |"
-        for t in templates
-    ]
+    lines = ["# Catalog"]
+    lines += _markdown_table(
+        "Brands",
+        ("Brand", "Colours", "State"),
+        [(cell(b.name), cell(", ".join(b.colors)) or "—", _state(b.active)) for b in brands],
+    )
+    lines += _markdown_table(
+        "Products",
+        ("Product", "Brand", "Key benefits", "Images", "State"),
+        [
+            (
+                cell(p.name),
+                cell(p.brand_name),
+                len(p.key_benefits),
+                len(p.image_paths),
+                _state(p.active),
+            )
+            for p in products
+        ],
+    )
+    lines += _markdown_table(
+        "Templates",
+        ("Template", "Name", "State"),
+        [
+            (
+                medium.markdown_code_cell(t.storage_name),
+                cell(t.name) or "—",
+                _state(t.active) + (f" — {cell(t.inactive_reason)}" if t.inactive_reason else ""),
+            )
+            for t in templates
+        ],
+    )
     return "\n".join(lines) + "\n"
+
+
+def _markdown_table(title: str, headers: Sequence[str], rows: list[Sequence[object]]) -> list[str]:
+    """A `## title (count)` section holding a markdown table (cells already escaped)."""
+
+    def row(cells: Sequence[object]) -> str:
+        return "| " + " | ".join(str(c) for c in cells) + " |"
+
+    return ["", f"## {title} ({len(rows)})", "", row(headers), "|" + "---|" * len(headers)] + [
+        row(r) for r in rows
+    ]
 
 
 @flow(name="list-catalog", log_prints=False)

@@ -112,7 +112,7 @@ class FriendlyGroup(TyperGroup):
             raise typer.Exit(130) from None
         except Exception as exc:
             code, message = describe_error(exc)
-            if ctx.params.get("debug"):
+            if ctx.params.get("debug") or _debug_configured():
                 traceback.print_exception(exc, file=sys.stderr)
             err_console.print(f"error: {message}", markup=False, highlight=False, soft_wrap=True)
             raise typer.Exit(code) from None
@@ -126,10 +126,21 @@ app = typer.Typer(
 )
 
 
+def _debug_configured() -> bool:
+    """`AD_SCHEDULER_DEBUG` (through the settings); False when the settings cannot be read (the
+    error being reported may be that very problem)."""
+    from config import get_settings
+
+    try:
+        return get_settings().debug
+    except ValueError:
+        return False
+
+
 @app.callback()
 def main(
     debug: bool = typer.Option(
-        False, "--debug", envvar="AD_SCHEDULER_DEBUG", help="Print tracebacks of errors."
+        False, "--debug", help="Print tracebacks of errors (or set AD_SCHEDULER_DEBUG=1)."
     ),
 ) -> None:
     """Scheduled, unattended ad creation on Prefect."""

@@ -6,9 +6,7 @@ import socket
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 
-import sqlalchemy as sa
-from sqlalchemy.ext.asyncio import AsyncSession
-
+from db.driver import AsyncSession, IntegrityError, SQLAlchemyError
 from db.session import session_scope
 from scheduler.errors import DatabaseError, database_problem
 
@@ -25,7 +23,7 @@ async def transaction(database_url: str | None) -> AsyncIterator[AsyncSession]:
     try:
         async with session_scope(database_url) as session:
             yield session
-    except sa.exc.IntegrityError:
+    except IntegrityError:
         raise
-    except (sa.exc.SQLAlchemyError, ConnectionError, TimeoutError, socket.gaierror) as exc:
+    except (SQLAlchemyError, ConnectionError, TimeoutError, socket.gaierror) as exc:
         raise DatabaseError(database_problem(exc)) from exc

@@ -20,7 +20,6 @@ import time
 import uuid
 from dataclasses import dataclass
 
-import sqlalchemy as sa
 from rich.console import Console
 from rich.table import Table
 
@@ -138,7 +137,7 @@ def _print_what_to_do_next(made: DemoOutcome) -> None:
 
 async def _demo() -> DemoOutcome:
     from blocks.storage import default_storage
-    from db.models import AdRun, GeneratedAd
+    from db.queries.ads import ads_of_job
     from db.session import dispose_engines, session_scope
     from flows.job_board import refresh_job_board_quietly
     from flows.sample_data import seed_sample_data
@@ -193,14 +192,7 @@ async def _demo() -> DemoOutcome:
     table = Table("flow run", "trigger", "status", "templates", "error")
     runs = list(reversed(await reader.runs(job.id)))
     async with session_scope() as session:
-        ads_made = (
-            await session.execute(
-                sa.select(AdRun.template_storage_name, GeneratedAd.storage_path)
-                .join(GeneratedAd, GeneratedAd.ad_run_id == AdRun.id)
-                .where(AdRun.scheduled_job_id == job.id)
-                .order_by(AdRun.created_at, GeneratedAd.variation_index)
-            )
-        ).all()
+        ads_made = await ads_of_job(session, job.id)
     for r in runs:
         table.add_row(
             r.flow_run_name or str(r.flow_run_id),
@@ -211,8 +203,8 @@ async def _demo() -> DemoOutcome:
         )
     console.print(table)
     console.print(f"{len(ads_made)} ads generated:")
-    for template, path in ads_made:
-        console.print(f"  {template} -> {storage.local_path(path)}")
+    for ad in ads_made:
+        console.print(f"  {ad.template_storage_name} -> {storage.local_path(ad.storage_path)}")
     # The runs' hooks refreshed the board already; once more so it shows the job completed.
     await refresh_job_board_quietly(tenant_id)
     final = await reader.get(job.id)

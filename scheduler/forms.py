@@ -25,6 +25,7 @@ from __future__ import annotations
 
 import uuid
 import zoneinfo
+from collections.abc import Awaitable, Callable
 from datetime import UTC, datetime
 from functools import lru_cache
 from typing import Annotated, Any, Literal
@@ -38,13 +39,15 @@ from db.read_models import JobView
 from domain import cron as cron_rules
 from domain.approval import ApprovalSettings
 from domain.errors import AdSchedulerError, InvalidJobSpec
-from domain.params import MAX_RECIPIENTS, MAX_VARIATIONS
+from domain.params import MAX_RECIPIENTS, MAX_VARIATIONS, AdParameters, ExportSettings
 from domain.spec import (
     MAX_DESCRIPTION_LENGTH,
     MAX_JITTER_SECONDS,
     MAX_NAME_LENGTH,
     MAX_TEMPLATES_PER_RUN,
     JobSpec,
+    RecurringSchedule,
+    UnusedTemplates,
 )
 from domain.vocab import (
     MAX_TEMPLATE_CONCURRENCY,
@@ -57,6 +60,18 @@ from domain.vocab import (
     OverlapPolicy,
 )
 from scheduler.sdk import AdScheduler
+
+
+def _defaults(model: type[BaseModel]) -> dict[str, Any]:
+    """A domain model's field defaults: the forms offer them, never a restated copy."""
+    return {name: field.default for name, field in model.model_fields.items()}
+
+
+_SPEC_DEFAULTS = _defaults(JobSpec)
+_RECURRING_DEFAULTS = _defaults(RecurringSchedule)
+_UNUSED_DEFAULTS = _defaults(UnusedTemplates)
+_AD_DEFAULTS = _defaults(AdParameters)
+_EXPORT_DEFAULTS = _defaults(ExportSettings)
 
 #: Zone names that are aliases of the machine's files, not places (Prefect accepts some of them;
 #: `domain.cron` refuses the machine-dependent ones).
@@ -111,13 +126,13 @@ class ScheduleForm(BaseModel):
         "day-of-week' (e.g. '0 9 * * 1' = Mondays 09:00) or @daily, @weekly, …",
     )
     timezone: TimeZoneName = Field(
-        default="UTC",
+        default=_RECURRING_DEFAULTS["timezone"],
         title="Time zone",
         description="The cron is evaluated in this zone (daylight saving included); a "
         "one-time `at` without an offset is read in it too.",
     )
     jitter_seconds: int = Field(
-        default=0,
+        default=_RECURRING_DEFAULTS["jitter_seconds"],
         ge=0,
         le=MAX_JITTER_SECONDS,
         description="Recurring jobs: wait a random 0..N seconds before working (0 = none).",
@@ -156,13 +171,13 @@ class TemplatesForm(BaseModel):
         "templates listed below, every run.",
     )
     count: int = Field(
-        default=3,
+        default=_UNUSED_DEFAULTS["count"],
         ge=1,
         le=MAX_TEMPLATES_PER_RUN,
         description="`unused` mode: templates per run (at most the size of the catalog).",
     )
     when_exhausted: ExhaustedPolicy = Field(
-        default="recycle",
+        default=_UNUSED_DEFAULTS["when_exhausted"],
         title="When none are left",
         description="`unused` mode, when the product has used every template: `recycle` the "
         "least recently used, `skip` the run, or `fail` it.",
@@ -187,22 +202,25 @@ class AdForm(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
     variations: int = Field(
-        default=3, ge=1, le=MAX_VARIATIONS, description="Ads made from each template."
+        default=_AD_DEFAULTS["variations"],
+        ge=1,
+        le=MAX_VARIATIONS,
+        description="Ads made from each template.",
     )
     content_source: ContentSource = Field(
-        default="hooks",
+        default=_AD_DEFAULTS["content_source"],
         title="Headlines from",
         description="`hooks`: the product's hook list. `benefits`: its key benefits. "
         "`recreate_template`: the template's own copy, restyled for the product.",
     )
     color_mode: ColorMode = Field(
-        default="original",
+        default=_AD_DEFAULTS["color_mode"],
         title="Colours",
         description="`original`: the template's palette. `brand`: the brand colours. "
         "`complementary`: the complements of the brand colours.",
     )
     image_mode: ImageMode = Field(
-        default="auto",
+        default=_AD_DEFAULTS["image_mode"],
         title="Product image",
         description="`auto`: a product image per variation. `specific`: always the image below.",
     )
@@ -223,7 +241,8 @@ class ExportForm(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
     destination: Destination = Field(
-        default="none", description="Send each run's ads by email, to Slack, both, or nowhere."
+        default=_EXPORT_DEFAULTS["destination"],
+        description="Send each run's ads by email, to Slack, both, or nowhere.",
     )
     email_recipients: list[str] = Field(
         default_factory=list,
@@ -234,7 +253,7 @@ class ExportForm(BaseModel):
         default="", description="Email: the name of a saved Resend email block."
     )
     email_mode: EmailMode = Field(
-        default="per_ad_run",
+        default=_EXPORT_DEFAULTS["email_mode"],
         description="Email: one email per template (`per_ad_run`) or one per run (`digest`).",
     )
     slack_webhook_block: str = Field(
@@ -242,10 +261,6 @@ class ExportForm(BaseModel):
         description="Slack: the name of a saved Slack webhook block (create it under Blocks; "
         "the webhook URL is a secret and never goes into a form).",
     )
-
-
-#: The job spec's own defaults: the form offers them, never a restated copy.
-_SPEC_DEFAULTS = {name: field.default for name, field in JobSpec.model_fields.items()}
 
 
 class JobForm(BaseModel):
@@ -278,7 +293,7 @@ class JobForm(BaseModel):
         description="Templates generated at once within one run.",
     )
     overlap: OverlapPolicy = Field(
-        default="skip",
+        default=_SPEC_DEFAULTS["overlap"],
         description="A run due while the previous one still runs: `skip` it, or `queue` it.",
     )
     misfire_grace_seconds: int = Field(
@@ -332,6 +347,21 @@ def _refused(exc: AdSchedulerError) -> State:
     return Failed(message=str(exc))
 
 
+def _done(message: str, data: Any = None) -> State:
+    """The run's final state for a request carried out: Completed with `message` (logged)."""
+    get_run_logger().info("%s", message)
+    return Completed(message=message[:1000], data=data)
+
+
+async def _with_sdk(act: Callable[[AdScheduler], Awaitable[State]]) -> State:
+    """`act` with the SDK for the forms' tenant; a refusal fails the run with the SDK's message."""
+    try:
+        async with AdScheduler(form_tenant()) as ads:
+            return await act(ads)
+    except AdSchedulerError as exc:
+        return _refused(exc)
+
+
 def _describe(job: JobView) -> str:
     note = f" — {job.pause_note}" if job.pause_note else ""
     when = job.next_run_at.isoformat() if job.next_run_at else "none"
@@ -348,16 +378,12 @@ async def save_job(job: JobForm) -> State:
     Args:
         job: The job: name, product, schedule, templates, ad and export settings.
     """
-    tenant = form_tenant()
-    try:
-        async with AdScheduler(tenant) as ads:
-            product_id = await ads.catalog.resolve_product_id(job.product, field="product")
-            saved = await ads.apply(JobSpec.parse(job.to_spec(product_id)))
-    except AdSchedulerError as exc:
-        return _refused(exc)
-    message = f"saved {_describe(saved)}"
-    get_run_logger().info("%s", message)
-    return Completed(message=message[:1000])
+
+    async def save(ads: AdScheduler) -> State:
+        product_id = await ads.catalog.resolve_product_id(job.product, field="product")
+        return _done(f"saved {_describe(await ads.apply(JobSpec.parse(job.to_spec(product_id))))}")
+
+    return await _with_sdk(save)
 
 
 @flow(name="pause-job", log_prints=False)
@@ -368,14 +394,12 @@ async def pause_job(job: JobReference, note: str = "") -> State:
         job: The job's name (as `ad-scheduler jobs list` shows it) or its id.
         note: Why (shown with the job's status); empty: "Paused from the Prefect UI."
     """
-    try:
-        async with AdScheduler(form_tenant()) as ads:
-            paused = await ads.pause(job, note=note.strip() or "Paused from the Prefect UI.")
-    except AdSchedulerError as exc:
-        return _refused(exc)
-    message = f"paused {_describe(paused)}"
-    get_run_logger().info("%s", message)
-    return Completed(message=message[:1000])
+
+    async def pause(ads: AdScheduler) -> State:
+        paused = await ads.pause(job, note=note.strip() or "Paused from the Prefect UI.")
+        return _done(f"paused {_describe(paused)}")
+
+    return await _with_sdk(pause)
 
 
 @flow(name="resume-job", log_prints=False)
@@ -385,14 +409,11 @@ async def resume_job(job: JobReference) -> State:
     Args:
         job: The job's name (as `ad-scheduler jobs list` shows it) or its id.
     """
-    try:
-        async with AdScheduler(form_tenant()) as ads:
-            resumed = await ads.resume(job)
-    except AdSchedulerError as exc:
-        return _refused(exc)
-    message = f"resumed {_describe(resumed)}"
-    get_run_logger().info("%s", message)
-    return Completed(message=message[:1000])
+
+    async def resume(ads: AdScheduler) -> State:
+        return _done(f"resumed {_describe(await ads.resume(job))}")
+
+    return await _with_sdk(resume)
 
 
 @flow(name="delete-job", log_prints=False)
@@ -413,14 +434,12 @@ async def delete_job(
         return _refused(
             InvalidJobSpec.one("confirm", "not ticked; allowed: tick it to delete the job")
         )
-    try:
-        async with AdScheduler(form_tenant()) as ads:
-            deleted = await ads.delete(job)
-    except AdSchedulerError as exc:
-        return _refused(exc)
-    message = f"deleted job {deleted.name!r} ({deleted.id}); its run history is kept"
-    get_run_logger().info("%s", message)
-    return Completed(message=message)
+
+    async def delete(ads: AdScheduler) -> State:
+        deleted = await ads.delete(job)
+        return _done(f"deleted job {deleted.name!r} ({deleted.id}); its run history is kept")
+
+    return await _with_sdk(delete)
 
 
 @flow(name="run-job-now", log_prints=False)
@@ -430,15 +449,15 @@ async def run_job_now(job: JobReference) -> State:
     Args:
         job: The job's name (as `ad-scheduler jobs list` shows it) or its id.
     """
-    try:
-        async with AdScheduler(form_tenant()) as ads:
-            target = await ads.get(job)
-            flow_run_id = await ads.run_now(target.id)
-    except AdSchedulerError as exc:
-        return _refused(exc)
-    message = f"started a run of job {target.name!r}: flow run {flow_run_id}"
-    get_run_logger().info("%s", message)
-    return Completed(message=message, data=str(flow_run_id))
+
+    async def run_now(ads: AdScheduler) -> State:
+        target = await ads.get(job)
+        flow_run_id = await ads.run_now(target.id)
+        return _done(
+            f"started a run of job {target.name!r}: flow run {flow_run_id}", data=str(flow_run_id)
+        )
+
+    return await _with_sdk(run_now)
 
 
 FORM_FLOWS = (save_job, pause_job, resume_job, delete_job, run_job_now)

@@ -11,8 +11,7 @@ import uuid
 from collections.abc import Iterable
 from contextlib import AbstractAsyncContextManager
 
-from sqlalchemy.ext.asyncio import AsyncSession
-
+from db.driver import AsyncSession
 from db.job_rows import spec_from_row
 from db.queries import jobs as q
 from db.queries.approvals import approvals_of_job_runs

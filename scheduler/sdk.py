@@ -36,11 +36,10 @@ from contextlib import asynccontextmanager
 from typing import TYPE_CHECKING, Any
 
 import httpx
-import sqlalchemy as sa
 from prefect.client.orchestration import PrefectClient, get_client
 from prefect.exceptions import ObjectNotFound, PrefectException, PrefectHTTPStatusError
-from sqlalchemy.ext.asyncio import AsyncSession
 
+from db.driver import AsyncSession, IntegrityError
 from db.errors import ConflictError
 from db.job_rows import fill_row, next_run_for, spec_from_row
 from db.models import ScheduledJob
@@ -240,7 +239,7 @@ class AdScheduler(JobReader):
                         await session.flush()
                     view = JobView.of(job)
                 # committed
-            except sa.exc.IntegrityError as exc:
+            except IntegrityError as exc:
                 # Another create of the same name won the race (unique live name per tenant).
                 await undo.run()
                 name = target.name if isinstance(target, JobSpec) else str(target)

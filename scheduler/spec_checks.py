@@ -8,8 +8,7 @@ import uuid
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
-from sqlalchemy.ext.asyncio import AsyncSession
-
+from db.driver import AsyncSession
 from db.job_rows import ResolvedRefs
 from db.queries import jobs as q
 from domain.errors import FieldProblem, InvalidJobSpec

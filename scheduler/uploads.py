@@ -8,8 +8,7 @@ import uuid
 from dataclasses import dataclass
 from pathlib import Path
 
-from sqlalchemy.ext.asyncio import AsyncSession
-
+from db.driver import AsyncSession
 from db.models import AdTemplate
 from db.queries.jobs import existing_storage_names
 from domain.errors import InvalidJobSpec

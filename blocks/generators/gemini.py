@@ -55,6 +55,7 @@ from blocks.generators.provider_http import (
     parse_duration,
     redact,
     retry_after_header,
+    shared_ssl_context,
     sniff_mime,
     transport_error,
 )
@@ -205,6 +206,7 @@ class GeminiImageGenerator(AdGenerator):
     def get_client(self) -> httpx.AsyncClient:
         """An HTTP client for the Gemini API, authenticated by header; close it after use."""
         return httpx.AsyncClient(
+            verify=shared_ssl_context(),
             base_url=self.base_url.rstrip("/") + "/",
             headers={"x-goog-api-key": self.api_key.get_secret_value()},
             timeout=httpx.Timeout(self.timeout, connect=min(self.timeout, 10.0)),

@@ -85,6 +85,7 @@ from blocks.generators.provider_http import (
     json_body,
     redact,
     retry_after_header,
+    shared_ssl_context,
     sniff_mime,
     transport_error,
 )
@@ -217,6 +218,7 @@ class HttpAdGenerator(AdGenerator):
         never carries it.
         """
         return httpx.AsyncClient(
+            verify=shared_ssl_context(),
             timeout=httpx.Timeout(self.timeout, connect=min(self.timeout, 10.0)),
             follow_redirects=False,
         )

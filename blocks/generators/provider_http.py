@@ -17,8 +17,10 @@ from __future__ import annotations
 
 import base64
 import binascii
+import functools
 import io
 import re
+import ssl
 from collections.abc import Iterable
 from typing import Any
 
@@ -36,6 +38,16 @@ MAX_QUOTED_CHARS = 300
 
 _PIL_TO_MIME = {"PNG": "image/png", "JPEG": "image/jpeg", "WEBP": "image/webp", "GIF": "image/gif"}
 _DURATION = re.compile(r"^\s*(\d+(?:\.\d+)?)s\s*$")
+
+
+@functools.cache
+def shared_ssl_context() -> ssl.SSLContext:
+    """The process's one TLS context for provider clients (what httpx makes by default).
+
+    A client per request is what the generators use; building its context reads the CA bundle
+    each time (tens of ms of CPU per request), so they share this one.
+    """
+    return httpx.create_ssl_context()
 
 
 def redact(text: str, secrets: Iterable[str]) -> str:

@@ -6,16 +6,37 @@ Writes raise the project's own errors (`ConflictError`, `NotFoundError`), never 
 from __future__ import annotations
 
 import uuid
-from typing import Any
+from typing import Any, TypeVar
 
 import sqlalchemy as sa
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from db.errors import ConflictError, NotFoundError
 from db.models import AdTemplate, Brand, Product, ScheduledJob
+from db.queries.jobs import as_uuid
 
 #: `inactive_reason` of a template a person deactivated (`templates deactivate`).
 DEACTIVATED_REASON = "deactivated by a person"
+
+
+Row = TypeVar("Row", AdTemplate, Brand)
+
+
+async def _insert_unique(
+    session: AsyncSession, row: Row, entity: str, field: str, value: object
+) -> Row:
+    """Insert `row` in a savepoint (the caller's transaction goes on after a clash).
+
+    Raises:
+        ConflictError: A uniqueness rule refused it (`entity` with `field`=`value` exists).
+    """
+    try:
+        async with session.begin_nested():
+            session.add(row)
+            await session.flush()
+    except sa.exc.IntegrityError as exc:
+        raise ConflictError(entity, field, value) from exc
+    return row
 
 
 async def add_template(
@@ -55,13 +76,7 @@ async def add_template(
         tags=tags or [],
         source=source,
     )
-    try:
-        async with session.begin_nested():
-            session.add(template)
-            await session.flush()
-    except sa.exc.IntegrityError as exc:
-        raise ConflictError("template", "storage_name", storage_name) from exc
-    return template
+    return await _insert_unique(session, template, "template", "storage_name", storage_name)
 
 
 async def list_templates(
@@ -86,13 +101,7 @@ async def add_brand(
         ConflictError: The tenant already has a brand of that name.
     """
     brand = Brand(tenant_id=tenant_id, name=name, colors=colors, active=True)
-    try:
-        async with session.begin_nested():
-            session.add(brand)
-            await session.flush()
-    except sa.exc.IntegrityError as exc:
-        raise ConflictError("brand", "name", name) from exc
-    return brand
+    return await _insert_unique(session, brand, "brand", "name", name)
 
 
 async def list_brands(
@@ -109,7 +118,7 @@ async def find_brands(
     session: AsyncSession, *, tenant_id: uuid.UUID, ref: str, for_update: bool = False
 ) -> list[Brand]:
     """The tenant's brands whose id or name is `ref` (names are unique per tenant)."""
-    ref_id = _as_uuid(ref)
+    ref_id = as_uuid(ref)
     query = sa.select(Brand).where(
         Brand.tenant_id == tenant_id, Brand.id == ref_id if ref_id else Brand.name == ref
     )
@@ -177,7 +186,7 @@ async def find_products(
 ) -> list[tuple[Product, str]]:
     """The tenant's products whose id or name is `ref`, with their brand's name (a name may
     match several products, of different brands)."""
-    ref_id = _as_uuid(ref)
+    ref_id = as_uuid(ref)
     query = _products_with_brand(tenant_id).where(
         Product.id == ref_id if ref_id else Product.name == ref
     )
@@ -225,7 +234,7 @@ async def find_template(
     Raises:
         NotFoundError: No such template.
     """
-    ref_id = _as_uuid(ref)
+    ref_id = as_uuid(ref)
     query = sa.select(AdTemplate).where(
         AdTemplate.tenant_id == tenant_id,
         AdTemplate.id == ref_id if ref_id else AdTemplate.storage_name == ref,
@@ -257,10 +266,3 @@ async def deactivate_template(
 def deactivated_by_a_person(inactive_reason: str | None) -> bool:
     """True for a template a person took out of rotation (only a person puts it back)."""
     return (inactive_reason or "").startswith(DEACTIVATED_REASON)
-
-
-def _as_uuid(value: str) -> uuid.UUID | None:
-    try:
-        return uuid.UUID(value)
-    except ValueError:
-        return None

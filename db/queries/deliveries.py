@@ -30,7 +30,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from db.models import ExportDelivery
 from db.types import utcnow
-from domain.vocab import Channel, ErrorKind
+from domain.vocab import DELIVERY_OUT_STATUSES, Channel, ErrorKind
 
 logger = logging.getLogger(__name__)
 
@@ -201,7 +201,7 @@ async def claim_delivery(
             unconfirmed=True,
             note=delivery.error_message,
         )
-    if delivery.status in ("sent", "unconfirmed"):
+    if delivery.status in DELIVERY_OUT_STATUSES:
         if delivery.status == "sent" and not force:
             return DeliveryClaim(
                 delivery_id=delivery.id,
@@ -265,7 +265,7 @@ async def mark_failed(
         .where(ExportDelivery.id == delivery_id)
         .values(
             status=sa.case(
-                (ExportDelivery.status.in_(("sent", "unconfirmed")), ExportDelivery.status),
+                (ExportDelivery.status.in_(DELIVERY_OUT_STATUSES), ExportDelivery.status),
                 else_="failed",
             ),
             error_message=error_message[:2000],

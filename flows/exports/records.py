@@ -17,7 +17,7 @@ from __future__ import annotations
 
 from collections.abc import Awaitable, Callable, Sequence
 from datetime import datetime, timedelta
-from typing import Any, Literal
+from typing import Any
 from uuid import UUID
 
 import sqlalchemy as sa
@@ -40,9 +40,8 @@ from db.queries.deliveries import (
 from db.session import is_connection_error, retry_transaction, session_scope
 from domain.redact import redact
 from domain.retry import DEFAULT_RETRY
+from domain.vocab import ExportOutcome
 from flows.exports.content import AdRunContent, ExportedAd, ad_key, flow_run_url
-
-DeliveryStatus = Literal["sent", "failed", "already_sent", "skipped", "unconfirmed"]
 
 #: What a retryable failure's note promises; `flows/retry_exports.py` keeps the promise.
 RETRY_EXPORTS_EVERY_MINUTES = 10
@@ -62,16 +61,17 @@ class DeliveryOutcome(BaseModel):
 
     Attributes:
         channel: `email` or `slack`.
-        status: `sent`, `failed`, `already_sent` (an earlier run sent it; nothing went out),
-            `skipped` (nothing to send) or `unconfirmed` (sent, not recorded — check: it may
-            have gone out but that could not be recorded; never re-sent automatically).
+        status: `domain.vocab.ExportOutcome`: `sent`, `failed`, `unconfirmed` (sent, not
+            recorded — check: it may have gone out but that could not be recorded; never
+            re-sent automatically), `already_sent` (an earlier run sent it; nothing went out)
+            or `skipped` (nothing to send).
         provider_message_id: Resend's email id; for Slack, how many messages were posted.
         error: Why it failed or was skipped (never contains a secret).
         error_kind: `permanent` (needs a person: reconfigure, fix data) or `retryable`.
     """
 
     channel: Channel
-    status: DeliveryStatus
+    status: ExportOutcome
     provider_message_id: str | None = None
     error: str | None = None
     error_kind: ErrorKind | None = None

@@ -17,7 +17,7 @@ only), logs, errors or artifacts.
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator, Awaitable, Sequence
+from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
 from datetime import timedelta
@@ -582,6 +582,17 @@ async def _opened(
         yield opened
 
 
+async def _export_stored(
+    export: ExportSettings,
+    blocks: ExportBlocks | None,
+    call: Callable[[ExportBlocks], object],
+) -> list[DeliveryOutcome]:
+    """Run one export task (`call`, with the blocks) and return its outcomes."""
+    async with _opened(export, blocks) as opened:
+        state = await _state(call(opened))
+    return await outcomes_of(state)
+
+
 async def export_stored_ad_run(
     ad_run_id: UUID,
     export: ExportSettings,
@@ -611,18 +622,13 @@ async def export_stored_ad_run(
     content, status = loaded[0]
     if status != "completed" or not content.ads:
         return skipped(channels, f"ad run {ad_run_id} has no generated ads to export")
-    async with _opened(export, blocks) as opened:
-        state = await _state(
-            export_ad_run(
-                content,
-                export,
-                opened,
-                force=force,
-                in_flight_lease=in_flight_lease,
-                return_state=True,
-            )
-        )
-    return await outcomes_of(state)
+    return await _export_stored(
+        export,
+        blocks,
+        lambda opened: export_ad_run(
+            content, export, opened, force=force, in_flight_lease=in_flight_lease, return_state=True
+        ),
+    )
 
 
 async def export_stored_digest(
@@ -643,19 +649,19 @@ async def export_stored_digest(
     ]
     if not contents:
         return skipped(["email"], f"job run {job_run_id} has no generated ads to export")
-    async with _opened(export, blocks) as opened:
-        state = await _state(
-            export_job_run_digest(
-                contents,
-                job_run_id,
-                export,
-                opened,
-                force=force,
-                in_flight_lease=in_flight_lease,
-                return_state=True,
-            )
-        )
-    return await outcomes_of(state)
+    return await _export_stored(
+        export,
+        blocks,
+        lambda opened: export_job_run_digest(
+            contents,
+            job_run_id,
+            export,
+            opened,
+            force=force,
+            in_flight_lease=in_flight_lease,
+            return_state=True,
+        ),
+    )
 
 
 def describe_failure(exc: BaseException, blocks: ExportBlocks | None = None) -> str:

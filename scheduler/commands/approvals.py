@@ -16,6 +16,7 @@ from typing import TYPE_CHECKING, Annotated, TypeVar
 import typer
 
 from config import get_settings
+from scheduler.commands.common import TenantOption
 
 if TYPE_CHECKING:  # imported on use: `ad-scheduler --help` must not load SQLAlchemy
     from scheduler import approvals as sdk
@@ -50,7 +51,7 @@ def _run(coro: Awaitable[T]) -> T:
 
 @approvals_app.command("list")
 def list_command(
-    tenant: Annotated[str | None, typer.Option("--tenant", envvar="AD_SCHEDULER_TENANT_ID")] = None,
+    tenant: str | None = TenantOption,
     all_: Annotated[bool, typer.Option("--all", help="Also decided approvals.")] = False,
 ) -> None:
     """List runs awaiting approval (soonest deadline first)."""
@@ -70,7 +71,7 @@ def list_command(
 @approvals_app.command("show")
 def show_command(
     run: Annotated[str, typer.Argument(help="Flow run id (or job run id).")],
-    tenant: Annotated[str | None, typer.Option("--tenant", envvar="AD_SCHEDULER_TENANT_ID")] = None,
+    tenant: str | None = TenantOption,
 ) -> None:
     """Show a run's ads (ids to decide with) and its decision, if made."""
     from scheduler import approvals as sdk
@@ -100,7 +101,7 @@ def decide_command(  # noqa: PLR0917 (one typer option per parameter)
     reject_rest: Annotated[bool, typer.Option("--reject-rest")] = False,
     note: Annotated[str, typer.Option("--note")] = "",
     by: Annotated[str | None, typer.Option("--by", help="Who decides (default: you).")] = None,
-    tenant: Annotated[str | None, typer.Option("--tenant", envvar="AD_SCHEDULER_TENANT_ID")] = None,
+    tenant: str | None = TenantOption,
 ) -> None:
     """Approve or reject every ad of a waiting run; the run resumes and exports the approved."""
     from scheduler import approvals as sdk

@@ -32,6 +32,8 @@ Images = Annotated[
 Hooks = Annotated[list[str] | None, typer.Option("--hook", help="Ready-made headline (repeat).")]
 Tags = Annotated[list[str] | None, typer.Option("--tag", help="Tag (repeat).")]
 All = Annotated[bool, typer.Option("--all", help="Include deactivated ones.")]
+BrandRef = Annotated[str, typer.Argument(metavar="BRAND", help="Brand id or name.")]
+ProductRef = Annotated[str, typer.Argument(metavar="PRODUCT", help="Product id or name.")]
 
 
 def _with_catalog(tenant: str | None, call: Any) -> Any:
@@ -49,6 +51,10 @@ def _with_catalog(tenant: str | None, call: Any) -> Any:
 
 def _active(flag: bool | None) -> str:
     return "active" if flag else "deactivated"
+
+
+def _print_updated(kind: str, updated: Any) -> None:
+    console.print(f"updated {kind} {updated.name} ({_active(updated.active)})")
 
 
 # --- brands -----------------------------------------------------------------------------------
@@ -79,7 +85,7 @@ def brands_list(include_inactive: All = False, tenant: str | None = TenantOption
 
 @brands_app.command("update")
 def brands_update(
-    brand: Annotated[str, typer.Argument(metavar="BRAND", help="Brand id or name.")],
+    brand: BrandRef,
     name: str | None = typer.Option(None, help="New name."),
     color: Colors = None,
     active: bool | None = typer.Option(None, "--active/--inactive", help="(Re)activate."),
@@ -91,12 +97,12 @@ def brands_update(
     updated = _with_catalog(
         tenant, lambda c: c.update_brand(brand, name=name, colors=color, active=active)
     )
-    console.print(f"updated brand {updated.name} ({_active(updated.active)})")
+    _print_updated("brand", updated)
 
 
 @brands_app.command("deactivate")
 def brands_deactivate(
-    brand: Annotated[str, typer.Argument(metavar="BRAND", help="Brand id or name.")],
+    brand: BrandRef,
     tenant: str | None = TenantOption,
 ) -> None:
     """No new products under this brand (its products and jobs are unchanged)."""
@@ -165,7 +171,7 @@ def products_list(
 
 @products_app.command("update")
 def products_update(  # noqa: PLR0917 (one typer option per parameter)
-    product: Annotated[str, typer.Argument(metavar="PRODUCT", help="Product id or name.")],
+    product: ProductRef,
     name: str | None = typer.Option(None, help="New name."),
     description: str | None = typer.Option(None, help="New description."),
     benefit: Benefits = None,
@@ -190,12 +196,12 @@ def products_update(  # noqa: PLR0917 (one typer option per parameter)
             "--hook, --active/--inactive"
         )
     updated = _with_catalog(tenant, lambda c: c.update_product(product, active=active, **changes))
-    console.print(f"updated product {updated.name} ({_active(updated.active)})")
+    _print_updated("product", updated)
 
 
 @products_app.command("deactivate")
 def products_deactivate(
-    product: Annotated[str, typer.Argument(metavar="PRODUCT", help="Product id or name.")],
+    product: ProductRef,
     tenant: str | None = TenantOption,
 ) -> None:
     """No new jobs for this product (its jobs keep running: pause or delete them to stop)."""

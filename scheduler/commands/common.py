@@ -22,7 +22,7 @@ console = Console()
 err_console = Console(stderr=True)
 
 TenantOption = typer.Option(
-    None, "--tenant", envvar="AD_SCHEDULER_TENANT_ID", help="Tenant id (default: settings)."
+    None, "--tenant", help="Tenant id (default: AD_SCHEDULER_TENANT_ID, via the settings)."
 )
 
 #: Database attempts for a CLI command: a person waiting at a prompt is told at once that the

@@ -24,9 +24,11 @@ from typing import TYPE_CHECKING, Annotated
 
 import typer
 
+from scheduler.commands.common import TenantOption
+
 if TYPE_CHECKING:
     # Imported where used: `ad-scheduler --help` must not pay for SQLAlchemy and the ORM.
-    from db.models import AdRun, ExportDelivery, ScheduledJob, ScheduledJobRun
+    from db.read_models import AdRunView, DeliveryView, JobRunView, JobView
     from domain.params import ExportSettings
 
 logger = logging.getLogger("ad_scheduler.export")
@@ -45,35 +47,19 @@ class _Usage(Exception):
 
 async def _find_subject(
     run_id: uuid.UUID, tenant_id: uuid.UUID
-) -> tuple[AdRun | None, ScheduledJobRun | None, ScheduledJob | None]:
-    import sqlalchemy as sa
-
-    from db.models import AdRun, ScheduledJob, ScheduledJobRun
+) -> tuple[AdRunView | None, JobRunView | None, JobView | None]:
+    from db.queries.export_subjects import find_export_subject
     from db.session import session_scope
 
     async with session_scope() as session:
-        ad_run = await session.scalar(
-            sa.select(AdRun).where(AdRun.id == run_id, AdRun.tenant_id == tenant_id)
-        )
-        job_run = None
-        if ad_run is None:
-            job_run = await session.scalar(
-                sa.select(ScheduledJobRun).where(
-                    sa.or_(ScheduledJobRun.id == run_id, ScheduledJobRun.flow_run_id == run_id),
-                    ScheduledJobRun.tenant_id == tenant_id,
-                )
-            )
-            if job_run is None:
-                raise _Usage(f"no ad run or job run {run_id} for tenant {tenant_id}")
-        job_id = ad_run.scheduled_job_id if ad_run is not None else None
-        if job_run is not None:
-            job_id = job_run.scheduled_job_id
-        job = await session.get(ScheduledJob, job_id) if job_id is not None else None
-        return ad_run, job_run, job
+        found = await find_export_subject(session, run_id, tenant_id)
+    if found is None:
+        raise _Usage(f"no ad run or job run {run_id} for tenant {tenant_id}")
+    return found.ad_run, found.job_run, found.job
 
 
 def _settings(
-    job: ScheduledJob | None,
+    job: JobView | None,
     channel: ExportChannel,
     *,
     digest: bool,
@@ -109,55 +95,28 @@ Row = tuple[uuid.UUID, str, str, str]
 Announce = Callable[[str], None]
 
 
-async def _ad_runs_of(job_run: ScheduledJobRun) -> list[uuid.UUID]:
-    import sqlalchemy as sa
-
-    from db.models import AdRun
+async def _ad_runs_of(job_run: JobRunView) -> list[uuid.UUID]:
+    from db.queries.ad_runs import completed_ad_runs_of
     from db.session import session_scope
 
     async with session_scope() as session:
-        return list(
-            (
-                await session.scalars(
-                    sa.select(AdRun.id)
-                    .where(AdRun.scheduled_job_run_id == job_run.id, AdRun.status == "completed")
-                    .order_by(AdRun.created_at)
-                )
-            ).all()
-        )
+        return [ad_run.id for ad_run in await completed_ad_runs_of(session, job_run.id)]
 
 
 async def _already_out(
     channel: ExportChannel, *, ad_run_ids: list[uuid.UUID], job_run_id: uuid.UUID | None
-) -> list[ExportDelivery]:
+) -> list[DeliveryView]:
     """Deliveries to `channel` of these subjects that went out (or may have)."""
-    import sqlalchemy as sa
-
-    from db.models import ExportDelivery
+    from db.queries.export_subjects import deliveries_out
     from db.session import session_scope
 
-    subject = (
-        ExportDelivery.scheduled_job_run_id == job_run_id
-        if job_run_id is not None
-        else ExportDelivery.ad_run_id.in_(ad_run_ids)
-    )
     async with session_scope() as session:
-        return list(
-            (
-                await session.scalars(
-                    sa.select(ExportDelivery)
-                    .where(
-                        subject,
-                        ExportDelivery.channel == channel.value,
-                        ExportDelivery.status.in_(("sent", "unconfirmed")),
-                    )
-                    .order_by(ExportDelivery.created_at)
-                )
-            ).all()
+        return await deliveries_out(
+            session, channel.value, ad_run_ids=ad_run_ids, job_run_id=job_run_id
         )
 
 
-def _describe(delivery: ExportDelivery) -> str:
+def _describe(delivery: DeliveryView) -> str:
     from db.queries.deliveries import UNCONFIRMED_LABEL
 
     subject = delivery.ad_run_id or delivery.scheduled_job_run_id
@@ -247,10 +206,7 @@ def export_command(
     run_id: Annotated[str, typer.Argument(help="An ad run id, or a job run (or flow run) id.")],
     channel: Annotated[ExportChannel, typer.Option("--channel", "-c", help="Where to re-send.")],
     *,
-    tenant: Annotated[
-        str | None,
-        typer.Option("--tenant", envvar="AD_SCHEDULER_TENANT_ID", help="Tenant id."),
-    ] = None,
+    tenant: str | None = TenantOption,
     to: Annotated[
         list[str] | None, typer.Option("--to", help="Recipient (repeat); overrides the job's.")
     ] = None,

@@ -212,8 +212,8 @@ def jobs_create(  # noqa: PLR0917 (one typer option per parameter)
     email_block: str | None = typer.Option(None, help="Resend email block name."),
     slack_webhook_url: str | None = typer.Option(
         None,
-        envvar="AD_SCHEDULER_SLACK_WEBHOOK_URL",
-        help="Slack webhook URL (stored in a block; prefer the env var over the flag).",
+        help="Slack webhook URL (stored in a block; prefer AD_SCHEDULER_SLACK_WEBHOOK_URL over "
+        "the flag).",
     ),
     slack_webhook_block: str | None = typer.Option(None, help="Existing Slack webhook block name."),
     overlap: Annotated[
@@ -235,6 +235,7 @@ def jobs_create(  # noqa: PLR0917 (one typer option per parameter)
     The product may be given by id or by name (`--product`, or `product_id` in a file).
     """
     flags = dict(locals())
+    flags["slack_webhook_url"] = slack_webhook_url or _configured_webhook_url()
     if cron is not None and at is not None:
         raise UsageProblem(
             "--cron and --at both given; allowed: --cron (a recurring job) or --at (a one-time "
@@ -280,6 +281,14 @@ def jobs_create(  # noqa: PLR0917 (one typer option per parameter)
             f"{SCHEDULED_JOB_FLOW}/{job.deployment_name}  next run "
             f"{when(job.next_run_at, job.timezone)}"
         )
+
+
+def _configured_webhook_url() -> str | None:
+    """`AD_SCHEDULER_SLACK_WEBHOOK_URL`, through the settings."""
+    from config import get_settings
+
+    secret = get_settings().slack_webhook_url
+    return secret.get_secret_value() if secret is not None else None
 
 
 def _not_uuid(ref: str) -> bool:

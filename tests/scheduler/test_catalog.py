@@ -17,10 +17,10 @@ from typer.testing import CliRunner
 from db.errors import ConflictError, NotFoundError
 from db.models import AdTemplate, Brand, Product, ScheduledJob
 from db.session import session_scope
+from domain.catalog import InvalidCatalogInput
 from domain.errors import InvalidJobSpec
 from scheduler import cli as cli_module
 from scheduler.catalog import CatalogManager
-from scheduler.catalog_spec import InvalidCatalogInput
 from scheduler.cli import app
 from tests.scheduler.conftest import Catalog
 from tests.scheduler.test_cli import assert_short_error

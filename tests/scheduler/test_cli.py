@@ -242,6 +242,25 @@ def test_debug_shows_the_traceback(cli: Any, catalog: Catalog) -> None:
     assert "NotFoundError" in result.output and "error: scheduled job" in result.output
 
 
+def test_ad_scheduler_debug_shows_the_traceback_through_the_settings(
+    cli: Any, catalog: Catalog, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from config import get_settings
+
+    monkeypatch.setenv("AD_SCHEDULER_DEBUG", "1")
+    get_settings.cache_clear()
+    try:
+        result = runner.invoke(
+            app, ["jobs", "show", "no-such-job", "--tenant", str(catalog.tenant_id)]
+        )
+    finally:
+        monkeypatch.delenv("AD_SCHEDULER_DEBUG")
+        get_settings.cache_clear()
+    assert result.exit_code == 2
+    assert "Traceback (most recent call last)" in result.output
+    assert "NotFoundError" in result.output
+
+
 def test_prefect_unreachable_exits_1_within_seconds(cli: Any, catalog: Catalog) -> None:
     from prefect.settings import PREFECT_API_URL, temporary_settings
 

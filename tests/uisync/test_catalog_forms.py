@@ -16,9 +16,9 @@ from prefect.utilities.callables import parameter_schema
 from config import get_settings
 from db.models import Brand, Product
 from db.session import session_scope
+from domain.catalog import InvalidCatalogInput
 from scheduler import catalog_forms
 from scheduler.catalog import CatalogManager
-from scheduler.catalog_spec import InvalidCatalogInput
 from tests.scheduler.conftest import Catalog
 
 

@@ -3,7 +3,9 @@
 The contracts live in pyproject.toml (`[tool.importlinter]`) and are checked by import-linter,
 which sees every import, lazy ones inside functions included. `domain` is pure: the standard
 library and pydantic only, plus Prefect in `domain/cron.py` (which validates with Prefect's own
-scheduling code). Currently no exception is needed; one would be listed in pyproject.toml's
+scheduling code). `scheduler` (the SDK and CLI) writes no SQL: it does not import SQLAlchemy
+itself, only the session type and driver errors through `db.driver`; its statements are in
+`db/queries/`. Currently no exception is needed; one would be listed in pyproject.toml's
 `ignore_imports`, named and commented.
 """
 
@@ -39,11 +41,11 @@ def _lint_imports(cwd: Path, *extra: str) -> subprocess.CompletedProcess[str]:
 def test_the_project_keeps_its_layer_contracts() -> None:
     result = _lint_imports(ROOT)
     assert result.returncode == 0, result.stdout + result.stderr
-    assert "Contracts: 3 kept, 0 broken." in result.stdout
+    assert "Contracts: 4 kept, 0 broken." in result.stdout
 
 
-def test_the_contracts_catch_an_upward_import_and_io_in_domain(tmp_path: Path) -> None:
-    # The project's own contract section, over a miniature project that breaks two of them.
+def test_the_contracts_catch_upward_imports_io_in_domain_and_sql_in_the_sdk(tmp_path: Path) -> None:
+    # The project's own contract section, over a miniature project that breaks three of them.
     config = (ROOT / "pyproject.toml").read_text()
     (tmp_path / "pyproject.toml").write_text(config[config.index("[tool.importlinter]") :])
     for package in ("domain", "db", "blocks", "flows", "scheduler", "config"):
@@ -61,6 +63,9 @@ def test_the_contracts_catch_an_upward_import_and_io_in_domain(tmp_path: Path) -
     (tmp_path / "domain" / "spec.py").write_text("import json\nimport pydantic\n")
     (tmp_path / "domain" / "cron.py").write_text("import prefect\n")  # the allowed exception
     (tmp_path / "domain" / "rules.py").write_text("import sqlalchemy\n")  # I/O in domain
+    (tmp_path / "db" / "driver.py").write_text("import sqlalchemy\n")
+    (tmp_path / "scheduler" / "sdk.py").write_text("from db import driver\n")  # allowed
+    (tmp_path / "scheduler" / "reads.py").write_text("import sqlalchemy as sa\n")  # SQL in SDK
     result = _lint_imports(tmp_path)
     assert result.returncode == 1, result.stdout + result.stderr
     assert "domain <- db <- blocks <- flows <- scheduler BROKEN" in result.stdout
@@ -69,6 +74,9 @@ def test_the_contracts_catch_an_upward_import_and_io_in_domain(tmp_path: Path) -
     assert "domain.rules -> sqlalchemy" in result.stdout
     assert "domain.cron -> prefect" not in result.stdout
     assert "config is below every layer KEPT" in result.stdout
+    assert "scheduler writes no SQL (SQLAlchemy only through db.driver) BROKEN" in result.stdout
+    assert "scheduler.reads -> sqlalchemy" in result.stdout
+    assert "scheduler.sdk" not in result.stdout
 
 
 def _top_level_imports(path: Path) -> set[str]:

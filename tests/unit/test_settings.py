@@ -49,6 +49,22 @@ def test_the_pull_step_reads_the_worker_environment_each_time(
     assert code_directory() == ROOT
 
 
+def test_cli_fallbacks_are_settings(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    monkeypatch.chdir(tmp_path)
+    for name in ("DEBUG", "SLACK_WEBHOOK_URL"):
+        monkeypatch.delenv(f"AD_SCHEDULER_{name}", raising=False)
+    settings = Settings()
+    assert settings.debug is False and settings.slack_webhook_url is None
+    url = "https://hooks.slack.com/services/T000/B000/secret123"
+    monkeypatch.setenv("AD_SCHEDULER_DEBUG", "1")
+    monkeypatch.setenv("AD_SCHEDULER_SLACK_WEBHOOK_URL", url)
+    settings = Settings()
+    assert settings.debug is True
+    assert settings.slack_webhook_url is not None
+    assert settings.slack_webhook_url.get_secret_value() == url
+    assert "secret123" not in repr(settings) and "secret123" not in str(settings)
+
+
 def _environment_reads(path: Path) -> list[str]:
     """Reads of one environment variable (`os.environ[k]`, `os.environ.get(k)`, `os.getenv(k)`,
     `k in os.environ`) whose key is an `AD_SCHEDULER_*` literal or not a literal at all (a
@@ -76,12 +92,22 @@ def _environment_reads(path: Path) -> list[str]:
     return found
 
 
+def _cli_environment_reads(path: Path) -> list[str]:
+    """CLI options that read a variable themselves (typer's `envvar=`), as `file:line`: the
+    option falls back to the settings instead."""
+    return [
+        f"{path.relative_to(ROOT)}:{node.lineno}"
+        for node in ast.walk(ast.parse(path.read_text(), str(path)))
+        if isinstance(node, ast.Call) and any(k.arg == "envvar" for k in node.keywords)
+    ]
+
+
 def test_no_module_reads_an_ad_scheduler_variable_itself() -> None:
     reads = [
         hit
         for package in PACKAGES
         for path in sorted((ROOT / package).rglob("*.py"))
         if path.name != "settings.py"
-        for hit in _environment_reads(path)
+        for hit in (*_environment_reads(path), *_cli_environment_reads(path))
     ]
     assert reads == []

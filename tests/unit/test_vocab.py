@@ -64,3 +64,15 @@ def test_the_spec_speaks_the_vocabulary() -> None:
     exhausted = UnusedTemplates.model_fields["when_exhausted"].annotation
     assert get_args(exhausted) == vocab.EXHAUSTED_POLICIES
     assert fields["template_concurrency"].default == vocab.DEFAULT_TEMPLATE_CONCURRENCY
+
+
+def test_an_export_outcome_is_a_delivery_result_or_says_why_nothing_went_out() -> None:
+    from flows.exports.records import DeliveryOutcome
+
+    results = set(get_args(vocab.DeliveryResult))
+    assert results == set(vocab.DELIVERY_STATUSES) - {"pending"}
+    assert set(vocab.EXPORT_OUTCOMES) == results | {"already_sent", "skipped"}
+    assert set(vocab.DELIVERY_OUT_STATUSES) < results
+    # The exports speak the vocabulary: their outcome's status is `ExportOutcome` itself.
+    status = DeliveryOutcome.model_fields["status"].annotation
+    assert get_args(status) == vocab.EXPORT_OUTCOMES
