@@ -8,6 +8,7 @@ import uuid
 import pytest
 import sqlalchemy as sa
 from prefect.client.orchestration import get_client
+from prefect.client.schemas.filters import ArtifactFilter, ArtifactFilterFlowRunId
 from prefect_sqlalchemy import AsyncDriver, AsyncSqlAlchemyConnector, ConnectionComponents
 
 from blocks.generators.local import LocalAdRenderer
@@ -97,7 +98,10 @@ async def test_run_publishes_an_ads_table_artifact_and_a_readable_name(tenant_id
     flow_run_id = state.state_details.flow_run_id
     async with get_client() as client:
         run = await client.read_flow_run(flow_run_id)
-        artifacts = await client.read_artifacts()
+        # This run's own: the session's server holds every test's artifacts, past one page.
+        artifacts = await client.read_artifacts(
+            artifact_filter=ArtifactFilter(flow_run_id=ArtifactFilterFlowRunId(any_=[flow_run_id]))
+        )
     assert run.name.startswith("spring-ads · ")
     assert {"job:spring-ads", f"product:{job.product_id}", f"brand:{job.brand_id}"} <= set(run.tags)
     mine = [a for a in artifacts if a.flow_run_id == flow_run_id]
