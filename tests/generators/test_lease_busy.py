@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import logging
 import uuid
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Awaitable, Callable
 
 import httpx
 import pytest
@@ -101,19 +101,6 @@ async def test_a_full_limit_is_one_call_and_no_retry(
     assert len(_api_calls(fake)) == 1
 
 
-async def test_an_expired_lease_raises_without_retrying(
-    api: tuple[FakeServer, PrefectClient],
-) -> None:
-    fake, client = api
-    fake.then(Reply(404, {"detail": "Lease not found"}))
-
-    with pytest.raises(httpx.HTTPStatusError) as raised:
-        await renew_lease(client, LEASE, 300)
-
-    assert raised.value.response.status_code == 404
-    assert len(_api_calls(fake)) == 1
-
-
 async def test_a_server_busy_for_long_is_handed_to_prefects_own_retries(
     api: tuple[FakeServer, PrefectClient], prefect_retries: pytest.LogCaptureFixture
 ) -> None:
@@ -128,14 +115,24 @@ async def test_a_server_busy_for_long_is_handed_to_prefects_own_retries(
     assert _retries_by_prefect(prefect_retries) == 1
 
 
-async def test_an_error_prefect_would_not_retry_is_raised_as_prefect_raises_it(
+@pytest.mark.parametrize(
+    ("status", "call"),
+    [
+        (404, lambda client: renew_lease(client, LEASE, 300)),  # an expired lease
+        (500, lambda client: _try_acquire(client, "gen", 60)),  # an error Prefect would not retry
+    ],
+    ids=["expired-lease", "server-error"],
+)
+async def test_an_error_that_is_not_busy_is_raised_at_once_as_prefect_raises_it(
     api: tuple[FakeServer, PrefectClient],
+    status: int,
+    call: Callable[[PrefectClient], Awaitable[object]],
 ) -> None:
     fake, client = api
-    fake.then(Reply(500, {"exception_message": "Internal Server Error"}))
+    fake.then(Reply(status, {"detail": "no"}))
 
     with pytest.raises(httpx.HTTPStatusError) as raised:
-        await _try_acquire(client, "gen", 60)
+        await call(client)
 
-    assert raised.value.response.status_code == 500
+    assert raised.value.response.status_code == status
     assert len(_api_calls(fake)) == 1
