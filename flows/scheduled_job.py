@@ -46,7 +46,6 @@ from flows.history import (
 )
 from flows.job_board import refresh_board_after_run
 from flows.pipeline import (
-    GENERATOR_BLOCK_SLUGS,
     AdRunOutcome,
     PipelineResult,
     RunInputs,
@@ -394,8 +393,9 @@ def prepare_flow_process() -> None:
     Prefect loads the flow module before it sets the run Running (a scheduled run's process is
     started ahead of its slot): what is done here is not inside the run. Without it the run pays
     it: the database driver and ORM mappers (the first query), Prefect's task engine (the first
-    task call), Pillow's image plugins (the first template read), the generator classes (the block
-    load) and the providers' TLS context (the first request). Never raises: whatever is not
+    task call), Pillow's image plugins (the first template read) and the providers' TLS context
+    (the first request). Generator modules are not imported here: a run imports only the one its
+    block names (~15 ms; tests/production/test_registry.py). Never raises: whatever is not
     prepared here is done where it is first used.
     """
     prepare_process()
@@ -405,11 +405,8 @@ def prepare_flow_process() -> None:
         from PIL import Image
 
         from blocks.generators.provider_http import shared_ssl_context
-        from blocks.registry import block_class
 
         Image.preinit()
-        for slug in GENERATOR_BLOCK_SLUGS:
-            block_class(slug)
         shared_ssl_context()  # the CA bundle, read once for every provider request
     except Exception as exc:  # an optimisation only
         get_logger("ad_scheduler.flows").debug("flow process not prepared: %s", exc)

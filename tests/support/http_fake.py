@@ -142,6 +142,10 @@ class FakeServer:
                     self.send_header("content-length", str(len(payload)))
                     self.end_headers()
                     self.wfile.write(payload)
+                except ConnectionError:
+                    # The client went away (a request it timed out): nobody to answer. Left to
+                    # socketserver, this printed a traceback into whatever captured stderr then.
+                    self.close_connection = True
                 finally:
                     with fake._lock:
                         fake.in_flight -= 1
