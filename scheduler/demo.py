@@ -82,22 +82,11 @@ def run_demo() -> None:
 
 async def _ensure_pool() -> None:
     from prefect.client.orchestration import get_client
-    from prefect.client.schemas.actions import WorkPoolCreate
-    from prefect.exceptions import ObjectAlreadyExists
 
-    from flows.deployment_sync import process_base_job_template
+    from flows.deployment_sync import ensure_process_pool
 
     async with get_client() as client:
-        try:
-            await client.create_work_pool(
-                WorkPoolCreate(
-                    name=WORK_POOL,
-                    type="process",
-                    base_job_template=process_base_job_template(),
-                )
-            )
-        except ObjectAlreadyExists:
-            pass
+        await ensure_process_pool(client, WORK_POOL)
 
 
 @dataclass

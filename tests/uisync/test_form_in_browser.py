@@ -7,7 +7,6 @@ Mandatory under CI=true; skipped elsewhere without chromium or Playwright."""
 from __future__ import annotations
 
 import os
-import shutil
 import subprocess
 import sys
 import tempfile
@@ -24,7 +23,6 @@ from tests.conftest import IN_CI, require_postgres
 from tests.support.databases import scratch_pg_database
 from tests.support.prefect_server import FAST_SERVICES
 
-CHROMIUM = os.environ.get("AD_SCHEDULER_CHROMIUM", "/usr/bin/chromium")
 PAGE_TIMEOUT_S = 90
 #: Field titles the form must show (pydantic titles: `Field(title=...)` or the name title-cased).
 FORM_FIELDS = (
@@ -45,13 +43,13 @@ FORM_FIELDS = (
 
 def _browser_or_skip() -> None:
     problem = None
-    if not (Path(CHROMIUM).is_file() or shutil.which(CHROMIUM)):
-        problem = f"no chromium at {CHROMIUM} (apt-get install -y chromium)"
+    try:
+        from tests.ui.browser import CHROMIUM, chromium_available
+    except ImportError:
+        problem = "Playwright is not installed (it is in the dev dependencies)"
     else:
-        try:
-            import playwright  # noqa: F401
-        except ImportError:
-            problem = "Playwright is not installed (it is in the dev dependencies)"
+        if not chromium_available():
+            problem = f"no chromium at {CHROMIUM} (apt-get install -y chromium)"
     if problem and IN_CI:
         pytest.fail(f"CI=true but {problem}: the browser test is mandatory")
     if problem:
@@ -110,50 +108,35 @@ def _deploy_save_job(api: str) -> str:
 # Deploys with the CLI and starts processes: minutes on a loaded shared machine.
 @pytest.mark.timeout(900)
 async def test_the_save_job_form_shows_the_job_spec_in_chromium(ui_server: str) -> None:
-    from playwright.async_api import async_playwright
+    from tests.ui.browser import chromium, open_page
 
     deployment_id = _deploy_save_job(ui_server)
     url = f"{ui_server.removesuffix('/api')}/deployments/deployment/{deployment_id}/run"
-    profile = tempfile.mkdtemp(prefix="chromium-profile-")
-    try:
-        async with async_playwright() as pw:
-            context = await pw.chromium.launch_persistent_context(
-                profile,
-                executable_path=CHROMIUM,
-                headless=True,
-                args=["--no-sandbox", "--disable-gpu", "--no-first-run"],
-                viewport={"width": 1400, "height": 900},
-            )
-            try:
-                page = await context.new_page()
-                await page.goto(url, wait_until="domcontentloaded")
-                deadline = time.monotonic() + PAGE_TIMEOUT_S
-                labels: list[str] = []
-                while time.monotonic() < deadline:
-                    labels = [
-                        " ".join(t.split())
-                        for t in await page.eval_on_selector_all(
-                            "form label, form legend", "els => els.map(e => e.innerText)"
-                        )
-                    ]
-                    if all(any(f in label for label in labels) for f in FORM_FIELDS):
-                        break
-                    await page.wait_for_timeout(250)  # polling the DOM, with a deadline
-                missing = [f for f in FORM_FIELDS if not any(f in label for label in labels)]
-                assert not missing, f"form fields missing: {missing}; the form shows {labels}"
-                body = await page.inner_text("body")
-                # Descriptions are shown, and choices are dropdowns showing their defaults.
-                assert "The product's name (or id) the ads are made for." in body
-                assert "Can't connect" not in body
-                # Prefect's design system renders a dropdown as `.p-select-button` (a combobox
-                # for searchable lists); each Literal of the form is one.
-                selects = await page.eval_on_selector_all(
-                    "form .p-select-button, form .p-combobox, form select", "els => els.length"
+    async with chromium() as context:
+        page = await open_page(context, url)
+        deadline = time.monotonic() + PAGE_TIMEOUT_S
+        labels: list[str] = []
+        while time.monotonic() < deadline:
+            labels = [
+                " ".join(t.split())
+                for t in await page.eval_on_selector_all(
+                    "form label, form legend", "els => els.map(e => e.innerText)"
                 )
-                assert selects >= 10, f"only {selects} dropdowns in the form"
-                for default in ("recurring", "UTC", "recycle", "hooks", "per_ad_run", "skip"):
-                    assert default in body, f"the form does not show the default {default!r}"
-            finally:
-                await context.close()
-    finally:
-        shutil.rmtree(profile, ignore_errors=True)
+            ]
+            if all(any(f in label for label in labels) for f in FORM_FIELDS):
+                break
+            await page.wait_for_timeout(250)  # polling the DOM, with a deadline
+        missing = [f for f in FORM_FIELDS if not any(f in label for label in labels)]
+        assert not missing, f"form fields missing: {missing}; the form shows {labels}"
+        body = await page.inner_text("body")
+        # Descriptions are shown, and choices are dropdowns showing their defaults.
+        assert "The product's name (or id) the ads are made for." in body
+        assert "Can't connect" not in body
+        # Prefect's design system renders a dropdown as `.p-select-button` (a combobox
+        # for searchable lists); each Literal of the form is one.
+        selects = await page.eval_on_selector_all(
+            "form .p-select-button, form .p-combobox, form select", "els => els.length"
+        )
+        assert selects >= 10, f"only {selects} dropdowns in the form"
+        for default in ("recurring", "UTC", "recycle", "hooks", "per_ad_run", "skip"):
+            assert default in body, f"the form does not show the default {default!r}"
