@@ -166,6 +166,11 @@ async def _hook(flow: Any, flow_run: FlowRun, state: State) -> None:
         from prefect.states import Cancelled
 
         state = Cancelled(message=state.message)
+    if state.type == StateType.RUNNING and not flow_run.empirical_policy.pause_keys:
+        # A first start: the flow body records the run at once, with what a hook cannot know
+        # (its slot claim, its name); a second write here would only delay the body. A run
+        # back from a pause (approval) is recorded here: its body does not record Running.
+        return
     # A hook that cannot reach the database must not break the run: log and let the
     # reconciler heal the row later. Only the error's type is logged — messages from drivers
     # can carry connection details.

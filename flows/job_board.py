@@ -31,8 +31,9 @@ from prefect.client.schemas.actions import ArtifactCreate
 from blocks.storage import AdStorage
 from db.queries.board import Board, BoardJob, BoardRun, read_board
 from domain import text as medium
-from flows.artifacts import Thumbnails, ad_picture_cell, make_thumbnails, thumbnails_note
+from flows.artifacts import ad_picture_cell, thumbnails_note
 from flows.pipeline import AdSummary
+from flows.thumbnails import Thumbnails, make_thumbnails
 
 logger = logging.getLogger(__name__)
 

@@ -12,14 +12,17 @@ counters and `next_run_at` from that history).
 from __future__ import annotations
 
 import asyncio
+import gc
 import random
 import uuid
 from collections.abc import Awaitable
 from datetime import UTC, timedelta, tzinfo
+from typing import cast
 from zoneinfo import ZoneInfo
 
 import sqlalchemy as sa
 from prefect import flow, get_run_logger
+from prefect.client.schemas.objects import FlowRun
 from prefect.context import get_run_context
 from prefect.logging import get_logger
 from prefect.states import Completed, Failed, State
@@ -107,7 +110,8 @@ async def release_connections(flow: object, flow_run: object, state: object) -> 
 @flow(
     name=SCHEDULED_JOB_FLOW,
     log_prints=False,
-    # Every state reaches the mirror; the reconciler covers the states no hook sees.
+    # Every state reaches the mirror (a first Running through the body, which records the run
+    # at once); the reconciler covers the states no hook sees.
     on_running=[on_state_change],
     # After the final state is mirrored, the run's connections go back (see release_connections).
     on_completion=[on_state_change, refresh_board_after_run, release_connections],
@@ -124,11 +128,8 @@ async def run_scheduled_job(job_id: uuid.UUID) -> JobRunSummary | State:
     Returns:
         A summary of the ads made, or a Skipped/Failed state saying why.
     """
-    logger = get_run_logger()
     flow_run = get_run_context().flow_run  # type: ignore[union-attr]
     assert flow_run is not None
-    trigger = run_trigger(flow_run)
-    slot_time = scheduled_time(flow_run)
 
     async with session_scope() as session:
         job = await session.get(ScheduledJob, job_id)
@@ -138,6 +139,29 @@ async def run_scheduled_job(job_id: uuid.UUID) -> JobRunSummary | State:
     # approval hook: a run back from its approval only settles the decision and exports.
     if (decided := await resume_decided_run(job, params)) is not None:
         return decided
+    # The generator, the storage and the product do not depend on anything below: they load
+    # while the run is recorded and its templates claimed (cancelled if the run ends early).
+    # (A job without a tenant is refused by `TemplateChoice` before these are awaited.)
+    tenant_id = cast(uuid.UUID, job.tenant_id)
+    inputs = asyncio.ensure_future(
+        load_run_inputs(tenant_id, job.product_id, params.ad.generator_block)
+    )
+    try:
+        return await _record_and_run(job, params, flow_run, inputs)
+    finally:
+        if not inputs.done():
+            inputs.cancel()
+        # Retrieved whatever happened (a failure is raised by `make_ads` when it is awaited).
+        await asyncio.gather(inputs, return_exceptions=True)
+
+
+async def _record_and_run(
+    job: ScheduledJob, params: JobParameters, flow_run: FlowRun, inputs: asyncio.Future[RunInputs]
+) -> JobRunSummary | State:
+    """Record the run, skip it if it must not run, else claim its templates and make its ads."""
+    logger = get_run_logger()
+    trigger = run_trigger(flow_run)
+    slot_time = scheduled_time(flow_run)
     when = (slot_time or utcnow()).astimezone(_zone(job.timezone))
     run_name = f"{job.name} · {when:%Y-%m-%d %H:%M %Z}"
     # Cosmetic, and independent of the row below: the two round trips overlap.
@@ -198,7 +222,7 @@ async def run_scheduled_job(job_id: uuid.UUID) -> JobRunSummary | State:
         await asyncio.sleep(delay)
 
     try:
-        return await _claim_and_make_ads(job, params, flow_run.id, job_run_id)
+        return await _claim_and_make_ads(job, params, flow_run.id, job_run_id, inputs)
     except BaseException as exc:
         # Whatever stopped the run (a block that does not load, a database outage, a
         # cancellation): nothing of it stays pending or claimed. The hooks and the reconciler
@@ -208,7 +232,11 @@ async def run_scheduled_job(job_id: uuid.UUID) -> JobRunSummary | State:
 
 
 async def _claim_and_make_ads(
-    job: ScheduledJob, params: JobParameters, flow_run_id: uuid.UUID, job_run_id: uuid.UUID
+    job: ScheduledJob,
+    params: JobParameters,
+    flow_run_id: uuid.UUID,
+    job_run_id: uuid.UUID,
+    inputs: asyncio.Future[RunInputs],
 ) -> JobRunSummary | State:
     choice = TemplateChoice(
         tenant_id=job.tenant_id,
@@ -218,18 +246,7 @@ async def _claim_and_make_ads(
         count=job.template_count or 1,
         when_exhausted=job.exhausted_policy,
     )
-    # The generator, the storage and the product do not depend on the templates chosen: they
-    # load while `select-templates` claims (cancelled if the run ends here).
-    inputs = asyncio.ensure_future(
-        load_run_inputs(choice.tenant_id, choice.product_id, params.ad.generator_block)
-    )
-    try:
-        return await _make_ads_with(job, params, choice, inputs, job_run_id)
-    finally:
-        if not inputs.done():
-            inputs.cancel()
-        # Retrieved whatever happened (a failure is raised by `make_ads` when it is awaited).
-        await asyncio.gather(inputs, return_exceptions=True)
+    return await _make_ads_with(job, params, choice, inputs, job_run_id)
 
 
 async def _make_ads_with(
@@ -396,7 +413,8 @@ def prepare_flow_process() -> None:
     task call), Pillow's image plugins (the first template read) and the providers' TLS context
     (the first request). Generator modules are not imported here: a run imports only the one its
     block names (~15 ms; tests/production/test_registry.py). Never raises: whatever is not
-    prepared here is done where it is first used.
+    prepared here is done where it is first used. Last, what is loaded is frozen out of the
+    garbage collector's generations (`gc.freeze`).
     """
     prepare_process()
     try:
@@ -410,6 +428,11 @@ def prepare_flow_process() -> None:
         shared_ssl_context()  # the CA bundle, read once for every provider request
     except Exception as exc:  # an optimisation only
         get_logger("ad_scheduler.flows").debug("flow process not prepared: %s", exc)
+    # What is loaded now lives as long as the process: out of the collector's sight, a full
+    # collection during the run scans only the run's own objects (~85 ms less per collection
+    # here: ~170,000 objects after these imports).
+    gc.collect()
+    gc.freeze()
 
 
 prepare_flow_process()

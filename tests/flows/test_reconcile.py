@@ -144,3 +144,23 @@ async def test_hook_that_cannot_reach_the_database_does_not_raise(
         await on_state_change(None, flow_run, flow_run.state)
     assert "could not record state" in caplog.text
     assert "s3cret" not in caplog.text
+
+
+async def test_running_is_recorded_by_the_body_on_a_first_start_by_the_hook_after_a_pause(
+    tenant_id,
+) -> None:
+    """A first Running is left to the flow body (it records the run at once, with its slot
+    claim); a run back from a pause (approval) is recorded by the Running hook."""
+    from prefect.states import Running
+
+    job = await job_with_templates(tenant_id, templates=1)
+    deployment_id = await deployment_for(f"running-hook-{tenant_id.hex[:8]}")
+    flow_run = await scheduled_run(deployment_id, job.id, utcnow())
+
+    await on_state_change(None, flow_run, Running())
+    assert await _row(flow_run.id) is None
+
+    flow_run.empirical_policy.pause_keys = {"approval"}
+    await on_state_change(None, flow_run, Running())
+    row = await _row(flow_run.id)
+    assert row is not None and row.status == "running"

@@ -15,17 +15,18 @@ from blocks.storage import default_storage
 from db.models import ProductTemplateUsage, ScheduledJobRun
 from db.queries.board import ADS_PER_JOB, read_board
 from db.session import session_scope
-from flows.artifacts import (
+from flows.artifacts import render_run_markdown
+from flows.job_board import render_board_markdown
+from flows.pipeline import AdRunOutcome, AdSummary, PipelineResult
+from flows.thumbnails import (
     RUN_ARTIFACT_MAX_BYTES,
     THUMBNAIL_MAX_BYTES,
     THUMBNAIL_WIDTH,
     Thumbnails,
     make_thumbnails,
-    render_run_markdown,
+    remember,
     thumbnail_data_uri,
 )
-from flows.job_board import render_board_markdown
-from flows.pipeline import AdRunOutcome, AdSummary, PipelineResult
 from tests.support.factories import make_ad_run, make_job, make_product, make_templates
 
 
@@ -70,6 +71,19 @@ def test_an_ad_too_detailed_for_the_bound_shrinks_then_gives_up() -> None:
 @pytest.fixture
 def storage(data_dir):
     return default_storage()
+
+
+async def test_a_thumbnail_made_at_generation_is_not_read_back(storage) -> None:
+    """Generation hands the ad's bytes over as it stores them: the run artifact does not read
+    the ad back from storage (here it is not even there) nor decode it again."""
+    path = f"ads/t/{uuid.uuid4()}/variation-0.png"
+    await remember(path, _png(540))
+    thumbs = await make_thumbnails(storage, [path])
+    assert thumbs.unreadable == 0
+    assert max(_decode(thumbs.uris[path]).size) == THUMBNAIL_WIDTH
+    # Bytes that are no picture are remembered as such, never raised.
+    await remember("ads/t/broken.png", b"not an image")
+    assert (await make_thumbnails(storage, ["ads/t/broken.png"])).unreadable == 1
 
 
 async def test_thumbnails_stay_within_the_artifact_budget(storage) -> None:

@@ -1,0 +1,167 @@
+"""Thumbnails of stored ads as inline JPEG data URIs, and the cache every view draws from.
+
+A thumbnail is a small JPEG inlined as `data:image/jpeg;base64,…`, so the Prefect UI shows it
+whatever the storage is — the embedded default's local folder (which no browser can reach)
+included. The run's ad generation makes each ad's thumbnail as the ad is stored, off the event
+loop, while the run waits on its provider (`remember`); the run artifact and the job board then
+find it here instead of reading every ad back and decoding it after the last template, where the
+run's end waits for it.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import io
+from collections import OrderedDict
+from collections.abc import Iterable
+from dataclasses import dataclass
+
+from PIL import Image, UnidentifiedImageError
+
+from blocks.storage import AdStorage
+
+#: Longest side of a run artifact's thumbnails, in pixels (CSS pixels in the UI as well).
+THUMBNAIL_WIDTH = 160
+#: Largest data URI of one thumbnail, in bytes (a 160 px JPEG of a 1080 px ad is ~6-9 KB).
+THUMBNAIL_MAX_BYTES = 16_000
+#: Largest total of thumbnail data URIs in one run artifact, in bytes (~40 ads of 160 px).
+RUN_ARTIFACT_MAX_BYTES = 400_000
+#: JPEG qualities tried in turn before a thumbnail is shrunk to half its size.
+_QUALITIES = (72, 50)
+#: Thumbnails made in this process, by (storage path, size): a stored ad never changes, and the
+#: job board re-renders the same last-run ads after every change. Bounded (~10 KB each).
+_CACHE: OrderedDict[tuple[str, int], str | None] = OrderedDict()
+_CACHE_MAX = 512
+#: Storage reads in flight at once while making thumbnails.
+_READS_IN_FLIGHT = 4
+
+
+def _cache_put(key: tuple[str, int], uri: str | None) -> None:
+    _CACHE[key] = uri
+    while len(_CACHE) > _CACHE_MAX:
+        _CACHE.popitem(last=False)
+
+
+async def remember(path: str, image: bytes, *, size: int = THUMBNAIL_WIDTH) -> None:
+    """Make and keep the thumbnail of an ad just stored at `path` (never raises).
+
+    Called by ad generation with the bytes it holds, so `make_thumbnails` finds the run's ads
+    here. Decoding and encoding run in a worker thread (Pillow releases the GIL for both).
+    """
+    try:
+        uri = await asyncio.to_thread(thumbnail_data_uri, image, size=size)
+    except Exception:  # a nicety: make_thumbnails tries again from storage
+        return
+    _cache_put((path, size), uri)
+
+
+def thumbnail_data_uri(
+    image: bytes, *, size: int = THUMBNAIL_WIDTH, max_bytes: int = THUMBNAIL_MAX_BYTES
+) -> str | None:
+    """A `data:image/jpeg;base64,…` thumbnail of an image, or None when it cannot be made.
+
+    Args:
+        image: The image file's bytes (any format Pillow reads: PNG, JPEG, WebP, GIF, …).
+        size: Longest side of the thumbnail, in pixels (aspect ratio kept, never enlarged).
+        max_bytes: Largest data URI, in bytes. Lower qualities, then half the size, are tried
+            before giving up.
+
+    Returns:
+        The data URI, or None when the bytes are not a readable image or no attempt fits.
+    """
+    try:
+        with Image.open(io.BytesIO(image)) as opened:
+            opened.draft("RGB", (size, size))  # JPEG sources decode at a reduced scale
+            picture = _flatten(opened)
+    except (UnidentifiedImageError, OSError, ValueError, Image.DecompressionBombError):
+        return None
+    for side in (size, max(16, size // 2)):
+        small = picture.copy()
+        small.thumbnail((side, side))
+        for quality in _QUALITIES:
+            out = io.BytesIO()
+            small.save(out, "JPEG", quality=quality, optimize=True)
+            uri = "data:image/jpeg;base64," + base64.b64encode(out.getvalue()).decode("ascii")
+            if len(uri) <= max_bytes:
+                return uri
+    return None
+
+
+def _flatten(picture: Image.Image) -> Image.Image:
+    """RGB on white: JPEG has no alpha, and a transparent ad must not turn black."""
+    if picture.mode in ("RGBA", "LA") or (picture.mode == "P" and "transparency" in picture.info):
+        rgba = picture.convert("RGBA")
+        background = Image.new("RGB", rgba.size, (255, 255, 255))
+        background.paste(rgba, mask=rgba.getchannel("A"))
+        return background
+    return picture.convert("RGB")
+
+
+@dataclass
+class Thumbnails:
+    """Thumbnails made for a set of stored ads, within a byte budget.
+
+    Attributes:
+        uris: Data URI by storage path, for the ads that got one.
+        over_budget: How many ads were left without one because the budget was spent.
+        unreadable: How many ads could not be read or drawn (missing file, not an image, or no
+            thumbnail under the per-thumbnail bound).
+    """
+
+    uris: dict[str, str]
+    over_budget: int = 0
+    unreadable: int = 0
+
+
+async def make_thumbnails(
+    storage: AdStorage,
+    paths: Iterable[str],
+    *,
+    size: int = THUMBNAIL_WIDTH,
+    max_bytes: int = THUMBNAIL_MAX_BYTES,
+    budget: int = RUN_ARTIFACT_MAX_BYTES,
+) -> Thumbnails:
+    """Read stored ads and make their thumbnails, first come first served within `budget`.
+
+    Args:
+        storage: Where the ads are stored.
+        paths: Storage paths, in the order they are shown (earlier ones win the budget).
+        size: Longest side of each thumbnail, in pixels.
+        max_bytes: Largest data URI of one thumbnail, in bytes.
+        budget: Largest total of data URIs, in bytes.
+
+    Returns:
+        The thumbnails that fit. Never raises for a missing or broken file: that ad is counted
+        in `unreadable` (and shown as a link or path by the caller).
+    """
+    ordered = list(dict.fromkeys(paths))
+    gate = asyncio.Semaphore(_READS_IN_FLIGHT)
+
+    async def one(path: str) -> str | None:
+        key = (path, size)
+        if key in _CACHE:
+            _CACHE.move_to_end(key)
+            return _CACHE[key]
+        async with gate:
+            try:
+                data = await storage.read(path)
+            except Exception:  # missing or unreadable: the caller falls back to a link
+                return None
+        # Decoding and re-encoding is CPU work: off the event loop.
+        uri = await asyncio.to_thread(thumbnail_data_uri, data, size=size, max_bytes=max_bytes)
+        _cache_put(key, uri)
+        return uri
+
+    made = await asyncio.gather(*(one(p) for p in ordered))
+    result = Thumbnails(uris={})
+    spent = 0
+    for path, uri in zip(ordered, made, strict=True):
+        if uri is None:
+            result.unreadable += 1
+        elif spent + len(uri) > budget:
+            result.over_budget += 1
+        else:
+            result.uris[path] = uri
+            spent += len(uri)
+    return result
