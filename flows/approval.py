@@ -272,6 +272,10 @@ async def resume_decided_run(job: ScheduledJob, params: JobParameters) -> State 
 
     flow_run = get_run_context().flow_run  # type: ignore[union-attr]
     assert flow_run is not None
+    if not flow_run.empirical_policy.pause_keys:
+        # Never suspended (Prefect keeps a suspended run's pause keys): no approval of its
+        # own yet, and no query on the way to its first template.
+        return None
     async with session_scope() as session:
         approval = await approval_for_flow_run(session, flow_run.id)
         if approval is None:

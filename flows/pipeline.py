@@ -33,7 +33,7 @@ import time
 import uuid
 from collections.abc import Awaitable, Callable
 from contextlib import AsyncExitStack
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any, TypeVar, cast
 
@@ -234,9 +234,24 @@ class RunResources:
     #: the next template's storage and database work overlaps the current generations while
     #: memory stays bounded.
     open_runs: asyncio.Semaphore
+    #: The first templates' files, read while the run takes its provider slots (by template;
+    #: each taken once by its ad run, see `template_bytes`).
+    prefetched: dict[str, asyncio.Future[bytes]] = field(default_factory=dict)
     #: Templates generated so far in this run, and provider rejections set aside so far.
     successes: int = 0
     rejections_set_aside: int = 0
+
+    async def template_bytes(self, template: str) -> bytes:
+        """The template's file, checked to be a readable image (see `read_template`)."""
+        early = self.prefetched.pop(template, None)
+        return await (early if early is not None else read_template(self.storage, template))
+
+    async def drop_prefetched(self) -> None:
+        """Stop and collect the reads no ad run took (the run ended early)."""
+        early, self.prefetched = list(self.prefetched.values()), {}
+        for read in early:
+            read.cancel()
+        await asyncio.gather(*early, return_exceptions=True)
 
     def note_success(self) -> None:
         """Record that a template of this run was generated."""
@@ -432,7 +447,7 @@ async def _generate(plan: RunPlan, ticket: AdRunTicket, res: RunResources) -> Ge
     result = GeneratedAdRun(ticket=ticket, started_at=utcnow(), ads=[], rows=[], written=[])
     attempted = 0
     try:
-        template_image = await read_template(storage, template)
+        template_image = await res.template_bytes(template)
         product_images: dict[str, bytes] = {}
         for index in range(plan.ad.variations):
             path = _product_image_path(plan.ad, res.image_paths, index)
@@ -751,8 +766,13 @@ async def _make_ads(
     slots = await slot_stack.enter_async_context(
         ProviderSlots(generator, client, requests=total * plan.ad.variations)
     )
-    # The first wave's slots in one call, when the provider has them free.
-    await slots.prime(plan.concurrency)
+    # The files of the templates that open first are read while the first wave's slots are
+    # taken (in one call, when the provider has them free): their generations start as soon as
+    # their task runs do, not after a read queued behind every other task run's start-up.
+    prefetched: dict[str, asyncio.Future[bytes]] = {
+        t.template: asyncio.ensure_future(read_template(storage, t.template))
+        for t in tickets[: 2 * plan.concurrency]
+    }
     resources = RunResources(
         brief=run_inputs.brief,
         image_paths=list(run_inputs.product.image_paths),
@@ -761,7 +781,10 @@ async def _make_ads(
         slots=slots,
         generating=asyncio.Semaphore(plan.concurrency),
         open_runs=asyncio.Semaphore(2 * plan.concurrency),
+        prefetched=prefetched,
     )
+    stack.push_async_callback(resources.drop_prefetched)
+    await slots.prime(plan.concurrency)
     # What every task of the run shares, passed without Prefect walking it for futures on each
     # call (the plan lists every template: walking it per task made a run quadratic).
     shared_plan, shared = _unwalked(plan), _unwalked(resources)
