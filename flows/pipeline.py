@@ -3,8 +3,9 @@
 - `select-templates`: claim the run's templates (`select_templates`);
 - `generate-ad-run`, one per template, its task run named by the template: N variations made
   and stored (`generate_ad_run`);
-- `record-template-usage`, one per template: the ads, the ad run's outcome and the template's
-  usage in one transaction (`record_template_usage`);
+- `record-template-usage`, for the ad runs as they finish: the ads, the ad runs' outcomes and
+  the templates' usage in one transaction; templates that finish together are recorded together
+  (`UsageRecorder`, `record_template_usage`);
 - the export tasks (`export_outcomes` hands the finished ad runs to `flows/export`).
 
 `make_ads` is the common core of `run_scheduled_job` and `create_ads`. Templates run
@@ -369,19 +370,86 @@ async def generate_ad_run(
 @task(
     name="record-template-usage",
     cache_policy=NO_CACHE,
-    task_run_name="record-template-usage {generated.ticket.template}",
+    task_run_name="record-template-usage {label}",
 )
 async def record_template_usage(
-    plan: RunPlan, generated: GeneratedAdRun, resources: RunResources
-) -> AdRunOutcome:
-    """Record one ad run and its template's usage in one transaction.
+    plan: RunPlan, batch: list[GeneratedAdRun], resources: RunResources, label: str
+) -> list[AdRunOutcome]:
+    """Record finished ad runs and their templates' usage in one transaction (in `batch` order).
 
-    The ads stored (even when a later variation failed), the ad run's outcome, and the usage:
-    a generated template is confirmed as used with its ad run; a failed one has its claim
-    released and stays unused, and one that failed for a reason of its own is set aside, so no
-    later run claims it first again. If the transaction fails, the stored files are deleted.
+    For each ad run: the ads stored (even when a later variation failed), its outcome, and the
+    usage: a generated template is confirmed as used with its ad run; a failed one has its
+    claim released and stays unused, and one that failed for a reason of its own is set aside,
+    so no later run claims it first again. If the transaction fails, the batch's stored files
+    are deleted. `label` names the templates (the task run's name).
     """
-    return await _record(plan, generated, resources)
+    return await _record(plan, batch, resources)
+
+
+class UsageRecorder:
+    """`record-template-usage` for a run's ad runs as they finish, in batches.
+
+    Whatever finishes while a batch is being written goes in the next one: one task run and one
+    transaction per batch, not per template (a wave of 8 templates finishing together is
+    recorded in about two). A template's outcome is known once its batch commits.
+    """
+
+    def __init__(self, plan: RunPlan, resources: RunResources) -> None:
+        self._plan, self._resources = plan, resources
+        self._waiting: list[tuple[GeneratedAdRun, asyncio.Future[AdRunOutcome]]] = []
+        self._writer: asyncio.Task[None] | None = None
+
+    async def record(self, generated: GeneratedAdRun) -> AdRunOutcome:
+        """Queue one finished ad run; returns its outcome once its batch is recorded.
+
+        Raises:
+            Exception: What the batch's transaction raised (its files are deleted).
+        """
+        outcome: asyncio.Future[AdRunOutcome] = asyncio.get_running_loop().create_future()
+        self._waiting.append((generated, outcome))
+        if self._writer is None or self._writer.done():
+            self._writer = asyncio.ensure_future(self._write())
+        return await outcome
+
+    async def _write(self) -> None:
+        while self._waiting:
+            taken, self._waiting = self._waiting, []
+            batch = [generated for generated, _ in taken]
+            try:
+                outcomes = await record_template_usage(
+                    _unwalked(self._plan),
+                    _unwalked(batch),
+                    _unwalked(self._resources),
+                    batch_label([g.ticket.template for g in batch]),
+                )
+            except BaseException as exc:
+                for _, outcome in taken:
+                    if not outcome.done():
+                        outcome.set_exception(exc)
+                if isinstance(exc, Exception):
+                    continue  # handed to each waiting ad run; the next batch may still commit
+                raise
+            for (_, outcome), result in zip(taken, outcomes, strict=True):
+                if not outcome.done():
+                    outcome.set_result(result)
+
+    async def close(self) -> None:
+        """Stop writing (the run is ending early); files of ad runs never recorded are deleted."""
+        if self._writer is not None:
+            self._writer.cancel()
+            await asyncio.gather(self._writer, return_exceptions=True)
+        left, self._waiting = self._waiting, []
+        for generated, outcome in left:
+            outcome.cancel()
+            await _delete_quietly(self._resources.storage, generated.written)
+
+
+def batch_label(templates: list[str]) -> str:
+    """The templates of a batch as a task run names them: all of up to three, else the first
+    two and how many more ("a.png, b.png and 5 more")."""
+    if len(templates) <= 3:
+        return ", ".join(templates)
+    return f"{templates[0]}, {templates[1]} and {len(templates) - 2} more"
 
 
 class TemplateFault(Exception):
@@ -513,59 +581,88 @@ async def _generate(plan: RunPlan, ticket: AdRunTicket, res: RunResources) -> Ge
     return result
 
 
-async def _record(plan: RunPlan, generated: GeneratedAdRun, res: RunResources) -> AdRunOutcome:
+async def _record(
+    plan: RunPlan, batch: list[GeneratedAdRun], res: RunResources
+) -> list[AdRunOutcome]:
     logger = get_run_logger()
-    ticket, error, fault = generated.ticket, generated.error, generated.fault
-    template = ticket.template
+    rows = [row for generated in batch for row in generated.rows]
+    now = utcnow()
     try:
         async with session_scope() as session:
-            if generated.rows:
-                # One INSERT for the variations, without the ORM's unit of work (~1 ms of CPU
-                # per template on the run's one event loop).
-                await session.execute(sa.insert(GeneratedAd), generated.rows)
+            if rows:
+                # One INSERT for every variation of the batch, without the ORM's unit of work.
+                await session.execute(sa.insert(GeneratedAd), rows)
+            # One UPDATE statement, executed for each ad run of the batch (Core: the table's).
+            ad_runs = cast(sa.Table, AdRun.__table__)
             await session.execute(
-                sa.update(AdRun)
-                .where(AdRun.id == ticket.ad_run_id)
+                sa.update(ad_runs)
+                .where(ad_runs.c.id == sa.bindparam("ad_run"))
                 .values(
-                    status="failed" if error else "completed",
-                    error_message=f"{error} — template set aside" if fault else error,
-                    started_at=generated.started_at,
-                    completed_at=utcnow(),
-                )
+                    status=sa.bindparam("new_status"),
+                    error_message=sa.bindparam("error"),
+                    started_at=sa.bindparam("started"),
+                    completed_at=now,
+                ),
+                [
+                    {
+                        "ad_run": g.ticket.ad_run_id,
+                        "new_status": "failed" if g.error else "completed",
+                        "error": f"{g.error} — template set aside" if g.fault else g.error,
+                        "started": g.started_at,
+                    }
+                    for g in batch
+                ],
             )
-            if error:
-                await release_claims(session, flow_run_id=plan.flow_run_id, templates=[template])
-                if fault:
+            failed = [g.ticket.template for g in batch if g.error]
+            if failed:
+                await release_claims(session, flow_run_id=plan.flow_run_id, templates=failed)
+            for generated in batch:
+                template = generated.ticket.template
+                if generated.fault:
                     await set_template_aside(
-                        session, tenant_id=plan.tenant_id, template=template, reason=fault
+                        session, tenant_id=plan.tenant_id, template=template, reason=generated.fault
                     )
-            else:
-                await confirm_template_use(
-                    session,
-                    tenant_id=plan.tenant_id,
-                    product_id=plan.product_id,
-                    template=template,
-                    ad_run_id=ticket.ad_run_id,
-                    flow_run_id=plan.flow_run_id,
-                )
+                elif not generated.error:
+                    await confirm_template_use(
+                        session,
+                        tenant_id=plan.tenant_id,
+                        product_id=plan.product_id,
+                        template=template,
+                        ad_run_id=generated.ticket.ad_run_id,
+                        flow_run_id=plan.flow_run_id,
+                    )
     except BaseException:
         # The rows were not written: the files must not stay in storage without them.
-        await _delete_quietly(res.storage, generated.written)
+        for generated in batch:
+            await _delete_quietly(res.storage, generated.written)
         raise
-    if error:
-        if fault:
-            logger.warning("template %s set aside: %s", template, fault)
-        return AdRunOutcome(
-            ad_run_id=ticket.ad_run_id,
-            template=template,
-            ok=False,
-            ads=generated.ads,
-            error=error,
-            set_aside=fault,
+    outcomes = []
+    for generated in batch:
+        ticket, error, fault = generated.ticket, generated.error, generated.fault
+        if error:
+            if fault:
+                logger.warning("template %s set aside: %s", ticket.template, fault)
+            outcomes.append(
+                AdRunOutcome(
+                    ad_run_id=ticket.ad_run_id,
+                    template=ticket.template,
+                    ok=False,
+                    ads=generated.ads,
+                    error=error,
+                    set_aside=fault,
+                )
+            )
+            continue
+        res.note_success()
+        outcomes.append(
+            AdRunOutcome(
+                ad_run_id=ticket.ad_run_id, template=ticket.template, ok=True, ads=generated.ads
+            )
         )
-    res.note_success()
-    logger.info("template %s: %d ads", template, len(generated.ads))
-    return AdRunOutcome(ad_run_id=ticket.ad_run_id, template=template, ok=True, ads=generated.ads)
+    made = [f"{o.template}: {len(o.ads)} ads" for o in outcomes if o.ok]
+    if made:  # (a failed template was logged with its reason when it failed)
+        logger.info("recorded %s", "; ".join(made))
+    return outcomes
 
 
 async def _delete_quietly(storage: AdStorage, paths: list[str]) -> None:
@@ -788,6 +885,8 @@ async def _make_ads(
     # What every task of the run shares, passed without Prefect walking it for futures on each
     # call (the plan lists every template: walking it per task made a run quadratic).
     shared_plan, shared = _unwalked(plan), _unwalked(resources)
+    recorder = UsageRecorder(plan, resources)
+    stack.push_async_callback(recorder.close)
     finished = 0
     # Replacements for templates set aside: at most one per planned template.
     replacements_left = total if plan.replace_set_aside else 0
@@ -799,7 +898,7 @@ async def _make_ads(
         # template's task-run start-up on this event loop.
         async with resources.open_runs:
             generated = await generate_ad_run(shared_plan, ticket, shared)
-        outcome = await record_template_usage(shared_plan, generated, shared)
+        outcome = await recorder.record(generated)
         outcome.replaces = replaces
         replacement = None
         if outcome.set_aside and replacements_left > 0:

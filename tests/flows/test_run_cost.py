@@ -143,12 +143,54 @@ async def test_every_run_shows_selection_generation_usage_and_export_tasks(
     assert sorted(n for n in names if n.startswith("generate ")) == [
         f"generate {t}" for t in templates
     ]
-    assert sorted(n for n in names if n.startswith("record-template-usage")) == [
-        f"record-template-usage {t}" for t in templates
+    # Usage is recorded in batches (what finished together): each template in exactly one.
+    recorded = [
+        t
+        for n in names
+        if n.startswith("record-template-usage ")
+        for t in n.removeprefix("record-template-usage ").split(", ")
     ]
+    assert sorted(recorded) == templates
     assert any(n.startswith("export") for n in names), names
     assert all(t.state is not None and t.state.is_completed() for t in task_runs)
     assert len(fake_slack.delivered) == 3
+
+
+@pytest.mark.usefixtures("use_database")
+async def test_templates_that_finish_together_are_recorded_together(
+    tenant_id: uuid.UUID,
+) -> None:
+    """Six generations of the same latency end together: their usage is recorded in fewer
+    `record-template-usage` task runs (and transactions) than templates, each template once."""
+    from blocks.generators.local import LocalAdRenderer
+    from db.models import ProductTemplateUsage
+    from db.session import session_scope
+
+    block = f"together-{tenant_id.hex[:10]}"
+    limit = f"together-{tenant_id.hex[:8]}"
+    await LocalAdRenderer(latency_seconds=0.3, provider_limit=limit).asave(block)
+    params = JobParameters(
+        ad=AdParameters(variations=1, generator_block=f"ad-scheduler-local-renderer/{block}"),
+        template_concurrency=6,
+    ).model_dump(mode="json")
+    job = await job_with_templates(tenant_id, templates=6, template_count=6, parameters=params)
+    state = await run_scheduled_job(job.id, return_state=True)
+    assert state.is_completed() and state.name == "Completed", state.message
+    async with get_client() as client:
+        task_runs = await client.read_task_runs(
+            flow_run_filter=FlowRunFilter(
+                id=FlowRunFilterId(any_=[state.state_details.flow_run_id])
+            )
+        )
+    batches = [t.name for t in task_runs if t.name.startswith("record-template-usage ")]
+    assert 1 <= len(batches) < 6, batches
+    async with session_scope() as session:
+        used = await session.scalars(
+            sa.select(ProductTemplateUsage.use_count).where(
+                ProductTemplateUsage.product_id == job.product_id
+            )
+        )
+        assert sorted(used.all()) == [1] * 6
 
 
 async def test_a_scheduled_run_reads_its_database_block_once_and_stays_in_budget(
