@@ -247,13 +247,6 @@ class RunResources:
         early = self.prefetched.pop(template, None)
         return await (early if early is not None else read_template(self.storage, template))
 
-    async def drop_prefetched(self) -> None:
-        """Stop and collect the reads no ad run took (the run ended early)."""
-        early, self.prefetched = list(self.prefetched.values()), {}
-        for read in early:
-            read.cancel()
-        await asyncio.gather(*early, return_exceptions=True)
-
     def note_success(self) -> None:
         """Record that a template of this run was generated."""
         self.successes += 1
@@ -847,29 +840,40 @@ async def _make_ads(
     client = await stack.enter_async_context(get_client())
     if inputs is None:
         inputs = load_run_inputs(plan.tenant_id, plan.product_id, plan.ad.generator_block)
-    # Nothing below depends on anything else: load it all at once. Every part is awaited even
-    # when one fails, so no ad run is created after the failure has been cleaned up.
-    loaded = await asyncio.gather(inputs, create_ad_runs(plan), return_exceptions=True)
-    for part in loaded:
-        if isinstance(part, BaseException):
-            raise part
-    run_inputs, tickets = cast(tuple[RunInputs, list[AdRunTicket]], tuple(loaded))
-    generator, storage = run_inputs.generator, run_inputs.storage
-    progress = ProgressReporter(total)
     # The slots have their own stack: handed back as soon as the last template is recorded,
     # while the progress closes and the export runs (the outer stack is only a safety net).
     slot_stack = AsyncExitStack()
     stack.push_async_callback(slot_stack.aclose)
-    slots = await slot_stack.enter_async_context(
-        ProviderSlots(generator, client, requests=total * plan.ad.variations)
+    # The files of the templates that open first, by template: read while the first wave's
+    # slots are taken, so their generations start as soon as their task runs do (not after a
+    # read queued behind every other task run's start-up). Reads no ad run took are stopped.
+    prefetched: dict[str, asyncio.Future[bytes]] = {}
+    stack.push_async_callback(_stop_reads, prefetched)
+
+    async def take_slots() -> tuple[RunInputs, ProviderSlots]:
+        run_inputs = await inputs
+        for template in plan.templates[: 2 * plan.concurrency]:
+            prefetched[template] = asyncio.ensure_future(
+                read_template(run_inputs.storage, template)
+            )
+        slots = await slot_stack.enter_async_context(
+            ProviderSlots(run_inputs.generator, client, requests=total * plan.ad.variations)
+        )
+        # The first wave's slots in one call, when the provider has them free.
+        await slots.prime(plan.concurrency)
+        return run_inputs, slots
+
+    # The ad runs' rows do not depend on the rest: all at once. Every part is awaited even
+    # when one fails, so no ad run is created after the failure has been cleaned up.
+    loaded = await asyncio.gather(take_slots(), create_ad_runs(plan), return_exceptions=True)
+    for part in loaded:
+        if isinstance(part, BaseException):
+            raise part
+    (run_inputs, slots), tickets = cast(
+        tuple[tuple[RunInputs, ProviderSlots], list[AdRunTicket]], tuple(loaded)
     )
-    # The files of the templates that open first are read while the first wave's slots are
-    # taken (in one call, when the provider has them free): their generations start as soon as
-    # their task runs do, not after a read queued behind every other task run's start-up.
-    prefetched: dict[str, asyncio.Future[bytes]] = {
-        t.template: asyncio.ensure_future(read_template(storage, t.template))
-        for t in tickets[: 2 * plan.concurrency]
-    }
+    generator, storage = run_inputs.generator, run_inputs.storage
+    progress = ProgressReporter(total)
     resources = RunResources(
         brief=run_inputs.brief,
         image_paths=list(run_inputs.product.image_paths),
@@ -880,8 +884,6 @@ async def _make_ads(
         open_runs=asyncio.Semaphore(2 * plan.concurrency),
         prefetched=prefetched,
     )
-    stack.push_async_callback(resources.drop_prefetched)
-    await slots.prime(plan.concurrency)
     # What every task of the run shares, passed without Prefect walking it for futures on each
     # call (the plan lists every template: walking it per task made a run quadratic).
     shared_plan, shared = _unwalked(plan), _unwalked(resources)
@@ -946,6 +948,15 @@ async def _make_ads(
             raise end
     failures = [f"{d.channel}: {d.error}" for d in exported if getattr(d, "status", "") == "failed"]
     return PipelineResult(outcomes=outcomes, export_failures=failures)
+
+
+async def _stop_reads(reads: dict[str, asyncio.Future[bytes]]) -> None:
+    """Stop and collect the template reads no ad run took (the run ended early)."""
+    left = list(reads.values())
+    reads.clear()
+    for read in left:
+        read.cancel()
+    await asyncio.gather(*left, return_exceptions=True)
 
 
 def _unwalked(value: T) -> T:
