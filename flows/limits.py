@@ -44,6 +44,7 @@ Like `strict=True`, a limit that does not exist is an error, never a silent no-o
 from __future__ import annotations
 
 import asyncio
+import logging
 import math
 import random
 import time
@@ -63,6 +64,8 @@ from prefect.client.schemas.actions import (
 from prefect.exceptions import ObjectAlreadyExists, ObjectNotFound
 
 from blocks.generators.base import AdGenerator
+
+logger = logging.getLogger(__name__)
 
 #: How long a slot is leased; a worker that dies holding one frees it when the lease expires.
 LEASE_SECONDS = 300
@@ -511,6 +514,8 @@ class ProviderSlots:
         self._bulk_since = 0.0
         self._rate = _RateWindows(client, self._limit) if self._limit.per_second else None
         self._handed_back = asyncio.Event()
+        #: Leases being handed back in the background (awaited on exit).
+        self._releasing: set[asyncio.Task[None]] = set()
 
     @property
     def limit(self) -> ProviderLimit:
@@ -528,11 +533,27 @@ class ProviderSlots:
         if self._bulk is not None:
             leases.append(self._bulk)
         self._idle, self._bulk, self._bulk_free = [], None, 0
+        if self._releasing:
+            await asyncio.gather(*list(self._releasing), return_exceptions=True)
         await asyncio.shield(self._release_all(leases))
 
     async def _release_all(self, leases: list[uuid.UUID]) -> None:
         for lease in leases:
             await release_lease(self._client, lease)
+
+    def _release_soon(self, lease: uuid.UUID) -> None:
+        """Hand a lease back without holding up the request that ends with it (the run's last
+        request would otherwise wait one API round trip before its ad is stored)."""
+
+        async def release() -> None:
+            try:
+                await release_lease(self._client, lease)
+            except Exception as exc:  # the server frees it when its lease expires
+                logger.warning("could not hand back lease %s (%s)", lease, type(exc).__name__)
+
+        task = asyncio.ensure_future(release())
+        self._releasing.add(task)
+        task.add_done_callback(self._releasing.discard)
 
     async def prime(self, slots: int) -> int:
         """Take up to `slots` slots in one call, if that many are free now; returns how many."""
@@ -619,10 +640,10 @@ class ProviderSlots:
                 self._handed_back.set()
                 if not self._others_waiting() and self._bulk_free == self._bulk_size and self._bulk:
                     bulk, self._bulk, self._bulk_free = self._bulk, None, 0
-                    await asyncio.shield(self._release_all([bulk]))
+                    self._release_soon(bulk)
             elif lease is not None:
                 if self._others_waiting():
                     self._idle.append((lease, time.monotonic()))
                     self._handed_back.set()
                 else:
-                    await asyncio.shield(self._release_all([lease]))
+                    self._release_soon(lease)

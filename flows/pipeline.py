@@ -61,7 +61,7 @@ from db.models import AdRun, AdTemplate, Brand, GeneratedAd, Product
 from db.queries.templates import (
     claim_specific_templates,
     claim_unused_templates,
-    confirm_template_use,
+    confirm_template_uses,
     release_claims,
     set_template_aside,
 )
@@ -610,20 +610,20 @@ async def _record(
             if failed:
                 await release_claims(session, flow_run_id=plan.flow_run_id, templates=failed)
             for generated in batch:
-                template = generated.ticket.template
                 if generated.fault:
                     await set_template_aside(
-                        session, tenant_id=plan.tenant_id, template=template, reason=generated.fault
-                    )
-                elif not generated.error:
-                    await confirm_template_use(
                         session,
                         tenant_id=plan.tenant_id,
-                        product_id=plan.product_id,
-                        template=template,
-                        ad_run_id=generated.ticket.ad_run_id,
-                        flow_run_id=plan.flow_run_id,
+                        template=generated.ticket.template,
+                        reason=generated.fault,
                     )
+            await confirm_template_uses(
+                session,
+                tenant_id=plan.tenant_id,
+                product_id=plan.product_id,
+                uses=[(g.ticket.template, g.ticket.ad_run_id) for g in batch if not g.error],
+                flow_run_id=plan.flow_run_id,
+            )
     except BaseException:
         # The rows were not written: the files must not stay in storage without them.
         for generated in batch:

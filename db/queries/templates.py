@@ -27,6 +27,7 @@ import uuid
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
+from typing import cast
 
 import sqlalchemy as sa
 from sqlalchemy.dialects import postgresql, sqlite
@@ -382,32 +383,69 @@ async def confirm_template_use(
 
     Idempotent per ad run: confirming the same ad run twice counts one use.
     """
-    usage = ProductTemplateUsage
-    now = utcnow()
-    stmt = _insert(session)(usage).values(
-        id=uuid.uuid4(),
-        product_id=product_id,
-        template_storage_name=template,
+    await confirm_template_uses(
+        session,
         tenant_id=tenant_id,
-        used_at=now,
-        ad_run_id=ad_run_id,
-        use_count=1,
-        claimed_by_flow_run_id=None,
-        claimed_at=None,
+        product_id=product_id,
+        uses=[(template, ad_run_id)],
+        flow_run_id=flow_run_id,
     )
-    mine = usage.claimed_by_flow_run_id == flow_run_id if flow_run_id else sa.false()
+
+
+async def confirm_template_uses(
+    session: AsyncSession,
+    *,
+    tenant_id: uuid.UUID,
+    product_id: uuid.UUID,
+    uses: Sequence[tuple[str, uuid.UUID]],
+    flow_run_id: uuid.UUID | None = None,
+) -> None:
+    """`confirm_template_use` for several (template, ad run id) pairs: one statement, executed
+    for each pair (one round trip), so a batch of ad runs is confirmed at the cost of one.
+
+    A template listed twice (two ad runs of it) counts twice, as two confirmations would.
+    """
+    usage = cast(sa.Table, ProductTemplateUsage.__table__)
+    now = utcnow()
+    stmt = _insert(session)(usage)
+    mine = usage.c.claimed_by_flow_run_id == flow_run_id if flow_run_id else sa.false()
     stmt = stmt.on_conflict_do_update(
         index_elements=["product_id", "template_storage_name"],
         set_={
-            "use_count": usage.use_count + 1,
+            "use_count": usage.c.use_count + 1,
             "used_at": stmt.excluded.used_at,
             "ad_run_id": stmt.excluded.ad_run_id,
-            "claimed_by_flow_run_id": sa.case((mine, None), else_=usage.claimed_by_flow_run_id),
-            "claimed_at": sa.case((mine, None), else_=usage.claimed_at),
+            "claimed_by_flow_run_id": sa.case((mine, None), else_=usage.c.claimed_by_flow_run_id),
+            "claimed_at": sa.case((mine, None), else_=usage.c.claimed_at),
         },
-        where=usage.ad_run_id.is_distinct_from(stmt.excluded.ad_run_id),
+        where=usage.c.ad_run_id.is_distinct_from(stmt.excluded.ad_run_id),
     )
-    await session.execute(stmt)
+    # One statement may update a row once: the k-th listing of a template goes in round k.
+    rounds: list[list[tuple[str, uuid.UUID]]] = []
+    listed: dict[str, int] = {}
+    for template, ad_run_id in uses:
+        k = listed[template] = listed.get(template, -1) + 1
+        if k == len(rounds):
+            rounds.append([])
+        rounds[k].append((template, ad_run_id))
+    for now_round in rounds:
+        await session.execute(
+            stmt,
+            [
+                {
+                    "id": uuid.uuid4(),
+                    "product_id": product_id,
+                    "template_storage_name": template,
+                    "tenant_id": tenant_id,
+                    "used_at": now,
+                    "ad_run_id": ad_run_id,
+                    "use_count": 1,
+                    "claimed_by_flow_run_id": None,
+                    "claimed_at": None,
+                }
+                for template, ad_run_id in now_round
+            ],
+        )
 
 
 async def release_claims(

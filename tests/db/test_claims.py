@@ -14,6 +14,7 @@ from db.queries.templates import (
     claim_specific_templates,
     claim_unused_templates,
     confirm_template_use,
+    confirm_template_uses,
     release_claims,
 )
 from db.session import session_scope
@@ -230,3 +231,43 @@ async def test_settling_a_dead_run_fails_its_pending_ad_runs_and_releases_its_cl
     ]
     async with session_scope(db_url) as s:  # idempotent
         assert not await settle_unfinished_ad_runs(s, flow_run_id=run, reason="again")
+
+
+async def test_confirming_a_batch_counts_each_ad_run_once(db_url, tenant_id) -> None:
+    """One statement for a batch of ad runs: each confirmed once (the same batch again: no
+    change), a template listed twice counts twice, and the batch's claims are cleared."""
+    product = await _setup(db_url, tenant_id, 3)
+    run, claim = await _claim(db_url, tenant_id, product, 3)
+    async with session_scope(db_url) as s:
+        ad_runs = [await make_ad_run(s, tenant_id, product, name) for name in claim.templates]
+        again = await make_ad_run(s, tenant_id, product, claim.templates[0])
+        more = [await make_ad_run(s, tenant_id, product, claim.templates[1]) for _ in range(2)]
+
+    async def confirm(uses: list[tuple[str, uuid.UUID]]) -> dict[str, int]:
+        async with session_scope(db_url) as s:
+            await confirm_template_uses(
+                s, tenant_id=tenant_id, product_id=product.id, uses=uses, flow_run_id=run
+            )
+        async with session_scope(db_url) as s:
+            rows = (
+                await s.scalars(
+                    sa.select(ProductTemplateUsage).where(
+                        ProductTemplateUsage.product_id == product.id
+                    )
+                )
+            ).all()
+        assert all(r.claimed_by_flow_run_id is None for r in rows)
+        return {r.template_storage_name: r.use_count for r in rows}
+
+    batch = [(a.template_storage_name, a.id) for a in ad_runs]
+    assert await confirm(batch) == dict.fromkeys(claim.templates, 1)
+    assert await confirm(batch) == dict.fromkeys(claim.templates, 1)
+    twice = [
+        (again.template_storage_name, again.id),
+        *((m.template_storage_name, m.id) for m in more),
+    ]
+    assert await confirm(twice) == {
+        claim.templates[0]: 2,
+        claim.templates[1]: 3,
+        claim.templates[2]: 1,
+    }
