@@ -121,6 +121,18 @@ async def _slack_export(url: str) -> ExportSettings:
     return ExportSettings(destination="slack", slack_webhook_block=block)
 
 
+async def _run_and_read_task_runs(job_id: uuid.UUID) -> list[Any]:
+    """Run the job in this process (it must complete) and read its task runs."""
+    state = await run_scheduled_job(job_id, return_state=True)
+    assert state.is_completed() and state.name == "Completed", state.message
+    async with get_client() as client:
+        return await client.read_task_runs(
+            flow_run_filter=FlowRunFilter(
+                id=FlowRunFilterId(any_=[state.state_details.flow_run_id])
+            )
+        )
+
+
 @pytest.mark.usefixtures("use_database")
 async def test_every_run_shows_selection_generation_usage_and_export_tasks(
     tenant_id: uuid.UUID, fake_slack: FakeSlackWebhook
@@ -129,14 +141,7 @@ async def test_every_run_shows_selection_generation_usage_and_export_tasks(
     job = await job_with_templates(
         tenant_id, templates=3, template_count=3, parameters=_job_parameters(export)
     )
-    state = await run_scheduled_job(job.id, return_state=True)
-    assert state.is_completed() and state.name == "Completed", state.message
-    async with get_client() as client:
-        task_runs = await client.read_task_runs(
-            flow_run_filter=FlowRunFilter(
-                id=FlowRunFilterId(any_=[state.state_details.flow_run_id])
-            )
-        )
+    task_runs = await _run_and_read_task_runs(job.id)
     names = sorted(t.name for t in task_runs)
     templates = [f"sample-{i:02d}.png" for i in range(1, 4)]
     assert names.count("select-templates") == 1
@@ -174,14 +179,7 @@ async def test_templates_that_finish_together_are_recorded_together(
         template_concurrency=6,
     ).model_dump(mode="json")
     job = await job_with_templates(tenant_id, templates=6, template_count=6, parameters=params)
-    state = await run_scheduled_job(job.id, return_state=True)
-    assert state.is_completed() and state.name == "Completed", state.message
-    async with get_client() as client:
-        task_runs = await client.read_task_runs(
-            flow_run_filter=FlowRunFilter(
-                id=FlowRunFilterId(any_=[state.state_details.flow_run_id])
-            )
-        )
+    task_runs = await _run_and_read_task_runs(job.id)
     batches = [t.name for t in task_runs if t.name.startswith("record-template-usage ")]
     assert 1 <= len(batches) < 6, batches
     async with session_scope() as session:
