@@ -65,6 +65,7 @@ from domain.approval import (
     timeout_decision,
 )
 from domain.params import ExportSettings, JobParameters
+from flows.history import was_suspended
 
 logger = logging.getLogger("ad_scheduler.approval")
 
@@ -272,10 +273,8 @@ async def resume_decided_run(job: ScheduledJob, params: JobParameters) -> State 
 
     flow_run = get_run_context().flow_run  # type: ignore[union-attr]
     assert flow_run is not None
-    if not flow_run.empirical_policy.pause_keys:
-        # Never suspended (Prefect keeps a suspended run's pause keys): no approval of its
-        # own yet, and no query on the way to its first template.
-        return None
+    if not was_suspended(flow_run):
+        return None  # no approval of its own yet, and no query on the way to its first template
     async with session_scope() as session:
         approval = await approval_for_flow_run(session, flow_run.id)
         if approval is None:

@@ -44,6 +44,12 @@ def run_trigger(flow_run: FlowRun) -> str:
     return "manual"
 
 
+def was_suspended(flow_run: FlowRun) -> bool:
+    """Whether the run was suspended before (Prefect keeps a suspended run's pause keys): a run
+    back from its approval, not a first start."""
+    return bool(flow_run.empirical_policy.pause_keys)
+
+
 def scheduled_time(flow_run: FlowRun) -> datetime | None:
     """The time the run was scheduled for (what misfire and duplicate-slot checks compare)."""
     when = flow_run.expected_start_time or (
@@ -166,7 +172,7 @@ async def _hook(flow: Any, flow_run: FlowRun, state: State) -> None:
         from prefect.states import Cancelled
 
         state = Cancelled(message=state.message)
-    if state.type == StateType.RUNNING and not flow_run.empirical_policy.pause_keys:
+    if state.type == StateType.RUNNING and not was_suspended(flow_run):
         # A first start: the flow body records the run at once, with what a hook cannot know
         # (its slot claim, its name); a second write here would only delay the body. A run
         # back from a pause (approval) is recorded here: its body does not record Running.
