@@ -71,6 +71,8 @@ RUN_TIMEOUT_S = 600.0
 BURST_S_PER_RUN = 20.0
 POOL = "e2e-process"
 BARE_ENTRYPOINT = "bench/e2e.py:bare_flow"
+#: Log each firing's task runs (E2E_TIMELINE=1): where a run's time goes, as Prefect saw it.
+TIMELINE = os.environ.get("E2E_TIMELINE") == "1"
 
 
 @task
@@ -193,6 +195,8 @@ class Timing:
     lag_s: float
     end_s: float
     state: str
+    #: Running -> end: the run's own duration, free of where in its second Prefect let it start.
+    run_s: float = 0.0
 
 
 @dataclass
@@ -268,7 +272,29 @@ def _timing(run: Any) -> Timing:
         lag_s=(start - scheduled).total_seconds(),
         end_s=(end - scheduled).total_seconds(),
         state=run.state_name or "",
+        run_s=(end - start).total_seconds(),
     )
+
+
+async def _task_timeline(flow_run_id: uuid.UUID, start: datetime) -> str:
+    """The run's task runs as `name start-end` in ms from the flow run's start (for --timeline)."""
+    from prefect.client.orchestration import get_client
+    from prefect.client.schemas.filters import FlowRunFilter, FlowRunFilterId
+
+    async with get_client() as client:
+        tasks = await client.read_task_runs(
+            flow_run_filter=FlowRunFilter(id=FlowRunFilterId(any_=[flow_run_id]))
+        )
+    spans = sorted(
+        (
+            (t.start_time - start).total_seconds() * 1000,
+            (t.end_time - start).total_seconds() * 1000,
+            t.name,
+        )
+        for t in tasks
+        if t.start_time and t.end_time
+    )
+    return "; ".join(f"{name} {a:.0f}-{b:.0f}" for a, b, name in spans)
 
 
 async def _register_job(env: Env, at: datetime, templates: int, name: str) -> Any:
@@ -324,14 +350,21 @@ async def single_job(env: Env, firings: int, rss: RssSampler) -> dict[str, Any]:
         at = datetime.now(UTC) + timedelta(seconds=lead_s())
         job = await _register_job(env, at, TEMPLATES_PER_JOB, f"e2e-single-{firing}")
         runs = await _wait_final([job.prefect_deployment_id], f"job firing {firing + 1}")
-        ours.append(_timing(runs[job.prefect_deployment_id][0]))
+        run = runs[job.prefect_deployment_id][0]
+        ours.append(_timing(run))
+        if TIMELINE:
+            log(
+                f"  timeline (ms from Running, end {ours[-1].run_s * 1000:.0f}): "
+                + await _task_timeline(run.id, run.start_time)
+            )
         rss.phase = "single-bare"
         await _schedule_bare(bare_id, datetime.now(UTC) + timedelta(seconds=lead_s()))
         runs = await _wait_final([bare_id], f"bare firing {firing + 1}")
         bare.append(_timing(sorted(runs[bare_id], key=lambda r: r.expected_start_time)[-1]))
         log(
             f"firing {firing + 1}: ours end {ours[-1].end_s:.2f}s (lag {ours[-1].lag_s:.2f}s, "
-            f"{ours[-1].state}); bare end {bare[-1].end_s:.2f}s (lag {bare[-1].lag_s:.2f}s)"
+            f"{ours[-1].state}, run {ours[-1].run_s:.2f}s); bare end {bare[-1].end_s:.2f}s"
+            f" (lag {bare[-1].lag_s:.2f}s, run {bare[-1].run_s:.2f}s)"
         )
     bad = [t.state for t in ours + bare if t.state != "Completed"]
     if bad:
@@ -343,6 +376,8 @@ async def single_job(env: Env, firings: int, rss: RssSampler) -> dict[str, Any]:
         "bare_end": _summary(bare_end),
         "ours_lag": _summary([t.lag_s for t in ours]),
         "bare_lag": _summary([t.lag_s for t in bare]),
+        "ours_run": _summary([t.run_s for t in ours]),
+        "bare_run": _summary([t.run_s for t in bare]),
         "ratio_p50": round(statistics.median(ours_end) / (statistics.median(bare_end) + 0.5), 3),
         "ratio_p95": round(_pct(ours_end, 95) / (_pct(bare_end, 95) + 0.5), 3),
     }

@@ -284,18 +284,68 @@ async def release_lease(client: PrefectClient, lease: uuid.UUID) -> None:
 
 
 async def _try_acquire(
-    client: PrefectClient, name: str, lease_seconds: float, slots: int = 1
+    client: PrefectClient,
+    name: str,
+    lease_seconds: float,
+    slots: int = 1,
+    *,
+    check: _LimitCheck | None = None,
 ) -> tuple[bool, uuid.UUID | None]:
-    """One attempt at `slots` slots of `name`: (granted, lease id); (False, None) when full."""
+    """One attempt at `slots` slots of `name`: (granted, lease id); (False, None) when full.
+
+    With `check`, the first answer also settles the limit itself (see `_LimitCheck`).
+    """
     response = await _increment(client, name, slots, lease_seconds)
     if response.status_code == 423:
         return False, None
     _raise_for(response)
     body = response.json()
-    if not body.get("limits"):
-        raise _missing(name)
+    limits = body.get("limits") or []
     lease_id = body.get("lease_id")
-    return True, uuid.UUID(str(lease_id)) if lease_id else None
+    lease = uuid.UUID(str(lease_id)) if lease_id else None
+    if check is not None and name not in check.settled:
+        if await check.settle(client, name, limits, lease):
+            # The limit was missing (its lease holds nothing) and is created now: ask again.
+            return await _try_acquire(client, name, lease_seconds, slots)
+    if not limits:
+        raise _missing(name)
+    return True, lease
+
+
+class _LimitCheck:
+    """Makes a run's first acquisition also ensure its provider limit (`ensure=True`).
+
+    Reading the limit before every run cost the run one API round trip before its first
+    request; the increment's answer already names the limit and its size. So: a missing limit
+    (the answer lists none) is created, a limit whose size differs from the block's is resized
+    (a block edited in the UI), each limit (`<name>`, `<name>:rate`) once per `ProviderSlots`.
+    """
+
+    def __init__(self, limit: ProviderLimit) -> None:
+        self._limit = limit
+        #: Names of the limits already settled.
+        self.settled: set[str] = set()
+
+    async def settle(
+        self,
+        client: PrefectClient,
+        name: str,
+        limits: list[dict[str, object]],
+        lease: uuid.UUID | None,
+    ) -> bool:
+        """Ensure the limit from one increment's answer; True when it was just created."""
+        self.settled.add(name)
+        if not limits:
+            if lease is not None:  # a lease on no limit: nothing to hold
+                await release_lease(client, lease)
+            await ensure_provider_limit(self._limit, client=client)
+            return True
+        wanted = (
+            self._limit.max_in_flight if name == self._limit.name else _window_of(self._limit)[0]
+        )
+        if any(entry.get("limit") != wanted for entry in limits):
+            await ensure_provider_limit(self._limit, client=client)
+        return False
 
 
 async def _acquire(client: PrefectClient, name: str, lease_seconds: float) -> uuid.UUID | None:
@@ -364,8 +414,11 @@ class _RateSlot:
 class _RateWindows:
     """A run's slots of a provider's rate window, each reused for one start per window."""
 
-    def __init__(self, client: PrefectClient, limit: ProviderLimit) -> None:
+    def __init__(
+        self, client: PrefectClient, limit: ProviderLimit, check: _LimitCheck | None = None
+    ) -> None:
         self._client = client
+        self._check = check
         self._name = rate_limit_name(limit.name)
         _slots, self._window = _window_of(limit)
         self._free: list[_RateSlot] = []
@@ -424,7 +477,9 @@ class _RateWindows:
     async def _poll_server(self) -> None:
         """One attempt at a server slot (into `_free`), else back off before the next."""
         try:
-            granted, lease = await _try_acquire(self._client, self._name, RATE_LEASE_SECONDS)
+            granted, lease = await _try_acquire(
+                self._client, self._name, RATE_LEASE_SECONDS, check=self._check
+            )
             if granted:
                 self._backoff = FIRST_WAIT_S
                 slot = _RateSlot(lease, time.monotonic())
@@ -484,6 +539,9 @@ class ProviderSlots:
         client: An open Prefect client, used for every call.
         requests: How many requests this run will make (None: unknown; slots then go back as
             soon as no request of the run waits for one).
+        ensure: Create the limit if it is missing, and resize it if the block's size changed,
+            from the first acquisition's answer (no API call of its own). Without it, a
+            missing limit raises `ProviderLimitMissingError`.
 
     Example:
         ```python
@@ -500,9 +558,12 @@ class ProviderSlots:
         client: PrefectClient,
         *,
         requests: int | None = None,
+        ensure: bool = False,
     ) -> None:
         self._limit = limit_of(source)
         self._client = client
+        # One check for both limits: ensuring creates or resizes the pair.
+        self._check = _LimitCheck(self._limit) if ensure else None
         self._counted = requests is not None
         self._unfinished = requests or 0
         self._holding = 0
@@ -512,7 +573,9 @@ class ProviderSlots:
         self._bulk_size = 0
         self._bulk_free = 0
         self._bulk_since = 0.0
-        self._rate = _RateWindows(client, self._limit) if self._limit.per_second else None
+        self._rate = (
+            _RateWindows(client, self._limit, self._check) if self._limit.per_second else None
+        )
         self._handed_back = asyncio.Event()
         #: Leases being handed back in the background (awaited on exit).
         self._releasing: set[asyncio.Task[None]] = set()
@@ -562,7 +625,9 @@ class ProviderSlots:
         slots = min(slots, self._limit.max_in_flight, self._unfinished)
         if slots < 2:
             return 0
-        granted, lease = await _try_acquire(self._client, self._limit.name, LEASE_SECONDS, slots)
+        granted, lease = await _try_acquire(
+            self._client, self._limit.name, LEASE_SECONDS, slots, check=self._check
+        )
         if not granted or lease is None:  # not that many free: go one by one
             return 0
         self._bulk = lease
@@ -596,7 +661,9 @@ class ProviderSlots:
                 lease, since = self._idle.pop()
                 if await self._renewed(lease, since):
                     return "single", lease
-            granted, fresh = await _try_acquire(self._client, self._limit.name, LEASE_SECONDS)
+            granted, fresh = await _try_acquire(
+                self._client, self._limit.name, LEASE_SECONDS, check=self._check
+            )
             if granted:
                 return "single", fresh
             if self._idle or (self._bulk is not None and self._bulk_free > 0):

@@ -32,7 +32,7 @@ import contextlib
 import io
 import time
 import uuid
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Iterator
 from contextlib import AsyncExitStack
 from dataclasses import dataclass, field
 from datetime import datetime
@@ -42,7 +42,7 @@ import sqlalchemy as sa
 from prefect import get_run_logger, task
 from prefect.artifacts import acreate_progress_artifact, aupdate_progress_artifact
 from prefect.cache_policies import NO_CACHE
-from prefect.client.orchestration import PrefectClient, get_client
+from prefect.client.orchestration import get_client
 from prefect.utilities.annotations import quote
 from pydantic import BaseModel, ConfigDict, Field
 
@@ -70,13 +70,18 @@ from db.types import utcnow
 from domain.params import AdParameters, ExportSettings
 from domain.vocab import DEFAULT_TEMPLATE_CONCURRENCY, ExhaustedPolicy
 from flows import thumbnails
-from flows.limits import ProviderSlots, ensure_provider_limit
+from flows.limits import ProviderSlots
 from flows.run_recovery import settle_after
 
 T = TypeVar("T")
 
 #: Least time between two updates of a run's progress artifact, in seconds.
 PROGRESS_INTERVAL_S = 1.0
+#: How long a batch of `record-template-usage` waits for ad runs still generating to join it, in
+#: seconds (a wave sent together comes back within milliseconds; a slower one is not awaited).
+RECORD_GATHER_S = 0.02
+#: How long a run works before it shows a progress artifact, in seconds (a quicker run has none).
+PROGRESS_DELAY_S = 2.0
 
 #: Generator block types a bare block name is looked up in, in this order.
 GENERATOR_BLOCK_SLUGS = GENERATOR_SLUGS
@@ -383,14 +388,29 @@ class UsageRecorder:
     """`record-template-usage` for a run's ad runs as they finish, in batches.
 
     Whatever finishes while a batch is being written goes in the next one: one task run and one
-    transaction per batch, not per template (a wave of 8 templates finishing together is
-    recorded in about two). A template's outcome is known once its batch commits.
+    transaction per batch, not per template. A batch waits up to `RECORD_GATHER_S` for the ad
+    runs still generating to join it (templates sent together come back within milliseconds of
+    each other: a wave is then one batch, not one for the first and one for the rest). A
+    template's outcome is known once its batch commits.
     """
 
     def __init__(self, plan: RunPlan, resources: RunResources) -> None:
         self._plan, self._resources = plan, resources
         self._waiting: list[tuple[GeneratedAdRun, asyncio.Future[AdRunOutcome]]] = []
         self._writer: asyncio.Task[None] | None = None
+        #: Ad runs generating now (`generating()` entered, `record()` not yet called).
+        self._generating = 0
+        self._joined = asyncio.Event()
+
+    @contextlib.contextmanager
+    def generating(self) -> Iterator[None]:
+        """Around one ad run's generation: a batch may wait for it to join."""
+        self._generating += 1
+        try:
+            yield
+        finally:
+            self._generating -= 1
+            self._joined.set()
 
     async def record(self, generated: GeneratedAdRun) -> AdRunOutcome:
         """Queue one finished ad run; returns its outcome once its batch is recorded.
@@ -404,8 +424,17 @@ class UsageRecorder:
             self._writer = asyncio.ensure_future(self._write())
         return await outcome
 
+    async def _gather(self) -> None:
+        """Wait, up to RECORD_GATHER_S, until no ad run of the run is generating."""
+        deadline = time.monotonic() + RECORD_GATHER_S
+        while self._generating and (left := deadline - time.monotonic()) > 0:
+            self._joined.clear()
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._joined.wait(), left)
+
     async def _write(self) -> None:
         while self._waiting:
+            await self._gather()
             taken, self._waiting = self._waiting, []
             batch = [generated for generated, _ in taken]
             try:
@@ -673,11 +702,22 @@ class ProgressReporter:
     `PROGRESS_INTERVAL_S`, each with the latest count, so a run of 200 templates makes a handful
     of calls, never one per template, and the run's end seldom waits behind an update in flight.
     `close()` sends the final count at once (after any update in flight: they land in order).
+
+    The artifact is created only once the run has been at work for `delay` seconds: a run that
+    ends sooner shows its result (the run's ads table) and no progress bar, and spends no API
+    call on one while its first requests and its last records contend for the server.
     """
 
-    def __init__(self, total: int, *, interval: float = PROGRESS_INTERVAL_S) -> None:
+    def __init__(
+        self,
+        total: int,
+        *,
+        interval: float = PROGRESS_INTERVAL_S,
+        delay: float = PROGRESS_DELAY_S,
+    ) -> None:
         self._total = max(total, 1)
         self._interval = interval
+        self._delay = delay
         self._latest = 0
         self._sent = -1
         #: API calls made (the artifact's creation included), and the artifact once created.
@@ -693,8 +733,13 @@ class ProgressReporter:
         self._changed.set()
 
     async def _run(self) -> None:
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(self._closing.wait(), self._delay)
+            return  # closed within the delay: no progress bar to show
+        self._sent = self._latest
         artifact = await acreate_progress_artifact(
-            progress=0.0, description=f"Ad runs finished, of {self._total} templates"
+            progress=100.0 * self._sent / self._total,
+            description=f"Ad runs finished, of {self._total} templates",
         )
         self.calls += 1
         self.artifact_id = artifact
@@ -779,20 +824,19 @@ class RunInputs:
 async def load_run_inputs(
     tenant_id: uuid.UUID, product_id: uuid.UUID, generator_block: str | None
 ) -> RunInputs:
-    """The generator (its provider limit ensured), the storage and the product brief, at once.
+    """The generator, the storage and the product brief, at once (the generator's provider
+    limit is ensured by the run's first slot: `ProviderSlots(ensure=True)`).
 
     Independent of the templates: a flow starts it before `select-templates` so the loads
     overlap the claim (`make_ads(plan, inputs=...)`). Every part is awaited even when one
     fails, then the first failure is raised.
     """
-    # The run's own API client (the flow run context's): no new connection.
-    async with get_client() as client:
-        loaded = await asyncio.gather(
-            _load_generator_with_limit(generator_block, client),
-            _load_storage(),
-            load_brief(tenant_id, product_id),
-            return_exceptions=True,
-        )
+    loaded = await asyncio.gather(
+        load_generator(generator_block),
+        _load_storage(),
+        load_brief(tenant_id, product_id),
+        return_exceptions=True,
+    )
     for part in loaded:
         if isinstance(part, BaseException):
             raise part
@@ -857,7 +901,9 @@ async def _make_ads(
                 read_template(run_inputs.storage, template)
             )
         slots = await slot_stack.enter_async_context(
-            ProviderSlots(run_inputs.generator, client, requests=total * plan.ad.variations)
+            ProviderSlots(
+                run_inputs.generator, client, requests=total * plan.ad.variations, ensure=True
+            )
         )
         # The first wave's slots in one call, when the provider has them free.
         await slots.prime(plan.concurrency)
@@ -899,7 +945,8 @@ async def _make_ads(
         # generation took (not its wait), and the first wave does not wait behind every other
         # template's task-run start-up on this event loop.
         async with resources.open_runs:
-            generated = await generate_ad_run(shared_plan, ticket, shared)
+            with recorder.generating():
+                generated = await generate_ad_run(shared_plan, ticket, shared)
         outcome = await recorder.record(generated)
         outcome.replaces = replaces
         replacement = None
@@ -986,12 +1033,6 @@ async def _claim_replacement(plan: RunPlan) -> AdRunTicket | None:
         return None
     tickets = await create_ad_runs(plan.model_copy(update={"templates": claim.templates}))
     return tickets[0]
-
-
-async def _load_generator_with_limit(block_name: str | None, client: PrefectClient) -> AdGenerator:
-    generator = await load_generator(block_name)
-    await ensure_provider_limit(generator, client=client)
-    return generator
 
 
 async def _load_storage() -> AdStorage:

@@ -24,7 +24,7 @@ async def _progress(artifact_id: object) -> float:
 
 @flow(name="progress-probe")
 async def _many_updates() -> ProgressReporter:
-    reporter = ProgressReporter(200, interval=0.2)
+    reporter = ProgressReporter(200, interval=0.2, delay=0)
     for finished in range(1, 200):
         reporter.update(finished)
         await asyncio.sleep(0.002)  # ~0.4 s of work: about two intervals
@@ -34,11 +34,43 @@ async def _many_updates() -> ProgressReporter:
 
 @flow(name="progress-probe")
 async def _close_at_once() -> ProgressReporter:
-    reporter = ProgressReporter(4, interval=30.0)
+    reporter = ProgressReporter(4, interval=30.0, delay=0)
     reporter.update(1)
     await asyncio.sleep(0.05)
     await asyncio.wait_for(reporter.close(), timeout=10)
     return reporter
+
+
+@flow(name="progress-probe")
+async def _quick_run() -> ProgressReporter:
+    reporter = ProgressReporter(4, interval=0.1, delay=5.0)
+    for finished in range(1, 5):
+        reporter.update(finished)
+    await asyncio.wait_for(reporter.close(), timeout=10)
+    return reporter
+
+
+@flow(name="progress-probe")
+async def _slow_start() -> ProgressReporter:
+    reporter = ProgressReporter(4, interval=30.0, delay=0.3)
+    reporter.update(3)
+    await asyncio.sleep(0.6)  # the work going on past the delay
+    created = reporter.artifact_id
+    await asyncio.wait_for(reporter.close(), timeout=10)
+    assert created is not None
+    return reporter
+
+
+async def test_a_run_that_ends_within_the_delay_shows_no_progress_bar() -> None:
+    reporter = await _quick_run()
+    assert (reporter.artifact_id, reporter.calls) == (None, 0)
+
+
+async def test_a_longer_run_shows_its_count_so_far_once_the_delay_is_over() -> None:
+    reporter = await _slow_start()
+    # Created with the count at that moment (3 of 4), then the final count at close.
+    assert reporter.calls == 2
+    assert await _progress(reporter.artifact_id) == 100.0
 
 
 async def test_updates_are_coalesced_and_the_last_count_is_shown() -> None:
