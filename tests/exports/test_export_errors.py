@@ -19,7 +19,7 @@ from blocks.email_resend import ResendEmail
 from blocks.slack_webhook import SlackIncomingWebhook
 from db.models import ExportDelivery
 from db.session import session_scope
-from flows.exports import export_stored_ad_run
+from flows.exports import export_stored_ad_run, open_exports
 from tests.exports.conftest import SavedBlocks, seed_runs, settings_for
 from tests.support.http_fake import FakeResend, FakeSlackWebhook
 from tests.support.prefect_server import free_port
@@ -199,19 +199,22 @@ async def test_resend_error_classes(
         templates=tuple(f"case-{i}.png" for i in range(len(RESEND_CASES))),
     )
     export = settings_for(saved_blocks, destination="email")
-    for case, run in zip(RESEND_CASES, runs, strict=True):
-        waits.clear()
-        before = len(fake_resend.posts)
-        for step in case.script:
-            if step[0] == "raw":
-                fake_resend.fail_next_raw(step[1], b"<html>Bad gateway</html>")
-            else:
-                status, name, headers = step
-                fake_resend.fail_next(status, name, **headers)
-        [outcome] = await export_stored_ad_run(run.ad_run_id, export)
-        delivery = await _delivery(run.ad_run_id, "email")
-        _check(case, outcome, delivery, len(fake_resend.posts) - before, waits)
-        assert not fake_resend.script, case.name
+    # The blocks and provider slots opened once for every case, as `retry-exports` opens them
+    # once for every ad run it re-sends (each case alone would also wait out a rate window).
+    async with open_exports(export) as opened:
+        for case, run in zip(RESEND_CASES, runs, strict=True):
+            waits.clear()
+            before = len(fake_resend.posts)
+            for step in case.script:
+                if step[0] == "raw":
+                    fake_resend.fail_next_raw(step[1], b"<html>Bad gateway</html>")
+                else:
+                    status, name, headers = step
+                    fake_resend.fail_next(status, name, **headers)
+            [outcome] = await export_stored_ad_run(run.ad_run_id, export, blocks=opened)
+            delivery = await _delivery(run.ad_run_id, "email")
+            _check(case, outcome, delivery, len(fake_resend.posts) - before, waits)
+            assert not fake_resend.script, case.name
 
 
 async def test_slack_error_classes(
@@ -230,15 +233,16 @@ async def test_slack_error_classes(
         templates=tuple(f"case-{i}.png" for i in range(len(SLACK_CASES))),
     )
     export = settings_for(saved_blocks, destination="slack")
-    for case, run in zip(SLACK_CASES, runs, strict=True):
-        waits.clear()
-        before = len(fake_slack.posts)
-        for status, body, headers in case.script:
-            fake_slack.fail_next(status, body, **headers)
-        [outcome] = await export_stored_ad_run(run.ad_run_id, export)
-        delivery = await _delivery(run.ad_run_id, "slack")
-        _check(case, outcome, delivery, len(fake_slack.posts) - before, waits)
-        assert not fake_slack.script, case.name
+    async with open_exports(export) as opened:
+        for case, run in zip(SLACK_CASES, runs, strict=True):
+            waits.clear()
+            before = len(fake_slack.posts)
+            for status, body, headers in case.script:
+                fake_slack.fail_next(status, body, **headers)
+            [outcome] = await export_stored_ad_run(run.ad_run_id, export, blocks=opened)
+            delivery = await _delivery(run.ad_run_id, "slack")
+            _check(case, outcome, delivery, len(fake_slack.posts) - before, waits)
+            assert not fake_slack.script, case.name
 
 
 async def test_unreachable_providers_are_retryable(
