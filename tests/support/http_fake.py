@@ -123,6 +123,7 @@ class FakeServer:
                     fake.in_flight += 1
                     fake.peak_in_flight = max(fake.peak_in_flight, fake.in_flight)
                     reply = fake.script.pop(0) if fake.script else None
+                answering = False
                 try:
                     reply = reply or fake.default(seen)
                     if reply.hold is not None:
@@ -130,6 +131,12 @@ class FakeServer:
                     elif fake.latency_s:
                         # Simulated provider latency (what makes requests overlap).
                         threading.Event().wait(fake.latency_s)
+                    # The request is over for the provider once it answers: counted out before
+                    # the answer is written, as the client may start its next request the moment
+                    # it has read it (this thread could still be between write and `finally`).
+                    answering = True
+                    with fake._lock:
+                        fake.in_flight -= 1
                     raw = isinstance(reply.body, bytes)
                     payload = reply.body if raw else json.dumps(reply.body).encode()
                     headers = {k.lower(): v for k, v in reply.headers.items()}
@@ -147,8 +154,9 @@ class FakeServer:
                     # socketserver, this printed a traceback into whatever captured stderr then.
                     self.close_connection = True
                 finally:
-                    with fake._lock:
-                        fake.in_flight -= 1
+                    if not answering:
+                        with fake._lock:
+                            fake.in_flight -= 1
 
             do_GET = _handle
             do_POST = _handle
