@@ -38,12 +38,14 @@ any W-second window, which is what a provider's token bucket accepts — and ref
 nothing. A window starts when the request is about to be sent (after its concurrency slot), and
 is `RATE_SAFETY` longer than the exact rate, for the jitter between sending and arriving.
 
-Like `strict=True`, a limit that does not exist is an error, never a silent no-op.
+Like `strict=True`, a limit that does not exist is an error, never a silent no-op — unless the
+caller asks for it to be created (`ProviderSlots(ensure=True)`, what a run does).
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import math
 import random
@@ -293,59 +295,90 @@ async def _try_acquire(
 ) -> tuple[bool, uuid.UUID | None]:
     """One attempt at `slots` slots of `name`: (granted, lease id); (False, None) when full.
 
-    With `check`, the first answer also settles the limit itself (see `_LimitCheck`).
+    With `check`, the limit's first answer also settles the limit itself (see `_LimitCheck`).
+
+    Raises:
+        ProviderLimitMissingError: No limit of that name (and no `check` to create it).
+        httpx.HTTPStatusError: Any other refusal (422: more slots asked than the limit has).
     """
+    if check is not None and name not in check.settled:
+        return await check.first_acquire(client, name, lease_seconds, slots)
     response = await _increment(client, name, slots, lease_seconds)
     if response.status_code == 423:
         return False, None
     _raise_for(response)
     body = response.json()
-    limits = body.get("limits") or []
-    lease_id = body.get("lease_id")
-    lease = uuid.UUID(str(lease_id)) if lease_id else None
-    if check is not None and name not in check.settled:
-        if await check.settle(client, name, limits, lease):
-            # The limit was missing (its lease holds nothing) and is created now: ask again.
-            return await _try_acquire(client, name, lease_seconds, slots)
-    if not limits:
+    if not body.get("limits"):
         raise _missing(name)
-    return True, lease
+    lease_id = body.get("lease_id")
+    return True, uuid.UUID(str(lease_id)) if lease_id else None
 
 
 class _LimitCheck:
-    """Makes a run's first acquisition also ensure its provider limit (`ensure=True`).
+    """Makes a run's first acquisition of each limit also ensure it (`ensure=True`).
 
     Reading the limit before every run cost the run one API round trip before its first
-    request; the increment's answer already names the limit and its size. So: a missing limit
-    (the answer lists none) is created, a limit whose size differs from the block's is resized
-    (a block edited in the UI), each limit (`<name>`, `<name>:rate`) once per `ProviderSlots`.
+    request; the increment's answer already names the limit and its size. So, once per limit
+    (`<name>`, `<name>:rate`) and `ProviderSlots`: a missing limit (the answer lists none) is
+    created, a limit whose size differs from the block's is resized (a block edited in the UI),
+    and a limit smaller than the slots asked for (the server's 422) is resized before asking
+    again. The first acquisitions of a limit go one at a time until it is settled, so no
+    request is granted on a size the block no longer has.
+
+    What the answer does not show is a limit's slot decay: a limit given decay by hand is left
+    as it is (`ensure_provider_limit` sets it back to none).
     """
 
     def __init__(self, limit: ProviderLimit) -> None:
         self._limit = limit
         #: Names of the limits already settled.
         self.settled: set[str] = set()
+        self._locks: dict[str, asyncio.Lock] = {}
 
-    async def settle(
-        self,
-        client: PrefectClient,
-        name: str,
-        limits: list[dict[str, object]],
-        lease: uuid.UUID | None,
-    ) -> bool:
-        """Ensure the limit from one increment's answer; True when it was just created."""
+    def _size(self, name: str) -> int | None:
+        if name == self._limit.name:
+            return self._limit.max_in_flight
+        return _window_of(self._limit)[0]
+
+    async def _ensure_and_retry(
+        self, client: PrefectClient, name: str, lease_seconds: float, slots: int
+    ) -> tuple[bool, uuid.UUID | None]:
+        await ensure_provider_limit(self._limit, client=client)
         self.settled.add(name)
-        if not limits:
-            if lease is not None:  # a lease on no limit: nothing to hold
-                await release_lease(client, lease)
-            await ensure_provider_limit(self._limit, client=client)
-            return True
-        wanted = (
-            self._limit.max_in_flight if name == self._limit.name else _window_of(self._limit)[0]
-        )
-        if any(entry.get("limit") != wanted for entry in limits):
-            await ensure_provider_limit(self._limit, client=client)
-        return False
+        return await _try_acquire(client, name, lease_seconds, slots)
+
+    async def first_acquire(
+        self, client: PrefectClient, name: str, lease_seconds: float, slots: int
+    ) -> tuple[bool, uuid.UUID | None]:
+        """`_try_acquire` for a limit not settled yet: settles it from the answer."""
+        async with self._locks.setdefault(name, asyncio.Lock()):
+            if name in self.settled:  # settled by the acquisition this one waited for
+                return await _try_acquire(client, name, lease_seconds, slots)
+            response = await _increment(client, name, slots, lease_seconds)
+            if response.status_code == 423:
+                return False, None  # it exists and is full: settled by a later answer
+            if response.status_code == 422:  # more slots than the limit has: resize first
+                return await self._ensure_and_retry(client, name, lease_seconds, slots)
+            _raise_for(response)
+            body = response.json()
+            limits: list[dict[str, object]] = body.get("limits") or []
+            lease_id = body.get("lease_id")
+            lease = uuid.UUID(str(lease_id)) if lease_id else None
+            if not limits:  # missing; its lease holds nothing
+                if lease is not None:
+                    await release_lease(client, lease)
+                return await self._ensure_and_retry(client, name, lease_seconds, slots)
+            try:
+                if any(entry.get("limit") != self._size(name) for entry in limits):
+                    await ensure_provider_limit(self._limit, client=client)
+            except BaseException:
+                # The slots granted must not stay held until the lease expires.
+                if lease is not None:
+                    with contextlib.suppress(Exception):
+                        await asyncio.shield(release_lease(client, lease))
+                raise
+            self.settled.add(name)
+            return True, lease
 
 
 async def _acquire(client: PrefectClient, name: str, lease_seconds: float) -> uuid.UUID | None:
@@ -625,9 +658,14 @@ class ProviderSlots:
         slots = min(slots, self._limit.max_in_flight, self._unfinished)
         if slots < 2:
             return 0
-        granted, lease = await _try_acquire(
-            self._client, self._limit.name, LEASE_SECONDS, slots, check=self._check
-        )
+        try:
+            granted, lease = await _try_acquire(
+                self._client, self._limit.name, LEASE_SECONDS, slots, check=self._check
+            )
+        except httpx.HTTPStatusError as exc:
+            if exc.response.status_code != 422:
+                raise
+            return 0  # the limit has fewer slots than that (strict mode): go one by one
         if not granted or lease is None:  # not that many free: go one by one
             return 0
         self._bulk = lease

@@ -398,7 +398,9 @@ class UsageRecorder:
         self._plan, self._resources = plan, resources
         self._waiting: list[tuple[GeneratedAdRun, asyncio.Future[AdRunOutcome]]] = []
         self._writer: asyncio.Task[None] | None = None
-        #: Ad runs generating now (`generating()` entered, `record()` not yet called).
+        #: Ad runs opened and not yet recorded (`generating()` entered and not left): generating,
+        #: or waiting for a generation or provider slot, so a batch in the middle of a run waits
+        #: its whole RECORD_GATHER_S (off the run's critical path), and the last wave's none.
         self._generating = 0
         self._joined = asyncio.Event()
 
@@ -425,7 +427,7 @@ class UsageRecorder:
         return await outcome
 
     async def _gather(self) -> None:
-        """Wait, up to RECORD_GATHER_S, until no ad run of the run is generating."""
+        """Wait, up to RECORD_GATHER_S, until no opened ad run of the run is left unrecorded."""
         deadline = time.monotonic() + RECORD_GATHER_S
         while self._generating and (left := deadline - time.monotonic()) > 0:
             self._joined.clear()
@@ -703,7 +705,8 @@ class ProgressReporter:
     of calls, never one per template, and the run's end seldom waits behind an update in flight.
     `close()` sends the final count at once (after any update in flight: they land in order).
 
-    The artifact is created only once the run has been at work for `delay` seconds: a run that
+    The artifact is created only once the run has been at work for `delay` seconds (default
+    PROGRESS_DELAY_S): a run that
     ends sooner shows its result (the run's ads table) and no progress bar, and spends no API
     call on one while its first requests and its last records contend for the server.
     """
@@ -713,11 +716,11 @@ class ProgressReporter:
         total: int,
         *,
         interval: float = PROGRESS_INTERVAL_S,
-        delay: float = PROGRESS_DELAY_S,
+        delay: float | None = None,
     ) -> None:
         self._total = max(total, 1)
         self._interval = interval
-        self._delay = delay
+        self._delay = PROGRESS_DELAY_S if delay is None else delay
         self._latest = 0
         self._sent = -1
         #: API calls made (the artifact's creation included), and the artifact once created.

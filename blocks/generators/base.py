@@ -106,7 +106,8 @@ class AdGenerator(Block, abc.ABC):
         provider_limit: Name of the Prefect global concurrency limit every run on every worker
             draws from before calling this provider.
         max_in_flight: Requests in flight at once, across all workers (the limit's size).
-        requests_per_minute: Request rate across all workers (the limit's slot decay), or None.
+        requests_per_minute: Request rate across all workers (the limit's `:rate` companion, a
+            sliding window: `flows/limits.py`), or None.
     """
 
     _block_schema_capabilities: ClassVar[list[str]] = ["generate-ads"]

@@ -3,6 +3,7 @@ the run artifact."""
 
 from __future__ import annotations
 
+import asyncio
 import uuid
 
 import pytest
@@ -91,6 +92,52 @@ async def test_a_run_s_slots_create_a_missing_limit_and_resize_a_changed_one() -
         assert (await client.read_global_concurrency_limit_by_name(name)).active_slots == 0
 
 
+async def test_a_first_wave_larger_than_a_stale_limit_resizes_it_before_asking() -> None:
+    """The block now allows 4 at once, the server still says 2: the run's first wave (4 slots
+    in one call, which the server refuses with 422 on a limit of 2) resizes the limit first."""
+    name = f"stale-{uuid.uuid4().hex[:8]}"
+    async with get_client() as client:
+        await ensure_provider_limit(ProviderLimit(name=name, max_in_flight=2), client=client)
+        grown = ProviderLimit(name=name, max_in_flight=4)
+        async with ProviderSlots(grown, client, requests=4, ensure=True) as slots:
+            assert await slots.prime(4) == 4
+            limit = await client.read_global_concurrency_limit_by_name(name)
+            assert (limit.limit, limit.active_slots) == (4, 4)
+        assert (await client.read_global_concurrency_limit_by_name(name)).active_slots == 0
+
+
+@pytest.mark.parametrize("stored", [None, 4], ids=["missing", "shrunk-from-4"])
+async def test_first_requests_at_once_settle_the_limit_before_any_is_granted(
+    stored: int | None,
+) -> None:
+    """Four requests of a run at once, on a limit that is missing or bigger than the block's 1:
+    none fails, the limit ends at 1, and never more than one request holds a slot."""
+    name = f"at-once-{uuid.uuid4().hex[:8]}"
+    holding, peak = 0, 0
+    async with get_client() as client:
+        if stored is not None:
+            await ensure_provider_limit(
+                ProviderLimit(name=name, max_in_flight=stored), client=client
+            )
+        async with ProviderSlots(
+            ProviderLimit(name=name, max_in_flight=1), client, requests=4, ensure=True
+        ) as slots:
+
+            async def one() -> None:
+                nonlocal holding, peak
+                async with slots.slot():
+                    holding += 1
+                    peak = max(peak, holding)
+                    await asyncio.sleep(0.05)  # a request in flight
+                    holding -= 1
+                slots.done()
+
+            await asyncio.gather(*(one() for _ in range(4)))
+        limit = await client.read_global_concurrency_limit_by_name(name)
+    assert peak == 1
+    assert (limit.limit, limit.active_slots) == (1, 0)
+
+
 @pytest.mark.usefixtures("use_database", "data_dir")
 async def test_sync_catalogs_new_files_and_deactivates_vanished_ones(tenant_id) -> None:
     storage = default_storage()
@@ -121,7 +168,13 @@ async def test_sync_catalogs_new_files_and_deactivates_vanished_ones(tenant_id) 
 
 
 @pytest.mark.usefixtures("use_database", "data_dir")
-async def test_run_publishes_an_ads_table_artifact_and_a_readable_name(tenant_id) -> None:
+async def test_run_publishes_an_ads_table_artifact_and_a_readable_name(
+    tenant_id, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from flows import pipeline
+
+    # A progress bar from the start (a real run shows one once it has worked 2 s).
+    monkeypatch.setattr(pipeline, "PROGRESS_DELAY_S", 0.0)
     job = await job_with_templates(tenant_id, templates=2, template_count=2, name="spring-ads")
     state = await run_scheduled_job(job.id, return_state=True)
     assert state.is_completed()
@@ -137,5 +190,4 @@ async def test_run_publishes_an_ads_table_artifact_and_a_readable_name(tenant_id
     mine = [a for a in artifacts if a.flow_run_id == flow_run_id]
     table = next(a for a in mine if a.key == "ads-made")
     assert "sample-01.png" in str(table.data) and "sample-02.png" in str(table.data)
-    # Over well within PROGRESS_DELAY_S: its table is the result, with no progress bar beside it.
-    assert not any(a.type == "progress" for a in mine)
+    assert any(a.type == "progress" and a.data == 100.0 for a in mine)

@@ -54,10 +54,15 @@ async def _quick_run() -> ProgressReporter:
 async def _slow_start() -> ProgressReporter:
     reporter = ProgressReporter(4, interval=30.0, delay=0.3)
     reporter.update(3)
-    await asyncio.sleep(0.6)  # the work going on past the delay
+    # The work goes on past the delay: the artifact appears (with 3 of 4) before the close.
+    for _ in range(200):
+        if reporter.artifact_id is not None:
+            break
+        await asyncio.sleep(0.05)  # polling for the reporter's background creation
     created = reporter.artifact_id
-    await asyncio.wait_for(reporter.close(), timeout=10)
     assert created is not None
+    assert await _progress(created) == 75.0
+    await asyncio.wait_for(reporter.close(), timeout=10)
     return reporter
 
 
