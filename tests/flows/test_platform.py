@@ -171,10 +171,10 @@ async def test_sync_catalogs_new_files_and_deactivates_vanished_ones(tenant_id) 
 async def test_run_publishes_an_ads_table_artifact_and_a_readable_name(
     tenant_id, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    from flows import pipeline
+    from flows import progress
 
     # A progress bar from the start (a real run shows one once it has worked 2 s).
-    monkeypatch.setattr(pipeline, "PROGRESS_DELAY_S", 0.0)
+    monkeypatch.setattr(progress, "PROGRESS_DELAY_S", 0.0)
     job = await job_with_templates(tenant_id, templates=2, template_count=2, name="spring-ads")
     state = await run_scheduled_job(job.id, return_state=True)
     assert state.is_completed()

@@ -1,4 +1,4 @@
-"""The run's progress artifact (`flows.pipeline.ProgressReporter`) on a real Prefect server."""
+"""The run's progress artifact (`flows.progress.ProgressReporter`) on a real Prefect server."""
 
 from __future__ import annotations
 
@@ -9,7 +9,7 @@ from prefect import flow
 from prefect.client.orchestration import get_client
 from prefect.client.schemas.filters import ArtifactFilter, ArtifactFilterId
 
-from flows.pipeline import ProgressReporter
+from flows.progress import ProgressReporter
 
 pytestmark = pytest.mark.usefixtures("prefect_api")
 
