@@ -303,15 +303,21 @@ async def _try_acquire(
     """
     if check is not None and name not in check.settled:
         return await check.first_acquire(client, name, lease_seconds, slots)
-    response = await _increment(client, name, slots, lease_seconds)
+    granted, limits, lease = _answer(await _increment(client, name, slots, lease_seconds))
+    if granted and not limits:
+        raise _missing(name)
+    return granted, lease
+
+
+def _answer(response: httpx.Response) -> tuple[bool, list[dict[str, object]], uuid.UUID | None]:
+    """An increment's answer: (granted, the limits it names, lease id); full (423): (False, [],
+    None). A name with no limit is granted a lease on nothing, naming no limit."""
     if response.status_code == 423:
-        return False, None
+        return False, [], None
     _raise_for(response)
     body = response.json()
-    if not body.get("limits"):
-        raise _missing(name)
     lease_id = body.get("lease_id")
-    return True, uuid.UUID(str(lease_id)) if lease_id else None
+    return True, body.get("limits") or [], uuid.UUID(str(lease_id)) if lease_id else None
 
 
 class _LimitCheck:
@@ -355,15 +361,11 @@ class _LimitCheck:
             if name in self.settled:  # settled by the acquisition this one waited for
                 return await _try_acquire(client, name, lease_seconds, slots)
             response = await _increment(client, name, slots, lease_seconds)
-            if response.status_code == 423:
-                return False, None  # it exists and is full: settled by a later answer
             if response.status_code == 422:  # more slots than the limit has: resize first
                 return await self._ensure_and_retry(client, name, lease_seconds, slots)
-            _raise_for(response)
-            body = response.json()
-            limits: list[dict[str, object]] = body.get("limits") or []
-            lease_id = body.get("lease_id")
-            lease = uuid.UUID(str(lease_id)) if lease_id else None
+            granted, limits, lease = _answer(response)
+            if not granted:
+                return False, None  # it exists and is full: settled by a later answer
             if not limits:  # missing; its lease holds nothing
                 if lease is not None:
                     await release_lease(client, lease)
@@ -658,14 +660,9 @@ class ProviderSlots:
         slots = min(slots, self._limit.max_in_flight, self._unfinished)
         if slots < 2:
             return 0
-        try:
-            granted, lease = await _try_acquire(
-                self._client, self._limit.name, LEASE_SECONDS, slots, check=self._check
-            )
-        except httpx.HTTPStatusError as exc:
-            if exc.response.status_code != 422:
-                raise
-            return 0  # the limit has fewer slots than that (strict mode): go one by one
+        granted, lease = await _try_acquire(
+            self._client, self._limit.name, LEASE_SECONDS, slots, check=self._check
+        )
         if not granted or lease is None:  # not that many free: go one by one
             return 0
         self._bulk = lease
