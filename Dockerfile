@@ -23,8 +23,12 @@ WORKDIR /opt/prefect/ad-scheduler
 # Dependencies first (a cached layer): exact versions from the lock, each file checked against
 # its hash. uv itself is pinned to the version the Makefile uses.
 COPY requirements.lock ./
+# Compiled to bytecode here: PYTHONDONTWRITEBYTECODE (and a read-only site-packages for the
+# app user) mean nothing is written at run time, and every flow run is a fresh process (a fresh
+# container on the Docker / Kubernetes pools) that would otherwise compile each module it
+# imports from source: ~2 s of CPU per run.
 RUN python -m pip install "uv==0.13.9" \
- && uv pip install --system --require-hashes -r requirements.lock
+ && uv pip install --system --compile-bytecode --require-hashes -r requirements.lock
 
 # The project: code at a fixed path, installed (without touching the pinned
 # dependencies) so that the `ad-scheduler` CLI exists and imports resolve from this folder.
@@ -35,7 +39,8 @@ COPY db ./db
 COPY blocks ./blocks
 COPY flows ./flows
 COPY scheduler ./scheduler
-RUN uv pip install --system --no-deps -e .
+RUN uv pip install --system --no-deps -e . \
+ && python -m compileall -q config domain db blocks flows scheduler
 
 # Run as an unprivileged user; it owns only the data folder (local storage, embedded SQLite).
 RUN useradd --create-home --uid 10001 --shell /usr/sbin/nologin app \

@@ -27,3 +27,6 @@ def test_dockerfile_copies_every_package_and_installs_the_runtime_lock() -> None
     assert "--require-hashes -r requirements.lock" in dockerfile
     assert "WORKDIR /opt/prefect/ad-scheduler" in dockerfile
     assert "\nUSER app" in dockerfile
+    # Bytecode compiled at build: nothing is written at run time (production/test_bytecode.py).
+    assert "--compile-bytecode --require-hashes -r requirements.lock" in dockerfile
+    assert "python -m compileall -q config domain db blocks flows scheduler" in dockerfile
