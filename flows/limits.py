@@ -614,6 +614,8 @@ class ProviderSlots:
         self._handed_back = asyncio.Event()
         #: Leases being handed back in the background (awaited on exit).
         self._releasing: set[asyncio.Task[None]] = set()
+        #: `prime` started by `prime_soon`, awaited by the first requests and on exit.
+        self._priming: asyncio.Future[int] | None = None
 
     @property
     def limit(self) -> ProviderLimit:
@@ -624,6 +626,9 @@ class ProviderSlots:
         return self
 
     async def __aexit__(self, *exc: object) -> None:
+        if self._priming is not None:
+            # Its lease, if it was granted, is handed back with the others below.
+            await asyncio.gather(self._priming, return_exceptions=True)
         if self._rate is not None:
             await self._rate.close()
         await drain_rate_releases()
@@ -670,6 +675,12 @@ class ProviderSlots:
         self._bulk_since = time.monotonic()
         return slots
 
+    def prime_soon(self, slots: int) -> None:
+        """Start `prime(slots)` without waiting for it: the first requests wait for its answer
+        when they ask for a slot, so what they do before (their task runs starting, their
+        templates read) overlaps the API round trip. A failure of the call is raised to them."""
+        self._priming = asyncio.ensure_future(self.prime(slots))
+
     def done(self, requests: int = 1) -> None:
         """Count `requests` of this run as finished (made, or given up on)."""
         self._unfinished -= requests
@@ -684,6 +695,8 @@ class ProviderSlots:
             return False  # expired meanwhile: the server already freed it
 
     async def _take(self) -> tuple[str, uuid.UUID | None]:
+        if self._priming is not None:
+            await asyncio.shield(self._priming)  # shared by every waiter: not cancelled by one
         wait = FIRST_WAIT_S
         while True:
             if self._bulk is not None and self._bulk_free > 0:
