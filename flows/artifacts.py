@@ -19,8 +19,12 @@ or a newline cannot break the table and no markup in a name is rendered.
 
 from __future__ import annotations
 
+import asyncio
+import uuid
+
 from prefect import get_run_logger
 from prefect.artifacts import acreate_markdown_artifact
+from prefect.client.schemas.objects import FlowRun
 
 from blocks.storage import AdStorage
 from domain import text as medium
@@ -122,3 +126,44 @@ async def publish_run_artifact(
         key="ads-made",
         description=f"Ads made by {medium.single_line(title)}",
     )
+
+
+#: Run artifacts being published, by flow run (see `start_run_artifact`).
+_publishing: dict[uuid.UUID, asyncio.Task[None]] = {}
+
+
+def start_run_artifact(
+    flow_run_id: uuid.UUID, title: str, result: PipelineResult, storage: AdStorage | None = None
+) -> None:
+    """Start publishing the run artifact (`publish_run_artifact`) without waiting for it.
+
+    The ads are made and recorded before this is called: the table is a view of them, and the
+    run's final state need not wait one more API round trip for it (~40 ms here, and the whole
+    of any stall of the server's at that moment). The run's final-state hooks wait for it
+    (`run_artifact_published`), so it lands within milliseconds of the state and before the
+    process exits; a run that suspends waits for it first. A failed publication is logged:
+    the ads and the run stand without their table.
+    """
+
+    async def publish() -> None:
+        try:
+            await publish_run_artifact(title, result, storage=storage)
+        except Exception as exc:
+            get_run_logger().warning("the run's ads table was not published: %s", exc)
+
+    # The task copies this run's context: the artifact is attached to this flow run.
+    _publishing[flow_run_id] = asyncio.ensure_future(publish())
+
+
+async def await_run_artifact(flow_run_id: uuid.UUID) -> None:
+    """Wait until the run artifact `start_run_artifact` started for this run is published (or
+    its failure logged); returns at once when none was started."""
+    publishing = _publishing.pop(flow_run_id, None)
+    if publishing is not None:
+        await asyncio.gather(publishing, return_exceptions=True)
+
+
+# Prefect calls hooks with keyword arguments: the names must be exactly these.
+async def run_artifact_published(flow: object, flow_run: FlowRun, state: object) -> None:
+    """Final-state hook: `await_run_artifact` for this flow run."""
+    await await_run_artifact(flow_run.id)

@@ -44,6 +44,7 @@ from prefect.cache_policies import NO_CACHE
 from prefect.client.orchestration import get_client
 from prefect.utilities.annotations import quote
 from pydantic import BaseModel, ConfigDict, Field
+from sqlalchemy.ext.asyncio import AsyncSession
 
 from blocks.generators.base import (
     AdGenerator,
@@ -195,14 +196,25 @@ async def load_generator(block_name: str | None) -> AdGenerator:
 
 
 async def load_brief(tenant_id: uuid.UUID, product_id: uuid.UUID) -> tuple[ProductBrief, Product]:
-    """The product brief generators see, and the product row."""
+    """The product brief generators see, and the product row, in a transaction of their own."""
     async with session_scope() as session:
-        product = await session.scalar(
-            sa.select(Product).where(Product.id == product_id, Product.tenant_id == tenant_id)
-        )
-        if product is None:
-            raise ValueError(f"product {product_id} not found")
-        brand = await session.get(Brand, product.brand_id)
+        return await read_brief(session, tenant_id, product_id)
+
+
+async def read_brief(
+    session: AsyncSession, tenant_id: uuid.UUID | None, product_id: uuid.UUID
+) -> tuple[ProductBrief, Product]:
+    """The product brief generators see, and the product row, read in `session`.
+
+    Raises:
+        ValueError: The tenant has no such product (the message names the product id).
+    """
+    product = await session.scalar(
+        sa.select(Product).where(Product.id == product_id, Product.tenant_id == tenant_id)
+    )
+    if product is None:
+        raise ValueError(f"product {product_id} not found")
+    brand = await session.get(Brand, product.brand_id)
     brief = ProductBrief(
         name=product.name,
         description=product.description,
@@ -743,28 +755,39 @@ class RunInputs:
 
 
 async def load_run_inputs(
-    tenant_id: uuid.UUID, product_id: uuid.UUID, generator_block: str | None
+    tenant_id: uuid.UUID,
+    product_id: uuid.UUID,
+    generator_block: str | None,
+    *,
+    brief: tuple[ProductBrief, Product] | None = None,
 ) -> RunInputs:
     """The generator, the storage and the product brief, at once (the generator's provider
     limit is ensured by the run's first slot: `ProviderSlots(ensure=True)`).
 
     Independent of the templates: a flow starts it before `select-templates` so the loads
-    overlap the claim (`make_ads(plan, inputs=...)`). Every part is awaited even when one
+    overlap the claim (`make_ads(plan, inputs=...)`). `brief`: the brief and product already
+    read (`read_brief`, in the transaction that read the job: one connection and one round trip
+    fewer at the start of a run); None reads them here. Every part is awaited even when one
     fails, then the first failure is raised.
     """
+
+    async def known_brief() -> tuple[ProductBrief, Product]:
+        assert brief is not None
+        return brief
+
     loaded = await asyncio.gather(
         load_generator(generator_block),
         _load_storage(),
-        load_brief(tenant_id, product_id),
+        known_brief() if brief is not None else load_brief(tenant_id, product_id),
         return_exceptions=True,
     )
     for part in loaded:
         if isinstance(part, BaseException):
             raise part
-    generator, storage, (brief, product) = cast(
+    generator, storage, (product_brief, product) = cast(
         tuple[AdGenerator, AdStorage, tuple[ProductBrief, Product]], tuple(loaded)
     )
-    return RunInputs(generator=generator, storage=storage, brief=brief, product=product)
+    return RunInputs(generator=generator, storage=storage, brief=product_brief, product=product)
 
 
 async def make_ads(
@@ -826,8 +849,9 @@ async def _make_ads(
                 run_inputs.generator, client, requests=total * plan.ad.variations, ensure=True
             )
         )
-        # The first wave's slots in one call, when the provider has them free.
-        await slots.prime(plan.concurrency)
+        # The first wave's slots in one call, when the provider has them free: asked now,
+        # awaited by the first requests (their task runs start meanwhile).
+        slots.prime_soon(plan.concurrency)
         return run_inputs, slots
 
     # The ad runs' rows do not depend on the rest: all at once. Every part is awaited even

@@ -12,12 +12,12 @@ counters and `next_run_at` from that history).
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import gc
 import random
 import uuid
-from collections.abc import Awaitable
 from datetime import UTC, timedelta, tzinfo
-from typing import cast
+from typing import Any, cast
 from zoneinfo import ZoneInfo
 
 import sqlalchemy as sa
@@ -29,9 +29,10 @@ from prefect.states import Completed, Failed, State
 from pydantic import BaseModel
 from sqlalchemy.ext.asyncio import AsyncSession
 
+from blocks.generators.base import ProductBrief
 from config import get_settings
 from db.errors import NotFoundError, TemplatesExhaustedError
-from db.models import ScheduledJob, ScheduledJobRun
+from db.models import Product, ScheduledJob, ScheduledJobRun
 from db.queries.job_runs import JobRunEvent, claim_schedule_slot, upsert_job_run
 from db.session import dispose_engines, prepare_process, retry_transaction, session_scope
 from db.types import utcnow
@@ -39,7 +40,7 @@ from domain.misfire import is_misfire
 from domain.params import JobParameters
 from domain.vocab import SCHEDULED_JOB_FLOW
 from flows.approval import held_export, request_approval, resume_decided_run
-from flows.artifacts import publish_run_artifact
+from flows.artifacts import run_artifact_published, start_run_artifact
 from flows.history import (
     EXPORTS_FAILED_STATE_NAME,
     SKIPPED_STATE_NAME,
@@ -56,6 +57,7 @@ from flows.pipeline import (
     TemplateChoice,
     load_run_inputs,
     make_ads,
+    read_brief,
     rename_flow_run,
     select_templates,
 )
@@ -107,17 +109,27 @@ async def release_connections(flow: object, flow_run: object, state: object) -> 
     await dispose_engines()
 
 
+#: Every final state's hooks, in order.
+_FINAL_HOOKS: list[Any] = [
+    run_artifact_published,
+    on_state_change,
+    refresh_board_after_run,
+    release_connections,
+]
+
+
 @flow(
     name=SCHEDULED_JOB_FLOW,
     log_prints=False,
     # Every state reaches the mirror (a first Running through the body, which records the run
     # at once); the reconciler covers the states no hook sees.
     on_running=[on_state_change],
-    # After the final state is mirrored, the run's connections go back (see release_connections).
-    on_completion=[on_state_change, refresh_board_after_run, release_connections],
-    on_failure=[on_state_change, refresh_board_after_run, release_connections],
-    on_crashed=[on_state_change, refresh_board_after_run, release_connections],
-    on_cancellation=[on_state_change, refresh_board_after_run, release_connections],
+    # The run's artifact, published while the final state was set, is waited for first; after
+    # the final state is mirrored, the run's connections go back (see release_connections).
+    on_completion=_FINAL_HOOKS,
+    on_failure=_FINAL_HOOKS,
+    on_crashed=_FINAL_HOOKS,
+    on_cancellation=_FINAL_HOOKS,
 )
 async def run_scheduled_job(job_id: uuid.UUID) -> JobRunSummary | State:
     """Run one scheduled ad job.
@@ -131,8 +143,14 @@ async def run_scheduled_job(job_id: uuid.UUID) -> JobRunSummary | State:
     flow_run = get_run_context().flow_run  # type: ignore[union-attr]
     assert flow_run is not None
 
+    brief: tuple[ProductBrief, Product] | None = None
+    # The job and its product brief in one transaction: the run's first round trips, on one
+    # connection (the brief would otherwise open a second one while the run is recorded).
     async with session_scope() as session:
         job = await session.get(ScheduledJob, job_id)
+        if job is not None and job.deleted_at is None:
+            with contextlib.suppress(ValueError):  # no such product: the inputs raise it below
+                brief = await read_brief(session, job.tenant_id, job.product_id)
     if job is None or job.deleted_at is not None:
         raise NotFoundError("scheduled job", job_id)
     params = JobParameters.model_validate(job.parameters)
@@ -144,7 +162,7 @@ async def run_scheduled_job(job_id: uuid.UUID) -> JobRunSummary | State:
     # (A job without a tenant is refused by `TemplateChoice` before these are awaited.)
     tenant_id = cast(uuid.UUID, job.tenant_id)
     inputs = asyncio.ensure_future(
-        load_run_inputs(tenant_id, job.product_id, params.ad.generator_block)
+        load_run_inputs(tenant_id, job.product_id, params.ad.generator_block, brief=brief)
     )
     try:
         return await _record_and_run(job, params, flow_run, inputs)
@@ -188,8 +206,11 @@ async def _record_and_run(
                     trigger=trigger,
                     scheduled_for=slot_time,
                     started_at=utcnow(),
+                    flow_run_name=run_name,
                 ),
             )
+            # Set once by the upsert: a row a hook made first carries the name the run started
+            # with (no UPDATE when the names agree, as on a first start).
             row.flow_run_name = run_name
             job_run_id = row.id
             owns_slot = trigger != "schedule" or await claim_schedule_slot(session, row)
@@ -278,17 +299,15 @@ async def _claim_and_make_ads(
     recorded = False
 
     async def after_generation(outcomes: list[AdRunOutcome]) -> None:
-        """Beside the export: the run's artifact (the ads, not the export) and, when nothing
-        is exported, the run's summary (no export failure can change it)."""
+        """Beside the export: the run's artifact (the ads, not the export; published while the
+        run finishes) and, when nothing is exported, the run's summary (no export failure can
+        change it)."""
         nonlocal recorded
         made = PipelineResult(outcomes=outcomes)
-        work: list[Awaitable[object]] = [
-            publish_run_artifact(job.name, made, storage=(await inputs).storage)
-        ]
+        start_run_artifact(flow_run_id, job.name, made, storage=(await inputs).storage)
         if plan.export.destination == "none":
-            work.append(_record(_summary(job, flow_run_id, made)[0]))
+            await _record(_summary(job, flow_run_id, made)[0])
             recorded = True
-        await asyncio.gather(*work)
 
     beat = asyncio.create_task(_heartbeat(job_run_id))
     try:
