@@ -54,6 +54,7 @@ from prefect.states import Scheduled
 from prefect.utilities.callables import parameter_schema
 
 from config.settings import DEFAULT_BASE_DEPLOYMENT, DEFAULT_WORK_POOL, get_settings
+from domain.tags import generator_tag
 from domain.vocab import SCHEDULED_JOB_FLOW
 
 if TYPE_CHECKING:
@@ -93,14 +94,19 @@ def deployment_name(job_id: UUID, job_name: str) -> str:
 
 
 def job_tags(job: ScheduledJob) -> list[str]:
-    """Tags for filtering in the UI and for the reconciler."""
-    return [
+    """Tags for filtering in the UI and for the reconciler, and the generator block the job's
+    runs start loading before they have read the job (`domain.tags`)."""
+    tags = [
         APP_TAG,
         f"job:{job.id}",
         f"tenant:{job.tenant_id}",
         f"brand:{job.brand_id}",
         f"product:{job.product_id}",
     ]
+    block = ((job.parameters or {}).get("ad") or {}).get("generator_block")
+    if isinstance(block, str) and block:
+        tags.append(generator_tag(block))
+    return tags
 
 
 def one_time_idempotency_key(job_id: UUID, at: datetime) -> str:

@@ -760,6 +760,7 @@ async def load_run_inputs(
     generator_block: str | None,
     *,
     brief: tuple[ProductBrief, Product] | None = None,
+    generator: Awaitable[AdGenerator] | None = None,
 ) -> RunInputs:
     """The generator, the storage and the product brief, at once (the generator's provider
     limit is ensured by the run's first slot: `ProviderSlots(ensure=True)`).
@@ -767,8 +768,9 @@ async def load_run_inputs(
     Independent of the templates: a flow starts it before `select-templates` so the loads
     overlap the claim (`make_ads(plan, inputs=...)`). `brief`: the brief and product already
     read (`read_brief`, in the transaction that read the job: one connection and one round trip
-    fewer at the start of a run); None reads them here. Every part is awaited even when one
-    fails, then the first failure is raised.
+    fewer at the start of a run); None reads them here. `generator`: `generator_block` already
+    being loaded (`load_generator`, started before the job was read); None loads it here. Every
+    part is awaited even when one fails, then the first failure is raised.
     """
 
     async def known_brief() -> tuple[ProductBrief, Product]:
@@ -776,7 +778,7 @@ async def load_run_inputs(
         return brief
 
     loaded = await asyncio.gather(
-        load_generator(generator_block),
+        generator if generator is not None else load_generator(generator_block),
         _load_storage(),
         known_brief() if brief is not None else load_brief(tenant_id, product_id),
         return_exceptions=True,
@@ -784,10 +786,12 @@ async def load_run_inputs(
     for part in loaded:
         if isinstance(part, BaseException):
             raise part
-    generator, storage, (product_brief, product) = cast(
+    loaded_generator, storage, (product_brief, product) = cast(
         tuple[AdGenerator, AdStorage, tuple[ProductBrief, Product]], tuple(loaded)
     )
-    return RunInputs(generator=generator, storage=storage, brief=product_brief, product=product)
+    return RunInputs(
+        generator=loaded_generator, storage=storage, brief=product_brief, product=product
+    )
 
 
 async def make_ads(

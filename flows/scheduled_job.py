@@ -29,7 +29,7 @@ from prefect.states import Completed, Failed, State
 from pydantic import BaseModel
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from blocks.generators.base import ProductBrief
+from blocks.generators.base import AdGenerator, ProductBrief
 from config import get_settings
 from db.errors import NotFoundError, TemplatesExhaustedError
 from db.models import Product, ScheduledJob, ScheduledJobRun
@@ -38,6 +38,7 @@ from db.session import dispose_engines, prepare_process, retry_transaction, sess
 from db.types import utcnow
 from domain.misfire import is_misfire
 from domain.params import JobParameters
+from domain.tags import generator_from_tags
 from domain.vocab import SCHEDULED_JOB_FLOW
 from flows.approval import held_export, request_approval, resume_decided_run
 from flows.artifacts import run_artifact_published, start_run_artifact
@@ -55,6 +56,7 @@ from flows.pipeline import (
     RunInputs,
     RunPlan,
     TemplateChoice,
+    load_generator,
     load_run_inputs,
     make_ads,
     read_brief,
@@ -142,7 +144,27 @@ async def run_scheduled_job(job_id: uuid.UUID) -> JobRunSummary | State:
     """
     flow_run = get_run_context().flow_run  # type: ignore[union-attr]
     assert flow_run is not None
+    # The generator block the deployment's tag names (`domain.tags`) loads beside the job read:
+    # its module's import and its API read overlap the database round trips. The job's own
+    # parameters decide: a block they do not name is dropped.
+    hinted = generator_from_tags(flow_run.tags or ())
+    early = asyncio.ensure_future(load_generator(hinted)) if hinted else None
+    try:
+        return await _load_and_run(job_id, flow_run, hinted, early)
+    finally:
+        if early is not None:
+            if not early.done():
+                early.cancel()
+            await asyncio.gather(early, return_exceptions=True)
 
+
+async def _load_and_run(
+    job_id: uuid.UUID,
+    flow_run: FlowRun,
+    hinted: str | None,
+    early: asyncio.Future[AdGenerator] | None,
+) -> JobRunSummary | State:
+    """Read the job (and its product brief), then run it (or resume its decided approval)."""
     brief: tuple[ProductBrief, Product] | None = None
     # The job and its product brief in one transaction: the run's first round trips, on one
     # connection (the brief would otherwise open a second one while the run is recorded).
@@ -161,8 +183,15 @@ async def run_scheduled_job(job_id: uuid.UUID) -> JobRunSummary | State:
     # while the run is recorded and its templates claimed (cancelled if the run ends early).
     # (A job without a tenant is refused by `TemplateChoice` before these are awaited.)
     tenant_id = cast(uuid.UUID, job.tenant_id)
+    generator_block = params.ad.generator_block
     inputs = asyncio.ensure_future(
-        load_run_inputs(tenant_id, job.product_id, params.ad.generator_block, brief=brief)
+        load_run_inputs(
+            tenant_id,
+            job.product_id,
+            generator_block,
+            brief=brief,
+            generator=early if early is not None and generator_block == hinted else None,
+        )
     )
     try:
         return await _record_and_run(job, params, flow_run, inputs)

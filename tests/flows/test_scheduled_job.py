@@ -193,3 +193,26 @@ async def test_consecutive_failures_pause_the_job_and_its_deployment(tenant_id, 
     assert "2 consecutive failed runs" in (stored.pause_note or "")
     async with get_client() as client:
         assert (await client.read_deployment(deployment_id)).paused
+
+
+@pytest.mark.parametrize("job_block", [None, "http-ad-generator/none-such"])
+async def test_the_generator_tag_is_a_hint_the_job_decides(tenant_id, job_block) -> None:
+    # The deployment's tag (copied to its runs) names a block that does not exist: it starts
+    # loading before the job is read, and only the job's own parameters decide whether it counts.
+    import prefect
+
+    from domain.tags import generator_tag
+
+    params = JobParameters(ad=AdParameters(variations=1, generator_block=job_block))
+    job = await job_with_templates(
+        tenant_id, templates=2, template_count=1, parameters=params.model_dump(mode="json")
+    )
+    with prefect.tags(generator_tag("http-ad-generator/none-such")):
+        state = await run_scheduled_job(job.id, return_state=True)
+    if job_block is None:  # the offline renderer: the stale tag's failed load is dropped
+        assert state.is_completed(), state.message
+        (row,) = await job_runs_of(job.id)
+        assert row.status == "completed" and row.templates_used
+    else:  # the same block: its load is the run's, and so is its failure
+        assert state.is_failed()
+        assert "none-such" in (state.message or "")
