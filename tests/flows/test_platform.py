@@ -15,7 +15,7 @@ from prefect_sqlalchemy import AsyncDriver, AsyncSqlAlchemyConnector, Connection
 from blocks.generators.local import LocalAdRenderer
 from blocks.storage import default_storage
 from config import get_settings
-from db.models import AdTemplate
+from db.models import AdRun, AdTemplate
 from db.session import resolve_database_url, session_scope
 from flows.limits import (
     ProviderLimit,
@@ -191,3 +191,32 @@ async def test_run_publishes_an_ads_table_artifact_and_a_readable_name(
     table = next(a for a in mine if a.key == "ads-made")
     assert "sample-01.png" in str(table.data) and "sample-02.png" in str(table.data)
     assert any(a.type == "progress" and a.data == 100.0 for a in mine)
+
+
+@pytest.mark.usefixtures("use_database", "data_dir")
+async def test_a_run_whose_ads_table_is_refused_completes_with_its_ads(
+    tenant_id, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    # The API refuses the artifact (stood in for: one endpoint of the real server cannot be made
+    # to fail alone). The table is published while the run finishes: its failure is the run's
+    # warning, not the run's end.
+    import httpx
+
+    from flows import artifacts
+
+    async def refused(**_: object) -> None:
+        request = httpx.Request("POST", "http://127.0.0.1/api/artifacts/")
+        raise httpx.HTTPStatusError("503", request=request, response=httpx.Response(503))
+
+    monkeypatch.setattr(artifacts, "acreate_markdown_artifact", refused)
+    job = await job_with_templates(tenant_id, templates=2, template_count=2)
+    with caplog.at_level("WARNING"):
+        state = await run_scheduled_job(job.id, return_state=True)
+    assert state.is_completed(), state.message
+    async with session_scope() as s:
+        made = await s.scalar(
+            sa.select(sa.func.count()).select_from(AdRun).where(AdRun.scheduled_job_id == job.id)
+        )
+    assert made == 2
+    assert "the run's ads table was not published" in caplog.text
+    assert not artifacts._publishing  # awaited by the final-state hook, nothing left behind
