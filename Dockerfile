@@ -39,7 +39,7 @@ COPY db ./db
 COPY blocks ./blocks
 COPY flows ./flows
 COPY scheduler ./scheduler
-RUN uv pip install --system --no-deps -e . \
+RUN uv pip install --system --compile-bytecode --no-deps -e . \
  && python -m compileall -q config domain db blocks flows scheduler
 
 # Run as an unprivileged user; it owns only the data folder (local storage, embedded SQLite).

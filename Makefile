@@ -17,7 +17,7 @@ $(STAMP): pyproject.toml requirements-dev.lock
 	test -x $(PY) || python3 -m venv $(VENV)
 	$(PY) -m pip install --quiet --disable-pip-version-check uv==0.13.9
 	$(UV) pip sync --compile-bytecode --python $(PY) requirements-dev.lock
-	$(UV) pip install --python $(PY) --no-deps -e .
+	$(UV) pip install --compile-bytecode --python $(PY) --no-deps -e .
 	touch $(STAMP)
 
 # The project's own modules, recompiled where the source changed (an editable install's code
