@@ -626,6 +626,10 @@ class ProviderSlots:
         return self
 
     async def __aexit__(self, *exc: object) -> None:
+        await self.close()
+
+    async def close(self) -> None:
+        """Hand every slot back (the run's requests are over). Safe to call again."""
         if self._priming is not None:
             # Its lease, if it was granted, is handed back with the others below.
             await asyncio.gather(self._priming, return_exceptions=True)
@@ -680,6 +684,12 @@ class ProviderSlots:
         when they ask for a slot, so what they do before (their task runs starting, their
         templates read) overlaps the API round trip. A failure of the call is raised to them."""
         self._priming = asyncio.ensure_future(self.prime(slots))
+
+    def expect(self, requests: int) -> None:
+        """Set how many requests the run will make, before its first one (the slots were
+        opened on an estimate, e.g. before the run's templates were claimed)."""
+        self._counted = True
+        self._unfinished = requests
 
     def done(self, requests: int = 1) -> None:
         """Count `requests` of this run as finished (made, or given up on)."""

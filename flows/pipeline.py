@@ -32,8 +32,8 @@ import contextlib
 import io
 import time
 import uuid
-from collections.abc import Awaitable, Callable, Iterator
-from contextlib import AsyncExitStack
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
+from contextlib import AsyncExitStack, asynccontextmanager
 from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any, TypeVar, cast
@@ -794,10 +794,48 @@ async def load_run_inputs(
     )
 
 
+@asynccontextmanager
+async def provider_slots_ahead(
+    inputs: Awaitable[RunInputs], *, requests: int, concurrency: int
+) -> AsyncIterator[asyncio.Future[ProviderSlots]]:
+    """The run's provider slots, opened as soon as its generator is loaded: before its templates
+    are claimed, so the first wave's `increment-with-lease` overlaps the claim (pass the future
+    to `make_ads(slots=...)`).
+
+    Args:
+        inputs: The run's `load_run_inputs`, already started.
+        requests: The requests the run plans (templates it asks for × variations); `make_ads`
+            sets the exact number once the templates are claimed. A first wave primed for more
+            templates than were claimed holds its spare slots until the run's requests end.
+        concurrency: The run's first wave (`RunPlan.concurrency`).
+
+    Yields a future of the slots; on exit, slots nobody closed are handed back and an opening
+    still waiting for the generator is stopped.
+    """
+    async with get_client() as client:
+
+        async def open_slots() -> ProviderSlots:
+            run_inputs = await inputs
+            slots = ProviderSlots(run_inputs.generator, client, requests=requests, ensure=True)
+            slots.prime_soon(concurrency)
+            return slots
+
+        opening = asyncio.ensure_future(open_slots())
+        try:
+            yield opening
+        finally:
+            if not opening.done():
+                opening.cancel()
+            (opened,) = await asyncio.gather(opening, return_exceptions=True)
+            if isinstance(opened, ProviderSlots):
+                await opened.close()
+
+
 async def make_ads(
     plan: RunPlan,
     *,
     inputs: Awaitable[RunInputs] | None = None,
+    slots: Awaitable[ProviderSlots] | None = None,
     on_generated: Callable[[list[AdRunOutcome]], Awaitable[None]] | None = None,
 ) -> PipelineResult:
     """Generate, record and export the ads of one run (the core both flows share).
@@ -806,6 +844,8 @@ async def make_ads(
         plan: The run's templates and parameters.
         inputs: `load_run_inputs` for the plan's product and generator, already started (a
             future); None loads them here.
+        slots: The run's provider slots, already opening (`provider_slots_ahead`); None opens
+            them here. Either way they are handed back once the last template is recorded.
         on_generated: Awaited with the outcomes once every template is recorded, alongside the
             export (e.g. the run's artifact, which does not depend on the export).
 
@@ -814,7 +854,7 @@ async def make_ads(
     """
     try:
         async with AsyncExitStack() as stack:
-            return await _make_ads(plan, stack, inputs, on_generated)
+            return await _make_ads(plan, stack, inputs, slots, on_generated)
     except BaseException as exc:
         await settle_after(plan.flow_run_id, exc)
         raise
@@ -824,12 +864,11 @@ async def _make_ads(
     plan: RunPlan,
     stack: AsyncExitStack,
     inputs: Awaitable[RunInputs] | None,
+    opening: Awaitable[ProviderSlots] | None,
     on_generated: Callable[[list[AdRunOutcome]], Awaitable[None]] | None,
 ) -> PipelineResult:
     logger = get_run_logger()
     total = len(plan.templates)
-    # One API client for the limits and every provider call of this run.
-    client = await stack.enter_async_context(get_client())
     if inputs is None:
         inputs = load_run_inputs(plan.tenant_id, plan.product_id, plan.ad.generator_block)
     # The slots have their own stack: handed back as soon as the last template is recorded,
@@ -848,6 +887,13 @@ async def _make_ads(
             prefetched[template] = asyncio.ensure_future(
                 read_template(run_inputs.storage, template)
             )
+        if opening is not None:
+            slots = await opening
+            slot_stack.push_async_callback(slots.close)
+            slots.expect(total * plan.ad.variations)
+            return run_inputs, slots
+        # One API client for the limits of this run.
+        client = await stack.enter_async_context(get_client())
         slots = await slot_stack.enter_async_context(
             ProviderSlots(
                 run_inputs.generator, client, requests=total * plan.ad.variations, ensure=True

@@ -50,6 +50,7 @@ from flows.history import (
     scheduled_time,
 )
 from flows.job_board import refresh_board_after_run
+from flows.limits import ProviderSlots
 from flows.pipeline import (
     AdRunOutcome,
     PipelineResult,
@@ -59,6 +60,7 @@ from flows.pipeline import (
     load_generator,
     load_run_inputs,
     make_ads,
+    provider_slots_ahead,
     read_brief,
     rename_flow_run,
     select_templates,
@@ -296,6 +298,29 @@ async def _claim_and_make_ads(
         count=job.template_count or 1,
         when_exhausted=job.exhausted_policy,
     )
+    # The provider slots open as soon as the generator is loaded, while the templates are
+    # claimed: the first wave's slots are granted by the time its task runs start.
+    planned = len(choice.names) if choice.names is not None else choice.count
+    async with provider_slots_ahead(
+        inputs,
+        requests=max(planned, 1) * params.ad.variations,
+        concurrency=params.template_concurrency,
+    ) as slots:
+        return await _claim_and_generate(
+            job, params, flow_run_id, job_run_id, inputs=inputs, choice=choice, slots=slots
+        )
+
+
+async def _claim_and_generate(
+    job: ScheduledJob,
+    params: JobParameters,
+    flow_run_id: uuid.UUID,
+    job_run_id: uuid.UUID,
+    *,
+    inputs: asyncio.Future[RunInputs],
+    choice: TemplateChoice,
+    slots: asyncio.Future[ProviderSlots],
+) -> JobRunSummary | State:
     logger = get_run_logger()
     try:
         templates = await select_templates(choice)
@@ -340,7 +365,7 @@ async def _claim_and_make_ads(
 
     beat = asyncio.create_task(_heartbeat(job_run_id))
     try:
-        result = await make_ads(plan, inputs=inputs, on_generated=after_generation)
+        result = await make_ads(plan, inputs=inputs, slots=slots, on_generated=after_generation)
     finally:
         beat.cancel()
     outcome = await _finish(job, flow_run_id, result, recorded=recorded)
