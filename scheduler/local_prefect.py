@@ -73,15 +73,18 @@ def background_process(
 
 
 def stop_process_group(proc: subprocess.Popen[bytes]) -> None:
-    """SIGTERM the process group (a worker turns it into a graceful stop), then SIGKILL."""
-    if proc.poll() is not None:
-        return
-    os.killpg(proc.pid, signal.SIGTERM)
-    try:
-        proc.wait(timeout=STOP_TIMEOUT_S)
-    except subprocess.TimeoutExpired:
-        os.killpg(proc.pid, signal.SIGKILL)
-        proc.wait(timeout=10)
+    """SIGTERM the process group (a worker turns it into a graceful stop); a second SIGTERM
+    after half of `STOP_TIMEOUT_S` (Prefect's CLI then kills its worker or server itself: a
+    worker has been seen to lose the first one), then SIGKILL."""
+    for sig in (signal.SIGTERM, signal.SIGTERM, signal.SIGKILL):
+        if proc.poll() is not None:
+            return
+        os.killpg(proc.pid, sig)
+        try:
+            proc.wait(timeout=STOP_TIMEOUT_S / 2)
+            return
+        except subprocess.TimeoutExpired:
+            continue
 
 
 def wait_healthy(api_url: str, proc: subprocess.Popen[bytes], log: Path) -> None:

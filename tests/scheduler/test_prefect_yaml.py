@@ -99,5 +99,5 @@ def test_image_installs_the_code_where_the_pull_step_finds_it() -> None:
     # pull step's default) resolves to /opt/prefect/ad-scheduler there.
     dockerfile = (PROJECT_ROOT / "Dockerfile").read_text()
     assert "WORKDIR /opt/prefect/ad-scheduler" in dockerfile
-    assert "uv pip install --system --no-deps -e ." in dockerfile
+    assert "uv pip install --system --compile-bytecode --no-deps -e ." in dockerfile
     assert "COPY scheduler ./scheduler" in dockerfile and "COPY config ./config" in dockerfile
