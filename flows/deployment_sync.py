@@ -103,6 +103,8 @@ def job_tags(job: ScheduledJob) -> list[str]:
         f"brand:{job.brand_id}",
         f"product:{job.product_id}",
     ]
+    # Read, not validated: a job whose stored parameters no longer validate still syncs (its
+    # runs report the problem).
     block = ((job.parameters or {}).get("ad") or {}).get("generator_block")
     if isinstance(block, str) and block:
         tags.append(generator_tag(block))

@@ -869,8 +869,18 @@ async def _make_ads(
 ) -> PipelineResult:
     logger = get_run_logger()
     total = len(plan.templates)
-    if inputs is None:
-        inputs = load_run_inputs(plan.tenant_id, plan.product_id, plan.ad.generator_block)
+    # A future: awaited here and by the slots' opening.
+    inputs = asyncio.ensure_future(
+        inputs
+        if inputs is not None
+        else load_run_inputs(plan.tenant_id, plan.product_id, plan.ad.generator_block)
+    )
+    if opening is None:
+        opening = await stack.enter_async_context(
+            provider_slots_ahead(
+                inputs, requests=total * plan.ad.variations, concurrency=plan.concurrency
+            )
+        )
     # The slots have their own stack: handed back as soon as the last template is recorded,
     # while the progress closes and the export runs (the outer stack is only a safety net).
     slot_stack = AsyncExitStack()
@@ -887,21 +897,9 @@ async def _make_ads(
             prefetched[template] = asyncio.ensure_future(
                 read_template(run_inputs.storage, template)
             )
-        if opening is not None:
-            slots = await opening
-            slot_stack.push_async_callback(slots.close)
-            slots.expect(total * plan.ad.variations)
-            return run_inputs, slots
-        # One API client for the limits of this run.
-        client = await stack.enter_async_context(get_client())
-        slots = await slot_stack.enter_async_context(
-            ProviderSlots(
-                run_inputs.generator, client, requests=total * plan.ad.variations, ensure=True
-            )
-        )
-        # The first wave's slots in one call, when the provider has them free: asked now,
-        # awaited by the first requests (their task runs start meanwhile).
-        slots.prime_soon(plan.concurrency)
+        slots = await opening
+        slot_stack.push_async_callback(slots.close)
+        slots.expect(total * plan.ad.variations)
         return run_inputs, slots
 
     # The ad runs' rows do not depend on the rest: all at once. Every part is awaited even

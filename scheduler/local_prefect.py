@@ -76,15 +76,17 @@ def stop_process_group(proc: subprocess.Popen[bytes]) -> None:
     """SIGTERM the process group (a worker turns it into a graceful stop); a second SIGTERM
     after half of `STOP_TIMEOUT_S` (Prefect's CLI then kills its worker or server itself: a
     worker has been seen to lose the first one), then SIGKILL."""
-    for sig in (signal.SIGTERM, signal.SIGTERM, signal.SIGKILL):
+    for _ in range(2):
         if proc.poll() is not None:
             return
-        os.killpg(proc.pid, sig)
+        os.killpg(proc.pid, signal.SIGTERM)
         try:
             proc.wait(timeout=STOP_TIMEOUT_S / 2)
             return
         except subprocess.TimeoutExpired:
-            continue
+            pass
+    os.killpg(proc.pid, signal.SIGKILL)
+    proc.wait(timeout=10)
 
 
 def wait_healthy(api_url: str, proc: subprocess.Popen[bytes], log: Path) -> None:
