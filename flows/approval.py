@@ -254,8 +254,8 @@ async def request_approval(job: ScheduledJob, params: JobParameters, job_run_id:
         from flows.approval_notice import announce_waiting
 
         await announce_waiting(job, params.export, flow_run.id, ads, storage)
-    # The run's artifact, published in the background, lands before the process exits: no
-    # final-state hook runs on a suspension.
+    # The run's artifact is published now, before the process exits: no final-state hook runs
+    # on a suspension.
     await await_run_artifact(flow_run.id)
     # No Prefect timeout: ours applies `on_timeout` (see the module docstring).
     await suspend_flow_run(wait_for_input=form, key=PAUSE_KEY)  # type: ignore[misc]

@@ -209,12 +209,17 @@ async def read_brief(
     Raises:
         ValueError: The tenant has no such product (the message names the product id).
     """
-    product = await session.scalar(
-        sa.select(Product).where(Product.id == product_id, Product.tenant_id == tenant_id)
-    )
-    if product is None:
+    # The product and its brand in one round trip.
+    found = (
+        await session.execute(
+            sa.select(Product, Brand)
+            .outerjoin(Brand, Brand.id == Product.brand_id)
+            .where(Product.id == product_id, Product.tenant_id == tenant_id)
+        )
+    ).one_or_none()
+    if found is None:
         raise ValueError(f"product {product_id} not found")
-    brand = await session.get(Brand, product.brand_id)
+    product, brand = found
     brief = ProductBrief(
         name=product.name,
         description=product.description,
@@ -573,11 +578,10 @@ async def _generate(plan: RunPlan, ticket: AdRunTicket, res: RunResources) -> Ge
                 attempted += 1
             stored_at = storage.ad_path(plan.tenant_id, ticket.ad_run_id, index, image.extension)
             result.written.append(stored_at)
-            # The run artifact's thumbnail is made now, while the run waits on its provider,
-            # not after the last template (where the run's end would wait for it).
-            await asyncio.gather(
-                storage.write(stored_at, image.data), thumbnails.remember(stored_at, image.data)
-            )
+            # The run artifact's thumbnail is made beside the run, not after its last template
+            # (where the run's end would wait for it); nothing here waits for it.
+            thumbnails.remember(stored_at, image.data)
+            await storage.write(stored_at, image.data)
             result.rows.append(
                 {
                     "tenant_id": plan.tenant_id,

@@ -33,7 +33,7 @@ from blocks.generators.base import AdGenerator, ProductBrief
 from config import get_settings
 from db.errors import NotFoundError, TemplatesExhaustedError
 from db.models import Product, ScheduledJob, ScheduledJobRun
-from db.queries.job_runs import JobRunEvent, claim_schedule_slot, upsert_job_run
+from db.queries.job_runs import JobRunEvent, record_run_summary, start_job_run, upsert_job_run
 from db.session import dispose_engines, prepare_process, retry_transaction, session_scope
 from db.types import utcnow
 from domain.misfire import is_misfire
@@ -41,7 +41,7 @@ from domain.params import JobParameters
 from domain.tags import generator_from_tags
 from domain.vocab import SCHEDULED_JOB_FLOW
 from flows.approval import held_export, request_approval, resume_decided_run
-from flows.artifacts import run_artifact_published, start_run_artifact
+from flows.artifacts import prepare_run_artifact, run_artifact_published, run_artifact_started
 from flows.history import (
     EXPORTS_FAILED_STATE_NAME,
     SKIPPED_STATE_NAME,
@@ -86,6 +86,14 @@ async def _record(event: JobRunEvent) -> uuid.UUID:
     return await retry_transaction(upsert, what="run record")
 
 
+async def _record_summary(job_run_id: uuid.UUID, event: JobRunEvent) -> None:
+    # The run's own row, running: one statement (`record_run_summary`), retried like `_record`.
+    async def update(session: AsyncSession) -> None:
+        await record_run_summary(session, job_run_id, event)
+
+    await retry_transaction(update, what="run record")
+
+
 async def _skip(job: ScheduledJob, flow_run_id: uuid.UUID, reason: str, message: str) -> State:
     get_run_logger().warning("skipping run: %s", message)
     await _record(
@@ -115,9 +123,10 @@ async def release_connections(flow: object, flow_run: object, state: object) -> 
 
 #: Every final state's hooks, in order.
 _FINAL_HOOKS: list[Any] = [
-    run_artifact_published,
+    run_artifact_started,
     on_state_change,
     refresh_board_after_run,
+    run_artifact_published,
     release_connections,
 ]
 
@@ -128,8 +137,9 @@ _FINAL_HOOKS: list[Any] = [
     # Every state reaches the mirror (a first Running through the body, which records the run
     # at once); the reconciler covers the states no hook sees.
     on_running=[on_state_change],
-    # The run's artifact, published while the final state was set, is waited for first; after
-    # the final state is mirrored, the run's connections go back (see release_connections).
+    # The run's artifact goes out once the final state is set (not beside it: see
+    # `prepare_run_artifact`), while the state is mirrored and the board refreshed; it is waited
+    # for before the run's connections go back (see release_connections).
     on_completion=_FINAL_HOOKS,
     on_failure=_FINAL_HOOKS,
     on_crashed=_FINAL_HOOKS,
@@ -207,7 +217,37 @@ async def _load_and_run(
 async def _record_and_run(
     job: ScheduledJob, params: JobParameters, flow_run: FlowRun, inputs: asyncio.Future[RunInputs]
 ) -> JobRunSummary | State:
-    """Record the run, skip it if it must not run, else claim its templates and make its ads."""
+    """Record the run, skip it if it must not run, else claim its templates and make its ads.
+
+    The run's provider slots open as soon as its generator is loaded: their first
+    `increment-with-lease` overlaps the run's record and its template claim, so the first wave's
+    slots are granted by the time its task runs start. A run that waits out a jitter opens them
+    after its sleep (no slot is held through it); a skipped run hands them back unused.
+    """
+    if run_trigger(flow_run) == "schedule" and job.jitter_seconds:
+        return await _record_then_run(job, params, flow_run, inputs, slots=None)
+    async with provider_slots_ahead(
+        inputs, requests=_planned_requests(job, params), concurrency=params.template_concurrency
+    ) as slots:
+        return await _record_then_run(job, params, flow_run, inputs, slots=slots)
+
+
+def _planned_requests(job: ScheduledJob, params: JobParameters) -> int:
+    """The provider requests a run of `job` plans: its templates × variations (at least one)."""
+    templates = (
+        (job.template_count or 1) if job.template_mode == "unused" else len(job.template_ids or [])
+    )
+    return max(templates, 1) * params.ad.variations
+
+
+async def _record_then_run(
+    job: ScheduledJob,
+    params: JobParameters,
+    flow_run: FlowRun,
+    inputs: asyncio.Future[RunInputs],
+    *,
+    slots: asyncio.Future[ProviderSlots] | None,
+) -> JobRunSummary | State:
     logger = get_run_logger()
     trigger = run_trigger(flow_run)
     slot_time = scheduled_time(flow_run)
@@ -224,10 +264,10 @@ async def _record_and_run(
         )
     )
 
-    # The row exists from the start, with what the hooks cannot know.
+    # The row exists from the start, with what the hooks cannot know, and owns its slot.
     try:
         async with session_scope() as session:
-            row = await upsert_job_run(
+            row, owns_slot = await start_job_run(
                 session,
                 JobRunEvent(
                     flow_run_id=flow_run.id,
@@ -240,11 +280,10 @@ async def _record_and_run(
                     flow_run_name=run_name,
                 ),
             )
-            # Set once by the upsert: a row a hook made first carries the name the run started
+            # Set once by the insert: a row a hook made first carries the name the run started
             # with (no UPDATE when the names agree, as on a first start).
             row.flow_run_name = run_name
             job_run_id = row.id
-            owns_slot = trigger != "schedule" or await claim_schedule_slot(session, row)
     finally:
         await renaming  # never raises (a failed rename is logged)
 
@@ -274,7 +313,7 @@ async def _record_and_run(
         await asyncio.sleep(delay)
 
     try:
-        return await _claim_and_make_ads(job, params, flow_run.id, job_run_id, inputs)
+        return await _claim_and_make_ads(job, params, flow_run.id, job_run_id, inputs, slots=slots)
     except BaseException as exc:
         # Whatever stopped the run (a block that does not load, a database outage, a
         # cancellation): nothing of it stays pending or claimed. The hooks and the reconciler
@@ -289,6 +328,8 @@ async def _claim_and_make_ads(
     flow_run_id: uuid.UUID,
     job_run_id: uuid.UUID,
     inputs: asyncio.Future[RunInputs],
+    *,
+    slots: asyncio.Future[ProviderSlots] | None,
 ) -> JobRunSummary | State:
     choice = TemplateChoice(
         tenant_id=job.tenant_id,
@@ -298,16 +339,16 @@ async def _claim_and_make_ads(
         count=job.template_count or 1,
         when_exhausted=job.exhausted_policy,
     )
-    # The provider slots open as soon as the generator is loaded, while the templates are
-    # claimed: the first wave's slots are granted by the time its task runs start.
-    planned = len(choice.names) if choice.names is not None else choice.count
-    async with provider_slots_ahead(
-        inputs,
-        requests=max(planned, 1) * params.ad.variations,
-        concurrency=params.template_concurrency,
-    ) as slots:
+    if slots is not None:
         return await _claim_and_generate(
             job, params, flow_run_id, job_run_id, inputs=inputs, choice=choice, slots=slots
+        )
+    # After a jitter: the slots open now, while the templates are claimed.
+    async with provider_slots_ahead(
+        inputs, requests=_planned_requests(job, params), concurrency=params.template_concurrency
+    ) as opened:
+        return await _claim_and_generate(
+            job, params, flow_run_id, job_run_id, inputs=inputs, choice=choice, slots=opened
         )
 
 
@@ -353,14 +394,14 @@ async def _claim_and_generate(
     recorded = False
 
     async def after_generation(outcomes: list[AdRunOutcome]) -> None:
-        """Beside the export: the run's artifact (the ads, not the export; published while the
-        run finishes) and, when nothing is exported, the run's summary (no export failure can
-        change it)."""
+        """Beside the export: the run's artifact made ready (the ads, not the export; sent once
+        the final state is set) and, when nothing is exported, the run's summary (no export
+        failure can change it)."""
         nonlocal recorded
         made = PipelineResult(outcomes=outcomes)
-        start_run_artifact(flow_run_id, job.name, made, storage=(await inputs).storage)
+        prepare_run_artifact(flow_run_id, job.name, made, storage=(await inputs).storage)
         if plan.export.destination == "none":
-            await _record(_summary(job, flow_run_id, made)[0])
+            await _record_summary(job_run_id, _summary(job, flow_run_id, made)[0])
             recorded = True
 
     beat = asyncio.create_task(_heartbeat(job_run_id))
@@ -368,7 +409,7 @@ async def _claim_and_generate(
         result = await make_ads(plan, inputs=inputs, slots=slots, on_generated=after_generation)
     finally:
         beat.cancel()
-    outcome = await _finish(job, flow_run_id, result, recorded=recorded)
+    outcome = await _finish(job, flow_run_id, job_run_id, result, recorded=recorded)
     # approval hook: with approval on, the run suspends here (its process exits) and resumes above.
     await request_approval(job, params, job_run_id)
     return outcome
@@ -405,7 +446,12 @@ def _summary(
 
 
 async def _finish(
-    job: ScheduledJob, flow_run_id: uuid.UUID, result: PipelineResult, *, recorded: bool = False
+    job: ScheduledJob,
+    flow_run_id: uuid.UUID,
+    job_run_id: uuid.UUID,
+    result: PipelineResult,
+    *,
+    recorded: bool = False,
 ) -> JobRunSummary | State:
     """Record the run's summary (unless `recorded` already) and decide its final state.
 
@@ -416,7 +462,7 @@ async def _finish(
     """
     event, notes, errors, ads = _summary(job, flow_run_id, result)
     if not recorded:
-        await _record(event)
+        await _record_summary(job_run_id, event)
     if not result.succeeded:
         return Failed(message="; ".join(notes[1:]) or "no template produced ads")
     if result.export_failures:

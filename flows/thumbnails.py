@@ -2,16 +2,16 @@
 
 A thumbnail is a small JPEG inlined as `data:image/jpeg;base64,…`, so the Prefect UI shows it
 whatever the storage is — the embedded default's local folder (which no browser can reach)
-included. The run's ad generation makes each ad's thumbnail as the ad is stored, off the event
-loop, while the run waits on its provider (`remember`); the run artifact and the job board then
-find it here instead of reading every ad back and decoding it after the last template, where the
-run's end waits for it.
+included. The run's ad generation starts each ad's thumbnail as the ad is stored, off the event
+loop and without waiting for it (`remember`); the run artifact and the job board then find it
+here instead of reading every ad back and decoding it after the last template.
 """
 
 from __future__ import annotations
 
 import asyncio
 import base64
+import contextlib
 import io
 from collections import OrderedDict
 from collections.abc import Iterable
@@ -33,6 +33,8 @@ _QUALITIES = (72, 50)
 #: job board re-renders the same last-run ads after every change. Bounded (~10 KB each).
 _CACHE: OrderedDict[tuple[str, int], str | None] = OrderedDict()
 _CACHE_MAX = 512
+#: Thumbnails being made (`remember`), by (storage path, size).
+_MAKING: dict[tuple[str, int], asyncio.Future[str | None]] = {}
 #: Storage reads in flight at once while making thumbnails.
 _READS_IN_FLIGHT = 4
 
@@ -43,17 +45,26 @@ def _cache_put(key: tuple[str, int], uri: str | None) -> None:
         _CACHE.popitem(last=False)
 
 
-async def remember(path: str, image: bytes, *, size: int = THUMBNAIL_WIDTH) -> None:
-    """Make and keep the thumbnail of an ad just stored at `path` (never raises).
+def remember(path: str, image: bytes, *, size: int = THUMBNAIL_WIDTH) -> None:
+    """Start making the thumbnail of an ad just stored at `path`; returns at once.
 
     Called by ad generation with the bytes it holds, so `make_thumbnails` finds the run's ads
-    here. Decoding and encoding run in a worker thread (Pillow releases the GIL for both).
+    here (waiting for one still being made). Decoding and encoding run in a worker thread
+    (Pillow releases the GIL for both), and nobody waits for them but the views: the last
+    template's ad run is recorded, and the run ends, without waiting for its picture. A
+    thumbnail that cannot be made is left to `make_thumbnails`, which tries again from storage.
     """
-    try:
-        uri = await asyncio.to_thread(thumbnail_data_uri, image, size=size)
-    except Exception:  # a nicety: make_thumbnails tries again from storage
-        return
-    _cache_put((path, size), uri)
+    key = (path, size)
+    making = asyncio.ensure_future(asyncio.to_thread(thumbnail_data_uri, image, size=size))
+    _MAKING[key] = making
+
+    def done(task: asyncio.Future[str | None]) -> None:
+        if _MAKING.get(key) is task:
+            del _MAKING[key]
+        if not task.cancelled() and task.exception() is None:
+            _cache_put(key, task.result())
+
+    making.add_done_callback(done)
 
 
 def thumbnail_data_uri(
@@ -140,6 +151,9 @@ async def make_thumbnails(
 
     async def one(path: str) -> str | None:
         key = (path, size)
+        if (making := _MAKING.get(key)) is not None:
+            with contextlib.suppress(Exception):  # not made: read from storage below
+                await asyncio.shield(making)
         if key in _CACHE:
             _CACHE.move_to_end(key)
             return _CACHE[key]

@@ -18,10 +18,12 @@ from __future__ import annotations
 import uuid
 from dataclasses import dataclass
 from datetime import datetime
+from typing import Any, cast
 
 import sqlalchemy as sa
 from pydantic import BaseModel, ConfigDict, Field
 from sqlalchemy.dialects import postgresql, sqlite
+from sqlalchemy.engine import CursorResult
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from db.errors import NotFoundError
@@ -86,6 +88,65 @@ class JobRunEvent(BaseModel):
 
 async def upsert_job_run(session: AsyncSession, event: JobRunEvent) -> ScheduledJobRun:
     """Fold `event` into the row of its flow run (created on first sight); returns the row."""
+    # One round trip on first sight: the inserted row comes back whole (nothing on a conflict).
+    inserted = await _insert_run(session, event)
+    if inserted is not None:
+        return inserted
+    return await _fold_into_row(session, event)
+
+
+async def start_job_run(session: AsyncSession, event: JobRunEvent) -> tuple[ScheduledJobRun, bool]:
+    """Record a run's start (`upsert_job_run`) and claim its schedule slot; returns the row and
+    whether the run owns its slot (always True for a run without a scheduled slot).
+
+    A scheduled run seen first here (the usual case) is inserted with its slot in one
+    statement; a row a hook made first, or a slot another run holds, takes the longer way
+    (`claim_schedule_slot`), with the same outcome.
+    """
+    key = (
+        schedule_slot_key(event.scheduled_job_id, event.scheduled_for)
+        if event.trigger == "schedule" and event.scheduled_for is not None
+        else None
+    )
+    if key is not None:
+        # Nothing on a conflict with either key: the flow run's row exists, or another run
+        # of the same slot holds it; both are sorted out below.
+        inserted = await _insert_run(session, event, slot_key=key)
+        if inserted is not None:
+            return inserted, True
+    row = await upsert_job_run(session, event)
+    return row, key is None or await claim_schedule_slot(session, row)
+
+
+async def record_run_summary(
+    session: AsyncSession, job_run_id: uuid.UUID, event: JobRunEvent
+) -> None:
+    """Fold a running run's summary (`event`, status running) into its row, `job_run_id`.
+
+    One `UPDATE` while the row is running (what a summary written by the run itself finds);
+    any other row (a hook or the reconciler got there first) is folded by `upsert_job_run`'s
+    rules.
+    """
+    values = {
+        f: getattr(event, f)
+        for f in _EVENT_FIELDS
+        if getattr(event, f) is not None and f not in (*_SET_ONCE, "tenant_id", "scheduled_job_id")
+    }
+    updated = await session.execute(
+        sa.update(ScheduledJobRun)
+        .where(ScheduledJobRun.id == job_run_id, ScheduledJobRun.status == event.status)
+        .values(updated_at=utcnow(), **values)
+        .execution_options(synchronize_session=False)
+    )
+    if cast(CursorResult[Any], updated).rowcount != 1:
+        await upsert_job_run(session, event)
+
+
+async def _insert_run(
+    session: AsyncSession, event: JobRunEvent, *, slot_key: str | None = None
+) -> ScheduledJobRun | None:
+    """Insert the event's row; None when its flow run has one (or, given `slot_key`, when
+    another run holds that slot)."""
     values = {f: getattr(event, f) for f in _EVENT_FIELDS if getattr(event, f) is not None}
     values.setdefault("trigger", "schedule")
     insert = postgresql.insert if session.get_bind().dialect.name == "postgresql" else sqlite.insert
@@ -96,28 +157,31 @@ async def upsert_job_run(session: AsyncSession, event: JobRunEvent) -> Scheduled
         .where(ScheduledJob.id == event.scheduled_job_id)
         .scalar_subquery()
     )
-    # One round trip on first sight: the inserted row comes back whole (nothing on a conflict).
-    inserted = (
+    statement = insert(ScheduledJobRun).values(
+        id=uuid.uuid4(),
+        flow_run_id=event.flow_run_id,
+        status=event.status,
+        created_at=now,
+        updated_at=now,
+        tenant_id=tenant,
+        **values,
+    )
+    if slot_key is not None:
+        statement = statement.values(slot_key=slot_key).on_conflict_do_nothing()
+    else:
+        statement = statement.on_conflict_do_nothing(index_elements=["flow_run_id"])
+    return (
         await session.scalars(
-            insert(ScheduledJobRun)
-            .values(
-                id=uuid.uuid4(),
-                flow_run_id=event.flow_run_id,
-                status=event.status,
-                created_at=now,
-                updated_at=now,
-                tenant_id=tenant,
-                **values,
-            )
-            .on_conflict_do_nothing(index_elements=["flow_run_id"])
-            .returning(ScheduledJobRun),
+            statement.returning(ScheduledJobRun),
             execution_options={"populate_existing": True},
         )
     ).one_or_none()
-    if inserted is not None:
-        return inserted
-    if event.tenant_id is not None:
-        values["tenant_id"] = event.tenant_id
+
+
+async def _fold_into_row(session: AsyncSession, event: JobRunEvent) -> ScheduledJobRun:
+    """`upsert_job_run` for a flow run whose row exists: the monotonic fold, under a row lock."""
+    values = {f: getattr(event, f) for f in _EVENT_FIELDS if getattr(event, f) is not None}
+    values.setdefault("trigger", "schedule")
     query = sa.select(ScheduledJobRun).where(ScheduledJobRun.flow_run_id == event.flow_run_id)
     row = (await session.scalars(query.with_for_update())).one()
     new_rank, old_rank = status_rank(event.status), status_rank(row.status)
@@ -137,6 +201,11 @@ async def upsert_job_run(session: AsyncSession, event: JobRunEvent) -> Scheduled
     return row
 
 
+def schedule_slot_key(job_id: uuid.UUID, scheduled_for: datetime) -> str:
+    """The schedule slot a run of `job_id` due at `scheduled_for` claims: "<job id>:<time>"."""
+    return f"{job_id}:{scheduled_for.isoformat()}"
+
+
 async def claim_schedule_slot(session: AsyncSession, run: ScheduledJobRun) -> bool:
     """Make `run` the owner of its job's schedule slot; False if another run already owns it.
 
@@ -145,7 +214,7 @@ async def claim_schedule_slot(session: AsyncSession, run: ScheduledJobRun) -> bo
     """
     if run.scheduled_for is None:
         return True
-    key = f"{run.scheduled_job_id}:{run.scheduled_for.isoformat()}"
+    key = schedule_slot_key(run.scheduled_job_id, run.scheduled_for)
     if run.slot_key == key:
         return True
     try:

@@ -8,7 +8,14 @@ from datetime import UTC, datetime, timedelta
 import sqlalchemy as sa
 
 from db.models import ScheduledJob, ScheduledJobRun
-from db.queries.job_runs import JobRunEvent, claim_schedule_slot, derive_job_state, upsert_job_run
+from db.queries.job_runs import (
+    JobRunEvent,
+    claim_schedule_slot,
+    derive_job_state,
+    record_run_summary,
+    start_job_run,
+    upsert_job_run,
+)
 from db.session import session_scope
 from tests.support.factories import make_job, make_product
 
@@ -148,6 +155,109 @@ async def test_schedule_slot_is_owned_by_one_run(db_url, tenant_id) -> None:
             )
             owners.append(await claim_schedule_slot(s, row))
     assert owners == [True, False]
+
+
+def _start(job: ScheduledJob, flow_run_id: uuid.UUID, **kw) -> JobRunEvent:
+    fields = {"trigger": "schedule", "scheduled_for": T0, "started_at": T0, **kw}
+    return JobRunEvent(
+        flow_run_id=flow_run_id,
+        scheduled_job_id=job.id,
+        tenant_id=job.tenant_id,
+        status="running",
+        **fields,
+    )
+
+
+async def _start_run(db_url, event: JobRunEvent) -> tuple[ScheduledJobRun, bool]:
+    async with session_scope(db_url) as s:
+        return await start_job_run(s, event)
+
+
+async def test_a_run_starts_with_its_slot_and_a_second_run_of_the_slot_does_not(
+    db_url, tenant_id
+) -> None:
+    job = await _job(db_url, tenant_id)
+    first, second = uuid.uuid4(), uuid.uuid4()
+    row, owns = await _start_run(db_url, _start(job, first, flow_run_name="a"))
+    assert owns and row.slot_key == f"{job.id}:{T0.isoformat()}" and row.flow_run_name == "a"
+    # The same flow run again (a retried start) still owns it; another flow run does not.
+    assert (await _start_run(db_url, _start(job, first)))[1] is True
+    other, owns_other = await _start_run(db_url, _start(job, second))
+    assert not owns_other and other.slot_key is None and other.flow_run_id == second
+    rows = {r.flow_run_id: r for r in await _rows(db_url, job.id)}
+    assert set(rows) == {first, second}
+    assert rows[first].slot_key == row.slot_key and rows[second].slot_key is None
+
+
+async def test_a_run_whose_row_a_hook_made_first_still_claims_its_slot(db_url, tenant_id) -> None:
+    job = await _job(db_url, tenant_id)
+    flow_run_id = uuid.uuid4()
+    # The Running hook got there first: a row without a slot, named as the run started.
+    await _apply(
+        db_url,
+        JobRunEvent(
+            flow_run_id=flow_run_id, scheduled_job_id=job.id, status="running", flow_run_name="x"
+        ),
+    )
+    row, owns = await _start_run(db_url, _start(job, flow_run_id, flow_run_name="y"))
+    assert owns and row.slot_key == f"{job.id}:{T0.isoformat()}"
+    assert (row.flow_run_name, row.scheduled_for) == ("x", T0)
+    assert len(await _rows(db_url, job.id)) == 1
+
+
+async def test_a_manual_run_claims_no_slot(db_url, tenant_id) -> None:
+    job = await _job(db_url, tenant_id)
+    row, owns = await _start_run(db_url, _start(job, uuid.uuid4(), trigger="manual"))
+    assert owns and row.slot_key is None and row.trigger == "manual"
+
+
+async def test_a_run_summary_updates_its_running_row_and_only_fills_a_finished_one(
+    db_url, tenant_id
+) -> None:
+    job = await _job(db_url, tenant_id)
+    running, finished = uuid.uuid4(), uuid.uuid4()
+    rows = {}
+    for flow_run_id in (running, finished):
+        rows[flow_run_id] = (await _start_run(db_url, _start(job, flow_run_id)))[0].id
+    # The reconciler failed one of them first (its process went silent).
+    await _apply(
+        db_url,
+        JobRunEvent(
+            flow_run_id=finished,
+            scheduled_job_id=job.id,
+            status="failed",
+            error_message="the flow-run process stopped",
+        ),
+    )
+    ad_run = uuid.uuid4()
+    for flow_run_id in (running, finished):
+        async with session_scope(db_url) as s:
+            await record_run_summary(
+                s,
+                rows[flow_run_id],
+                JobRunEvent(
+                    flow_run_id=flow_run_id,
+                    scheduled_job_id=job.id,
+                    status="running",
+                    ad_run_ids=[ad_run],
+                    templates_used=["a.png"],
+                    logs="1 ads from 1/1 templates",
+                    error_message="summary error",
+                ),
+            )
+    after = {r.flow_run_id: r for r in await _rows(db_url, job.id)}
+    assert _snapshot(after[running]) | {"logs": after[running].logs} == {
+        **_snapshot(after[running]),
+        "status": "running",
+        "ad_run_ids": [ad_run],
+        "templates_used": ["a.png"],
+        "error_message": "summary error",
+        "logs": "1 ads from 1/1 templates",
+    }
+    # A finished row keeps its status and error; its empty fields are filled.
+    assert after[finished].status == "failed"
+    assert after[finished].error_message == "the flow-run process stopped"
+    assert after[finished].ad_run_ids == [ad_run] and after[finished].templates_used == ["a.png"]
 
 
 async def _history(db_url, job, statuses, trigger="schedule"):

@@ -219,4 +219,5 @@ async def test_a_run_whose_ads_table_is_refused_completes_with_its_ads(
         )
     assert made == 2
     assert "the run's ads table was not published" in caplog.text
-    assert not artifacts._publishing  # awaited by the final-state hook, nothing left behind
+    # Sent and awaited by the final-state hooks: nothing left behind.
+    assert not artifacts._prepared and not artifacts._publishing

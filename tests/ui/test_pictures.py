@@ -75,14 +75,15 @@ def storage(data_dir):
 
 async def test_a_thumbnail_made_at_generation_is_not_read_back(storage) -> None:
     """Generation hands the ad's bytes over as it stores them: the run artifact does not read
-    the ad back from storage (here it is not even there) nor decode it again."""
+    the ad back from storage (here it is not even there) nor decode it again; a thumbnail still
+    being made is waited for."""
     path = f"ads/t/{uuid.uuid4()}/variation-0.png"
-    await remember(path, _png(540))
+    remember(path, _png(540))  # returns at once: generation does not wait for the picture
     thumbs = await make_thumbnails(storage, [path])
     assert thumbs.unreadable == 0
     assert max(_decode(thumbs.uris[path]).size) == THUMBNAIL_WIDTH
     # Bytes that are no picture are remembered as such, never raised.
-    await remember("ads/t/broken.png", b"not an image")
+    remember("ads/t/broken.png", b"not an image")
     assert (await make_thumbnails(storage, ["ads/t/broken.png"])).unreadable == 1
 
 
