@@ -16,6 +16,7 @@ import contextlib
 import gc
 import random
 import uuid
+from collections.abc import Awaitable, Callable
 from datetime import UTC, timedelta, tzinfo
 from typing import Any, cast
 from zoneinfo import ZoneInfo
@@ -248,14 +249,13 @@ async def _record_then_run(
     *,
     slots: asyncio.Future[ProviderSlots] | None,
 ) -> JobRunSummary | State:
-    logger = get_run_logger()
-    trigger = run_trigger(flow_run)
     slot_time = scheduled_time(flow_run)
     when = (slot_time or utcnow()).astimezone(_zone(job.timezone))
     run_name = f"{job.name} · {when:%Y-%m-%d %H:%M %Z}"
-    # Cosmetic, and independent of the row below: the two round trips overlap.
-    renaming = asyncio.ensure_future(
-        rename_flow_run(
+    # Cosmetic: sent once the run's templates are claimed (the server is busiest with the run's
+    # start before that), or at the run's end when it never gets that far.
+    renaming = _Renaming(
+        lambda: rename_flow_run(
             flow_run.id,
             run_name,
             [f"job:{job.name}", f"product:{job.product_id}", f"brand:{job.brand_id}"],
@@ -263,29 +263,65 @@ async def _record_then_run(
             current_tags=list(flow_run.tags or []),
         )
     )
-
-    # The row exists from the start, with what the hooks cannot know, and owns its slot.
     try:
-        async with session_scope() as session:
-            row, owns_slot = await start_job_run(
-                session,
-                JobRunEvent(
-                    flow_run_id=flow_run.id,
-                    scheduled_job_id=job.id,
-                    tenant_id=job.tenant_id,
-                    status="running",
-                    trigger=trigger,
-                    scheduled_for=slot_time,
-                    started_at=utcnow(),
-                    flow_run_name=run_name,
-                ),
-            )
-            # Set once by the insert: a row a hook made first carries the name the run started
-            # with (no UPDATE when the names agree, as on a first start).
-            row.flow_run_name = run_name
-            job_run_id = row.id
+        return await _record_and_decide(
+            job, params, flow_run, inputs, slots=slots, run_name=run_name, renaming=renaming
+        )
     finally:
-        await renaming  # never raises (a failed rename is logged)
+        await renaming.finish()  # never raises (a failed rename is logged)
+
+
+class _Renaming:
+    """The run's rename (`rename_flow_run`): started once (`start`), awaited by `finish`."""
+
+    def __init__(self, rename: Callable[[], Awaitable[None]]) -> None:
+        self._rename = rename
+        self._sending: asyncio.Future[None] | None = None
+
+    def start(self) -> None:
+        """Send the rename now, without waiting for it (no-op once sent)."""
+        if self._sending is None:
+            self._sending = asyncio.ensure_future(self._rename())
+
+    async def finish(self) -> None:
+        """Send the rename if it was not, and wait for it."""
+        self.start()
+        assert self._sending is not None
+        await self._sending
+
+
+async def _record_and_decide(
+    job: ScheduledJob,
+    params: JobParameters,
+    flow_run: FlowRun,
+    inputs: asyncio.Future[RunInputs],
+    *,
+    slots: asyncio.Future[ProviderSlots] | None,
+    run_name: str,
+    renaming: _Renaming,
+) -> JobRunSummary | State:
+    logger = get_run_logger()
+    trigger = run_trigger(flow_run)
+    slot_time = scheduled_time(flow_run)
+    # The row exists from the start, with what the hooks cannot know, and owns its slot.
+    async with session_scope() as session:
+        row, owns_slot = await start_job_run(
+            session,
+            JobRunEvent(
+                flow_run_id=flow_run.id,
+                scheduled_job_id=job.id,
+                tenant_id=job.tenant_id,
+                status="running",
+                trigger=trigger,
+                scheduled_for=slot_time,
+                started_at=utcnow(),
+                flow_run_name=run_name,
+            ),
+        )
+        # Set once by the insert: a row a hook made first carries the name the run started
+        # with (no UPDATE when the names agree, as on a first start).
+        row.flow_run_name = run_name
+        job_run_id = row.id
 
     if trigger == "schedule":
         if not owns_slot:
@@ -313,7 +349,9 @@ async def _record_then_run(
         await asyncio.sleep(delay)
 
     try:
-        return await _claim_and_make_ads(job, params, flow_run.id, job_run_id, inputs, slots=slots)
+        return await _claim_and_make_ads(
+            job, params, flow_run.id, job_run_id, inputs, slots=slots, renaming=renaming
+        )
     except BaseException as exc:
         # Whatever stopped the run (a block that does not load, a database outage, a
         # cancellation): nothing of it stays pending or claimed. The hooks and the reconciler
@@ -330,6 +368,7 @@ async def _claim_and_make_ads(
     inputs: asyncio.Future[RunInputs],
     *,
     slots: asyncio.Future[ProviderSlots] | None,
+    renaming: _Renaming,
 ) -> JobRunSummary | State:
     choice = TemplateChoice(
         tenant_id=job.tenant_id,
@@ -341,14 +380,28 @@ async def _claim_and_make_ads(
     )
     if slots is not None:
         return await _claim_and_generate(
-            job, params, flow_run_id, job_run_id, inputs=inputs, choice=choice, slots=slots
+            job,
+            params,
+            flow_run_id,
+            job_run_id,
+            inputs=inputs,
+            choice=choice,
+            slots=slots,
+            renaming=renaming,
         )
     # After a jitter: the slots open now, while the templates are claimed.
     async with provider_slots_ahead(
         inputs, requests=_planned_requests(job, params), concurrency=params.template_concurrency
     ) as opened:
         return await _claim_and_generate(
-            job, params, flow_run_id, job_run_id, inputs=inputs, choice=choice, slots=opened
+            job,
+            params,
+            flow_run_id,
+            job_run_id,
+            inputs=inputs,
+            choice=choice,
+            slots=opened,
+            renaming=renaming,
         )
 
 
@@ -361,12 +414,14 @@ async def _claim_and_generate(
     inputs: asyncio.Future[RunInputs],
     choice: TemplateChoice,
     slots: asyncio.Future[ProviderSlots],
+    renaming: _Renaming,
 ) -> JobRunSummary | State:
     logger = get_run_logger()
     try:
         templates = await select_templates(choice)
     except TemplatesExhaustedError as exc:
         return Failed(message=str(exc))
+    renaming.start()
     if not templates:
         why = (
             "no unused template is left for this product and the job's policy is 'skip'"
