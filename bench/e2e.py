@@ -87,13 +87,16 @@ def bare_flow() -> int:
     return _bare_task()
 
 
-def lead_s() -> float:
-    """`E2E_LEAD_S`, else the tuned worker's prefetch plus 3 s."""
-    if LEAD_S:
-        return LEAD_S
+def prefetch_lead_s() -> float:
+    """The tuned worker's prefetch plus 3 s: a run due this far ahead is not started yet."""
     from scheduler.local_prefect import TUNED_WORKER_ENV
 
     return float(TUNED_WORKER_ENV.get("PREFECT_WORKER_PREFETCH_SECONDS", "10")) + 3
+
+
+def lead_s() -> float:
+    """`E2E_LEAD_S`, else `prefetch_lead_s()`."""
+    return LEAD_S or prefetch_lead_s()
 
 
 def log(message: str) -> None:
@@ -277,6 +280,28 @@ def _timing(run: Any) -> Timing:
     )
 
 
+async def _log_slowest(runs: list[Any], count: int = 3) -> None:
+    """Log the `count` runs that ended last: their lag, duration, task runs and logs, each in
+    seconds from the run's start (for E2E_TIMELINE=1: where a straggler's time went)."""
+    from prefect.client.orchestration import get_client
+    from prefect.client.schemas.filters import LogFilter, LogFilterFlowRunId
+
+    for run in sorted(runs, key=lambda r: r.end_time or r.start_time)[-count:]:
+        timing = _timing(run)
+        log(
+            f"  straggler {run.name}: lag {timing.lag_s:.1f}s, run {timing.run_s:.2f}s, "
+            f"ended {timing.end_s:.1f}s after its slot"
+        )
+        log(f"    {await _task_timeline(run.id, run.start_time)}")
+        async with get_client() as client:
+            logs = await client.read_logs(
+                log_filter=LogFilter(flow_run_id=LogFilterFlowRunId(any_=[run.id])), limit=200
+            )
+        for entry in sorted(logs, key=lambda e: e.timestamp):
+            offset = (entry.timestamp - run.start_time).total_seconds()
+            log(f"    {offset:+8.2f}s {entry.level:>2} {entry.message[:160]}")
+
+
 async def _task_timeline(flow_run_id: uuid.UUID, start: datetime) -> str:
     """The run's task runs as `name start-end` in ms from the flow run's start (for --timeline)."""
     from prefect.client.orchestration import get_client
@@ -447,19 +472,27 @@ async def burst(env: Env, size: int, rss: RssSampler) -> dict[str, Any]:
         per_job = time.monotonic() - started
         async with AdScheduler(env.tenant) as ads:
             await ads.delete(first.id)
-    at = datetime.now(UTC) + timedelta(seconds=lead_s() + 1.5 * per_job * size)
+    # Past the worker's prefetch from the end of the registrations (whatever `E2E_LEAD_S`
+    # says): flow-run processes started while the rest register would slow them. Registrations
+    # slow down as jobs accumulate (probed 0.21-0.28 s per job, then 0.4-0.8 s each on the
+    # embedded SQLite server): three times the probe.
+    at = datetime.now(UTC) + timedelta(seconds=prefetch_lead_s() + 3 * per_job * size)
     log(f"burst: registering {size} jobs (~{per_job:.2f}s each) due at {at:%H:%M:%S}")
     jobs = []
     for i in range(size):
+        if datetime.now(UTC) > at - timedelta(seconds=2):
+            raise SystemExit(
+                f"registering the burst took longer than planned ({i} of {size}); rerun"
+            )
         jobs.append(await _register_job(env, at, 1, f"e2e-burst-{i}"))
-    if datetime.now(UTC) > at - timedelta(seconds=2):
-        raise SystemExit("registering the burst took longer than planned; rerun")
     rss.phase = "burst-ours"
     cpu_before = rss.children_cpu_s()
     deployments = [job.prefect_deployment_id for job in jobs]
     runs = await _wait_final(deployments, "burst (ours)")
     ours_cpu = await _settled_cpu(rss, cpu_before)
     ours = [_timing(r) for found in runs.values() for r in found]
+    if TIMELINE:
+        await _log_slowest([r for found in runs.values() for r in found])
     prefect_runs = [len(found) for found in runs.values()]
     checks = await _check_exactly_once(env, jobs)
     checks["prefect_runs_not_one"] = sum(1 for n in prefect_runs if n != 1)

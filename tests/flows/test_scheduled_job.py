@@ -122,6 +122,15 @@ async def test_misfire_and_duplicate_slot_are_skipped_and_recorded(tenant_id) ->
     reasons = sorted((r.status, r.skip_reason or "") for r in rows.values())
     assert reasons == [("completed", ""), ("skipped", "duplicate_slot"), ("skipped", "misfire")]
     assert all(r.trigger == "schedule" for r in rows.values())
+    async with get_client() as client:
+        # The provider slots a run opens before it knows it will be skipped go back unused.
+        limit = await client.read_global_concurrency_limit_by_name("ad-provider-local")
+        assert limit.active_slots == 0
+        # A skipped run is renamed all the same (its rename waits for the run's end).
+        for flow_run_id in (stale.id, dup.state_details.flow_run_id):
+            named = await client.read_flow_run(flow_run_id)
+            assert named.name.startswith(f"{job.name} · "), named.name
+            assert f"job:{job.name}" in named.tags
 
 
 async def test_max_runs_completes_the_job_and_deactivates_its_schedule(tenant_id) -> None:
