@@ -57,7 +57,8 @@ from blocks.generators.retrying import generate_with_retries
 from blocks.registry import GENERATOR_SLUGS, load_block
 from blocks.storage import AdStorage
 from db.errors import TemplatesExhaustedError
-from db.models import AdRun, AdTemplate, Brand, GeneratedAd, Product
+from db.models import AdRun, AdTemplate, GeneratedAd, Product
+from db.queries.jobs import product_with_brand
 from db.queries.templates import (
     claim_specific_templates,
     claim_unused_templates,
@@ -210,22 +211,16 @@ async def read_brief(
         ValueError: The tenant has no such product (the message names the product id).
     """
     # The product and its brand in one round trip.
-    found = (
-        await session.execute(
-            sa.select(Product, Brand)
-            .outerjoin(Brand, Brand.id == Product.brand_id)
-            .where(Product.id == product_id, Product.tenant_id == tenant_id)
-        )
-    ).one_or_none()
+    found = await product_with_brand(session, tenant_id, product_id)
     if found is None:
         raise ValueError(f"product {product_id} not found")
     product, brand = found
     brief = ProductBrief(
         name=product.name,
         description=product.description,
-        brand_name=brand.name if brand else "",
+        brand_name=brand.name,
         key_benefits=tuple(product.key_benefits),
-        brand_colors=tuple(product.brand_colors or (brand.colors if brand else [])),
+        brand_colors=tuple(product.brand_colors or brand.colors),
         hooks=tuple(product.hooks),
     )
     return brief, product

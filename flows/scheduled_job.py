@@ -225,32 +225,7 @@ async def _record_and_run(
     slots are granted by the time its task runs start. A run that waits out a jitter opens them
     after its sleep (no slot is held through it); a skipped run hands them back unused.
     """
-    if run_trigger(flow_run) == "schedule" and job.jitter_seconds:
-        return await _record_then_run(job, params, flow_run, inputs, slots=None)
-    async with provider_slots_ahead(
-        inputs, requests=_planned_requests(job, params), concurrency=params.template_concurrency
-    ) as slots:
-        return await _record_then_run(job, params, flow_run, inputs, slots=slots)
-
-
-def _planned_requests(job: ScheduledJob, params: JobParameters) -> int:
-    """The provider requests a run of `job` plans: its templates × variations (at least one)."""
-    templates = (
-        (job.template_count or 1) if job.template_mode == "unused" else len(job.template_ids or [])
-    )
-    return max(templates, 1) * params.ad.variations
-
-
-async def _record_then_run(
-    job: ScheduledJob,
-    params: JobParameters,
-    flow_run: FlowRun,
-    inputs: asyncio.Future[RunInputs],
-    *,
-    slots: asyncio.Future[ProviderSlots] | None,
-) -> JobRunSummary | State:
-    slot_time = scheduled_time(flow_run)
-    when = (slot_time or utcnow()).astimezone(_zone(job.timezone))
+    when = (scheduled_time(flow_run) or utcnow()).astimezone(_zone(job.timezone))
     run_name = f"{job.name} · {when:%Y-%m-%d %H:%M %Z}"
     # Cosmetic: sent once the run's templates are claimed (the server is busiest with the run's
     # start before that), or at the run's end when it never gets that far.
@@ -264,11 +239,29 @@ async def _record_then_run(
         )
     )
     try:
-        return await _record_and_decide(
-            job, params, flow_run, inputs, slots=slots, run_name=run_name, renaming=renaming
-        )
+        async with contextlib.AsyncExitStack() as stack:
+            slots = None
+            if not (run_trigger(flow_run) == "schedule" and job.jitter_seconds):
+                slots = await stack.enter_async_context(_slots_for(job, params, inputs))
+            return await _record_and_decide(
+                job, params, flow_run, inputs, slots=slots, run_name=run_name, renaming=renaming
+            )
     finally:
         await renaming.finish()  # never raises (a failed rename is logged)
+
+
+def _slots_for(
+    job: ScheduledJob, params: JobParameters, inputs: asyncio.Future[RunInputs]
+) -> contextlib.AbstractAsyncContextManager[asyncio.Future[ProviderSlots]]:
+    """`provider_slots_ahead` for a run of `job`: its templates × variations requests."""
+    templates = (
+        (job.template_count or 1) if job.template_mode == "unused" else len(job.template_ids or [])
+    )
+    return provider_slots_ahead(
+        inputs,
+        requests=max(templates, 1) * params.ad.variations,
+        concurrency=params.template_concurrency,
+    )
 
 
 class _Renaming:
@@ -378,7 +371,9 @@ async def _claim_and_make_ads(
         count=job.template_count or 1,
         when_exhausted=job.exhausted_policy,
     )
-    if slots is not None:
+    async with contextlib.AsyncExitStack() as stack:
+        if slots is None:  # after a jitter: the slots open now, while the templates are claimed
+            slots = await stack.enter_async_context(_slots_for(job, params, inputs))
         return await _claim_and_generate(
             job,
             params,
@@ -387,20 +382,6 @@ async def _claim_and_make_ads(
             inputs=inputs,
             choice=choice,
             slots=slots,
-            renaming=renaming,
-        )
-    # After a jitter: the slots open now, while the templates are claimed.
-    async with provider_slots_ahead(
-        inputs, requests=_planned_requests(job, params), concurrency=params.template_concurrency
-    ) as opened:
-        return await _claim_and_generate(
-            job,
-            params,
-            flow_run_id,
-            job_run_id,
-            inputs=inputs,
-            choice=choice,
-            slots=opened,
             renaming=renaming,
         )
 

@@ -148,7 +148,7 @@ async def undelete_job(session: AsyncSession, job_id: uuid.UUID) -> None:
 
 
 async def product_with_brand(
-    session: AsyncSession, tenant_id: uuid.UUID, product_id: uuid.UUID
+    session: AsyncSession, tenant_id: uuid.UUID | None, product_id: uuid.UUID
 ) -> tuple[Product, Brand] | None:
     """The tenant's product and its brand, or None."""
     row = (
