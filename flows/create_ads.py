@@ -58,7 +58,8 @@ async def create_ads(  # noqa: PLR0917 - a flow's parameters are its UI form
         return Failed(message=f"unused_count must be between 1 and 100, got {unused_count}")
     if not 1 <= concurrency <= 32:
         return Failed(message=f"concurrency must be between 1 and 32, got {concurrency}")
-    chosen = await select_templates(
+    ad = ad or AdParameters()
+    opened = await select_templates(
         TemplateChoice(
             tenant_id=tenant_id,
             product_id=product_id,
@@ -66,8 +67,10 @@ async def create_ads(  # noqa: PLR0917 - a flow's parameters are its UI form
             names=templates or None,
             count=unused_count or 1,
             when_exhausted=when_exhausted,
+            ad=ad,
         )
     )
+    chosen = [ticket.template for ticket in opened]
     if not chosen:
         return Failed(message="no unused template is left for this product")
     plan = RunPlan(
@@ -75,7 +78,8 @@ async def create_ads(  # noqa: PLR0917 - a flow's parameters are its UI form
         product_id=product_id,
         flow_run_id=flow_run.id,
         templates=chosen,
-        ad=ad or AdParameters(),
+        opened=opened,
+        ad=ad,
         export=export or ExportSettings(),
         concurrency=concurrency,
     )

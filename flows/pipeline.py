@@ -1,6 +1,6 @@
 """The tasks both ad flows share, as the design card names them (each run's task list shows them):
 
-- `select-templates`: claim the run's templates (`select_templates`);
+- `select-templates`: claim the run's templates and open their ad runs (`select_templates`);
 - `generate-ad-run`, one per template, its task run named by the template: N variations made
   and stored (`generate_ad_run`);
 - `record-template-usage`, for the ad runs as they finish: the ads, the ad runs' outcomes and
@@ -36,14 +36,14 @@ from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 from contextlib import AsyncExitStack, asynccontextmanager
 from dataclasses import dataclass, field
 from datetime import datetime
-from typing import Any, TypeVar, cast
+from typing import Any, Protocol, TypeVar, cast
 
 import sqlalchemy as sa
 from prefect import get_run_logger, task
 from prefect.cache_policies import NO_CACHE
 from prefect.client.orchestration import get_client
 from prefect.utilities.annotations import quote
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, model_validator
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from blocks.generators.base import (
@@ -108,7 +108,8 @@ class AdRunOutcome(BaseModel):
 
 
 class TemplateChoice(BaseModel):
-    """Which templates a run claims: `names` (specific or uploaded), else `count` unused ones."""
+    """Which templates a run claims: `names` (specific or uploaded), else `count` unused ones;
+    and what the ad runs opened for them carry (`ad`, and the job and job run, if any)."""
 
     tenant_id: uuid.UUID
     product_id: uuid.UUID
@@ -116,6 +117,19 @@ class TemplateChoice(BaseModel):
     names: list[str] | None = None
     count: int = Field(default=1, ge=1)
     when_exhausted: ExhaustedPolicy = "recycle"
+    ad: AdParameters = Field(default_factory=AdParameters)
+    job_id: uuid.UUID | None = None
+    job_run_id: uuid.UUID | None = None
+
+
+class AdRunTicket(BaseModel):
+    """One template's ad run, created up front (status pending) with what it needs."""
+
+    ad_run_id: uuid.UUID
+    template: str
+    width: int = 1080
+    height: int = 1080
+    copy_text: str = ""
 
 
 class RunPlan(BaseModel):
@@ -135,6 +149,15 @@ class RunPlan(BaseModel):
     #: For templates claimed in `unused` mode: claim an unused replacement for each template
     #: set aside (never for `specific` templates, which a person named).
     replace_set_aside: bool = False
+    #: The ad runs `select_templates` opened, one per template in order (empty: `make_ads`
+    #: opens them).
+    opened: list[AdRunTicket] = Field(default_factory=list)
+
+    @model_validator(mode="after")
+    def _opened_match_templates(self) -> RunPlan:
+        if self.opened and [t.template for t in self.opened] != self.templates:
+            raise ValueError("opened ad runs must be the plan's templates, in order")
+        return self
 
 
 class PipelineResult(BaseModel):
@@ -254,6 +277,18 @@ class RunResources:
     #: Templates generated so far in this run, and provider rejections set aside so far.
     successes: int = 0
     rejections_set_aside: int = 0
+    #: Called once, when the run's first provider request holds its slot (see `make_ads`).
+    on_first_request: Callable[[], None] | None = None
+
+    @asynccontextmanager
+    async def slot(self) -> AsyncIterator[None]:
+        """One provider request's slot (`ProviderSlots.slot`); the run's first one held also
+        calls `on_first_request`."""
+        async with self.slots.slot():
+            if self.on_first_request is not None:
+                first, self.on_first_request = self.on_first_request, None
+                first()
+            yield
 
     async def template_bytes(self, template: str) -> bytes:
         """The template's file, checked to be a readable image (see `read_template`)."""
@@ -280,63 +315,74 @@ class RunResources:
         return True
 
 
-class AdRunTicket(BaseModel):
-    """One template's ad run, created up front (status pending) with what it needs."""
+class _AdRunSource(Protocol):
+    """What an ad run's row takes from its run (a `TemplateChoice` or a `RunPlan`)."""
 
-    ad_run_id: uuid.UUID
-    template: str
-    width: int = 1080
-    height: int = 1080
-    copy_text: str = ""
+    tenant_id: uuid.UUID
+    product_id: uuid.UUID
+    flow_run_id: uuid.UUID
+    ad: AdParameters
+    job_id: uuid.UUID | None
+    job_run_id: uuid.UUID | None
 
 
-async def create_ad_runs(plan: RunPlan) -> list[AdRunTicket]:
-    """Create every ad run of the plan in one transaction (pending), in template order."""
-    async with session_scope() as session:
-        catalog = {
-            t.storage_name: t
-            for t in (
-                await session.scalars(
-                    sa.select(AdTemplate).where(
-                        AdTemplate.tenant_id == plan.tenant_id,
-                        AdTemplate.storage_name.in_(plan.templates),
-                    )
-                )
-            ).all()
-        }
-        tickets = []
-        for template in plan.templates:
-            row = catalog.get(template)
-            ad_run = AdRun(
-                id=uuid.uuid4(),
-                tenant_id=plan.tenant_id,
-                product_id=plan.product_id,
-                template_storage_name=template,
-                scheduled_job_id=plan.job_id,
-                scheduled_job_run_id=plan.job_run_id,
-                flow_run_id=plan.flow_run_id,
-                status="pending",
-                parameters=plan.ad.model_dump(mode="json"),
-            )
-            session.add(ad_run)
-            tickets.append(
-                AdRunTicket(
-                    ad_run_id=ad_run.id,
-                    template=template,
-                    width=row.width if row else 1080,
-                    height=row.height if row else 1080,
-                    copy_text=row.name if row else "",
+async def open_ad_runs(
+    session: AsyncSession, source: _AdRunSource, templates: list[str]
+) -> list[AdRunTicket]:
+    """Create one pending ad run per template in `session` (two statements), in template order."""
+    catalog = {
+        t.storage_name: t
+        for t in (
+            await session.scalars(
+                sa.select(AdTemplate).where(
+                    AdTemplate.tenant_id == source.tenant_id,
+                    AdTemplate.storage_name.in_(templates),
                 )
             )
+        ).all()
+    }
+    parameters = source.ad.model_dump(mode="json")
+    tickets = []
+    for template in templates:
+        row = catalog.get(template)
+        ad_run = AdRun(
+            id=uuid.uuid4(),
+            tenant_id=source.tenant_id,
+            product_id=source.product_id,
+            template_storage_name=template,
+            scheduled_job_id=source.job_id,
+            scheduled_job_run_id=source.job_run_id,
+            flow_run_id=source.flow_run_id,
+            status="pending",
+            parameters=parameters,
+        )
+        session.add(ad_run)
+        tickets.append(
+            AdRunTicket(
+                ad_run_id=ad_run.id,
+                template=template,
+                width=row.width if row else 1080,
+                height=row.height if row else 1080,
+                copy_text=row.name if row else "",
+            )
+        )
     return tickets
 
 
+async def create_ad_runs(plan: RunPlan) -> list[AdRunTicket]:
+    """Open every ad run of the plan in one transaction (pending), in template order."""
+    async with session_scope() as session:
+        return await open_ad_runs(session, plan, plan.templates)
+
+
 @task(name="select-templates", cache_policy=NO_CACHE, task_run_name="select-templates")
-async def select_templates(choice: TemplateChoice) -> list[str]:
-    """Claim the run's templates: `count` unused ones, or the named ones (in that order).
+async def select_templates(choice: TemplateChoice) -> list[AdRunTicket]:
+    """Claim the run's templates (`count` unused ones, or the named ones, in that order) and
+    open their ad runs (pending), in one transaction; returns the ad runs, in template order.
 
     Unused templates are claimed for the run (no other run in flight picks them); a claim is
-    confirmed by `record_template_usage` or released when its template fails.
+    confirmed by `record_template_usage` or released when its template fails. The ad runs are
+    opened here, not after the task: the run's generations start as soon as it returns.
 
     Raises:
         TemplatesExhaustedError: None is left and the policy is `fail`.
@@ -344,21 +390,23 @@ async def select_templates(choice: TemplateChoice) -> list[str]:
     """
     async with session_scope() as session:
         if choice.names is not None:
-            return await claim_specific_templates(
+            templates = await claim_specific_templates(
                 session,
                 tenant_id=choice.tenant_id,
                 product_id=choice.product_id,
                 names=choice.names,
             )
-        claim = await claim_unused_templates(
-            session,
-            tenant_id=choice.tenant_id,
-            product_id=choice.product_id,
-            flow_run_id=choice.flow_run_id,
-            count=choice.count,
-            when_exhausted=choice.when_exhausted,
-        )
-        return claim.templates
+        else:
+            claim = await claim_unused_templates(
+                session,
+                tenant_id=choice.tenant_id,
+                product_id=choice.product_id,
+                flow_run_id=choice.flow_run_id,
+                count=choice.count,
+                when_exhausted=choice.when_exhausted,
+            )
+            templates = claim.templates
+        return await open_ad_runs(session, choice, templates) if templates else []
 
 
 @task(name="generate-ad-run", cache_policy=NO_CACHE, task_run_name="generate {ticket.template}")
@@ -567,7 +615,7 @@ async def _generate(plan: RunPlan, ticket: AdRunTicket, res: RunResources) -> Ge
             try:
                 # Retryable provider errors (429, 5xx) are retried, each attempt in a slot.
                 async with res.generating:
-                    image = await generate_with_retries(res.generator, request, slot=res.slots.slot)
+                    image = await generate_with_retries(res.generator, request, slot=res.slot)
             finally:
                 res.slots.done()
                 attempted += 1
@@ -836,6 +884,7 @@ async def make_ads(
     inputs: Awaitable[RunInputs] | None = None,
     slots: Awaitable[ProviderSlots] | None = None,
     on_generated: Callable[[list[AdRunOutcome]], Awaitable[None]] | None = None,
+    on_first_request: Callable[[], None] | None = None,
 ) -> PipelineResult:
     """Generate, record and export the ads of one run (the core both flows share).
 
@@ -847,13 +896,24 @@ async def make_ads(
             them here. Either way they are handed back once the last template is recorded.
         on_generated: Awaited with the outcomes once every template is recorded, alongside the
             export (e.g. the run's artifact, which does not depend on the export).
+        on_first_request: Called once, when the run's first provider request holds its slot:
+            the run's start-up round trips are over and its first answer is being waited for,
+            the moment for API calls the run does not wait on (e.g. its rename). Not called
+            when the run makes no request.
 
     Whatever it raises, the run's unfinished ad runs are failed with the reason and its claims
     released first (nothing stays pending or claimed behind an exception).
     """
     try:
         async with AsyncExitStack() as stack:
-            return await _make_ads(plan, stack, inputs, slots, on_generated)
+            return await _make_ads(
+                plan,
+                stack,
+                inputs=inputs,
+                opening=slots,
+                on_generated=on_generated,
+                on_first_request=on_first_request,
+            )
     except BaseException as exc:
         await settle_after(plan.flow_run_id, exc)
         raise
@@ -862,9 +922,11 @@ async def make_ads(
 async def _make_ads(
     plan: RunPlan,
     stack: AsyncExitStack,
+    *,
     inputs: Awaitable[RunInputs] | None,
     opening: Awaitable[ProviderSlots] | None,
     on_generated: Callable[[list[AdRunOutcome]], Awaitable[None]] | None,
+    on_first_request: Callable[[], None] | None,
 ) -> PipelineResult:
     logger = get_run_logger()
     total = len(plan.templates)
@@ -903,7 +965,10 @@ async def _make_ads(
 
     # The ad runs' rows do not depend on the rest: all at once. Every part is awaited even
     # when one fails, so no ad run is created after the failure has been cleaned up.
-    loaded = await asyncio.gather(take_slots(), create_ad_runs(plan), return_exceptions=True)
+    async def open_runs() -> list[AdRunTicket]:
+        return plan.opened or await create_ad_runs(plan)
+
+    loaded = await asyncio.gather(take_slots(), open_runs(), return_exceptions=True)
     for part in loaded:
         if isinstance(part, BaseException):
             raise part
@@ -921,6 +986,7 @@ async def _make_ads(
         generating=asyncio.Semaphore(plan.concurrency),
         open_runs=asyncio.Semaphore(2 * plan.concurrency),
         prefetched=prefetched,
+        on_first_request=on_first_request,
     )
     # What every task of the run shares, passed without Prefect walking it for futures on each
     # call (the plan lists every template: walking it per task made a run quadratic).
@@ -1019,12 +1085,11 @@ async def _claim_replacement(plan: RunPlan) -> AdRunTicket | None:
                 count=1,
                 when_exhausted="skip",
             )
+            if not claim.templates:
+                return None
+            return (await open_ad_runs(session, plan, claim.templates))[0]
     except TemplatesExhaustedError:
         return None
-    if not claim.templates:
-        return None
-    tickets = await create_ad_runs(plan.model_copy(update={"templates": claim.templates}))
-    return tickets[0]
 
 
 async def _load_storage() -> AdStorage:

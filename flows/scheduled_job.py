@@ -227,8 +227,9 @@ async def _record_and_run(
     """
     when = (scheduled_time(flow_run) or utcnow()).astimezone(_zone(job.timezone))
     run_name = f"{job.name} · {when:%Y-%m-%d %H:%M %Z}"
-    # Cosmetic: sent once the run's templates are claimed (the server is busiest with the run's
-    # start before that), or at the run's end when it never gets that far.
+    # Cosmetic: sent once the run's first provider request holds its slot (the run's start-up
+    # round trips are over; the server, busiest with them before, is idle while the provider
+    # answers), or at the run's end when it never gets that far.
     renaming = _Renaming(
         lambda: rename_flow_run(
             flow_run.id,
@@ -370,6 +371,9 @@ async def _claim_and_make_ads(
         names=None if job.template_mode == "unused" else list(job.template_ids or []),
         count=job.template_count or 1,
         when_exhausted=job.exhausted_policy,
+        ad=params.ad,
+        job_id=job.id,
+        job_run_id=job_run_id,
     )
     async with contextlib.AsyncExitStack() as stack:
         if slots is None:  # after a jitter: the slots open now, while the templates are claimed
@@ -399,10 +403,10 @@ async def _claim_and_generate(
 ) -> JobRunSummary | State:
     logger = get_run_logger()
     try:
-        templates = await select_templates(choice)
+        opened = await select_templates(choice)
     except TemplatesExhaustedError as exc:
         return Failed(message=str(exc))
-    renaming.start()
+    templates = [ticket.template for ticket in opened]
     if not templates:
         why = (
             "no unused template is left for this product and the job's policy is 'skip'"
@@ -418,6 +422,7 @@ async def _claim_and_generate(
         product_id=job.product_id,
         flow_run_id=flow_run_id,
         templates=templates,
+        opened=opened,
         ad=params.ad,
         export=held_export(params),  # approval hook: nothing is exported before the decision
         job_id=job.id,
@@ -442,7 +447,13 @@ async def _claim_and_generate(
 
     beat = asyncio.create_task(_heartbeat(job_run_id))
     try:
-        result = await make_ads(plan, inputs=inputs, slots=slots, on_generated=after_generation)
+        result = await make_ads(
+            plan,
+            inputs=inputs,
+            slots=slots,
+            on_generated=after_generation,
+            on_first_request=renaming.start,
+        )
     finally:
         beat.cancel()
     outcome = await _finish(job, flow_run_id, job_run_id, result, recorded=recorded)

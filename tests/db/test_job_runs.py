@@ -362,3 +362,47 @@ async def test_a_cron_prefect_rejects_is_reported_not_raised(db_url, tenant_id) 
     assert state.schedule_problem is not None
     assert "'Mars/Olympus'" in state.schedule_problem
     assert "unknown time zone 'Mars/Olympus'" in state.schedule_problem
+
+
+async def test_a_run_start_and_summary_look_no_type_up_on_a_new_connection(
+    pg_database_url, tenant_id, monkeypatch
+) -> None:
+    """`ad_run_ids` travels as TEXT[]: asyncpg looks `UUID[]` up on every new connection (three
+    catalog queries, 12-20 ms), and a flow run's connections are all new. Stored as UUID[]."""
+    import asyncpg
+
+    from db.session import dispose_engines
+
+    job = await _job(pg_database_url, tenant_id)
+    looked_up: list[object] = []
+    introspect = asyncpg.connection.Connection._introspect_types
+
+    async def spy(self, *args, **kwargs):
+        looked_up.append(args[0])
+        return await introspect(self, *args, **kwargs)
+
+    await dispose_engines()  # the run's first connection, as in a fresh flow-run process
+    monkeypatch.setattr(asyncpg.connection.Connection, "_introspect_types", spy)
+    flow_run_id, ad_runs = uuid.uuid4(), [uuid.uuid4(), uuid.uuid4()]
+    row, _ = await _start_run(pg_database_url, _start(job, flow_run_id))
+    async with session_scope(pg_database_url) as s:
+        await record_run_summary(
+            s,
+            row.id,
+            JobRunEvent(
+                flow_run_id=flow_run_id,
+                scheduled_job_id=job.id,
+                status="running",
+                ad_run_ids=ad_runs,
+                templates_used=["a.png"],
+            ),
+        )
+    (stored,) = await _rows(pg_database_url, job.id)
+    assert stored.ad_run_ids == ad_runs
+    assert looked_up == []
+    async with session_scope(pg_database_url) as s:
+        kind = await s.scalar(
+            sa.text("SELECT pg_typeof(ad_run_ids)::text FROM scheduled_job_runs WHERE id = :id"),
+            {"id": row.id},
+        )
+    assert kind == "uuid[]"
