@@ -1020,9 +1020,12 @@ async def _make_ads(
         resources.slots.done(-plan.ad.variations)
         return [outcome, *await one(replacement, replaces=ticket.template)]
 
+    # One line for the run's templates and how they run (every line is rendered to the
+    # process's console as well as sent to the API, while the run's first requests wait).
     logger.info(
-        "generating %d templates, %d variations each, %d at a time",
+        "generating %d templates (%s), %d variations each, %d at a time",
         total,
+        ", ".join(plan.templates),
         plan.ad.variations,
         plan.concurrency,
     )

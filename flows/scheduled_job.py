@@ -401,7 +401,6 @@ async def _claim_and_generate(
     slots: asyncio.Future[ProviderSlots],
     renaming: _Renaming,
 ) -> JobRunSummary | State:
-    logger = get_run_logger()
     try:
         opened = await select_templates(choice)
     except TemplatesExhaustedError as exc:
@@ -415,7 +414,6 @@ async def _claim_and_generate(
             "another run, or none is active (see `ad-scheduler templates list --inactive`)"
         )
         return await _skip(job, flow_run_id, "no_templates", why)
-    logger.info("templates for this run: %s", ", ".join(templates))
 
     plan = RunPlan(
         tenant_id=job.tenant_id,

@@ -167,6 +167,10 @@ def local_prefect_server(
         yield api_url
 
 
+#: One CA certificate: the bundle of `TUNED_WORKER_ENV`'s workers (see there).
+LOOPBACK_CA_BUNDLE = Path(__file__).with_name("loopback_ca.pem")
+
+
 #: The worker's `--limit` (flow runs in flight at once, prefetched ones included) for `make
 #: run`, `ad-scheduler up`, the demo and the Dockerfile's worker: a few per core. A burst is
 #: CPU-bound (each flow-run process spends seconds of CPU starting), so more slots than that
@@ -194,8 +198,18 @@ def worker_args(pool: str, limit: int | None = DEFAULT_WORKER_LIMIT) -> list[str
 #: once. In a burst of 100 at `--limit 20` on a loaded 2-core machine the worker's submission of 9
 #: runs still got 503 after five retries, and Prefect marked them Crashed without running them.
 #: Seven retries wait up to ~4 minutes (the worker and its flow-run processes, which inherit it).
+#:
+#: `PREFECT_API_SSL_CERT_FILE` (`LOOPBACK_CA_BUNDLE`, for these workers only: every one talks to
+#: a plain-http server on 127.0.0.1): Prefect 3.9 builds a verifying SSL context for every API
+#: client it creates, loading that file or, unset, certifi's ~150 certificates: ~17 ms of CPU
+#: each, uncontended. A flow-run process creates three as its run starts (the result store's,
+#: the events worker's, the deployment concurrency lease's), on the cores the run's own start
+#: needs: 60 ms off a scheduled run's duration here, measured in interleaved rounds of
+#: bench/e2e.py (docs/scaling.md, session 9). Over http no certificate is checked, and one loads
+#: in ~1 ms. (Upstream: PrefectHQ/prefect#19106, a context shared by every client.)
 TUNED_WORKER_ENV = {
     "PREFECT_WORKER_QUERY_SECONDS": "1",
     "PREFECT_WORKER_PREFETCH_SECONDS": "30",
     "PREFECT_CLIENT_MAX_RETRIES": "7",
+    "PREFECT_API_SSL_CERT_FILE": str(LOOPBACK_CA_BUNDLE),
 }

@@ -96,3 +96,30 @@ def test_provider_clients_share_one_tls_context() -> None:
         # The context the client's connection pool wraps its sockets with.
         contexts.add(id(client._transport._pool._ssl_context))  # type: ignore[attr-defined]
     assert contexts == {id(shared_ssl_context())}
+
+
+def test_a_tuned_worker_s_flow_runs_load_one_ca_certificate_per_prefect_client() -> None:
+    """`TUNED_WORKER_ENV` (plain-http servers on 127.0.0.1) names `LOOPBACK_CA_BUNDLE`: every
+    Prefect client a flow-run process creates loads that one certificate, not certifi's ~150."""
+    from scheduler.local_prefect import LOOPBACK_CA_BUNDLE, TUNED_WORKER_ENV
+
+    assert TUNED_WORKER_ENV["PREFECT_API_SSL_CERT_FILE"] == str(LOOPBACK_CA_BUNDLE)
+    seen = _fresh(
+        "import json, ssl\n"
+        "made = []\n"
+        "create = ssl.create_default_context\n"
+        "def spy(*args, **kwargs):\n"
+        "    context = create(*args, **kwargs)\n"
+        "    made.append([kwargs.get('cafile'), context.cert_store_stats()['x509_ca']])\n"
+        "    return context\n"
+        "ssl.create_default_context = spy\n"
+        "from prefect.client.orchestration import get_client\n"
+        "made.clear()  # contexts made by imports (not API clients)\n"
+        "get_client(sync_client=True)\n"
+        "get_client()\n"
+        "print(json.dumps({'made': made}))\n",
+        PREFECT_API_URL="http://127.0.0.1:9/api",
+        PREFECT_HOME="/tmp/ad-scheduler-prep/prefect",
+        PREFECT_API_SSL_CERT_FILE=TUNED_WORKER_ENV["PREFECT_API_SSL_CERT_FILE"],
+    )
+    assert seen["made"] == [[str(LOOPBACK_CA_BUNDLE), 1], [str(LOOPBACK_CA_BUNDLE), 1]]
