@@ -649,6 +649,12 @@ def run_backend(backend: str, args: argparse.Namespace) -> dict[str, Any]:
             return {"single": single, "burst": many}
 
         result = asyncio.run(measure())
+        # This process's own events (the SDK's board artifacts) go to this backend's server
+        # before it stops: left queued, the events worker retried the stopped server through the
+        # next backend's measurements and held the process open at exit.
+        from prefect.events.worker import EventsWorker
+
+        EventsWorker.drain_all(timeout=30, at_exit=False)
         result["rss_mb"] = {
             "worker_peak": round(rss.worker_kb / 1024, 1),
             "flow_run_peak_ours": round(

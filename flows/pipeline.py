@@ -277,18 +277,26 @@ class RunResources:
     #: Templates generated so far in this run, and provider rejections set aside so far.
     successes: int = 0
     rejections_set_aside: int = 0
-    #: Called once, when the run's first provider request holds its slot (see `make_ads`).
-    on_first_request: Callable[[], None] | None = None
+    #: Called once, when the run's first wave of provider requests (`first_wave` of them) holds
+    #: its slots (see `make_ads`).
+    on_first_wave: Callable[[], None] | None = None
+    first_wave: int = 1
+    #: Provider requests holding a slot now.
+    in_flight: int = 0
 
     @asynccontextmanager
     async def slot(self) -> AsyncIterator[None]:
-        """One provider request's slot (`ProviderSlots.slot`); the run's first one held also
-        calls `on_first_request`."""
+        """One provider request's slot (`ProviderSlots.slot`); the request that completes the
+        run's first wave also calls `on_first_wave`."""
         async with self.slots.slot():
-            if self.on_first_request is not None:
-                first, self.on_first_request = self.on_first_request, None
-                first()
-            yield
+            self.in_flight += 1
+            try:
+                if self.on_first_wave is not None and self.in_flight >= self.first_wave:
+                    first, self.on_first_wave = self.on_first_wave, None
+                    first()
+                yield
+            finally:
+                self.in_flight -= 1
 
     async def template_bytes(self, template: str) -> bytes:
         """The template's file, checked to be a readable image (see `read_template`)."""
@@ -884,7 +892,7 @@ async def make_ads(
     inputs: Awaitable[RunInputs] | None = None,
     slots: Awaitable[ProviderSlots] | None = None,
     on_generated: Callable[[list[AdRunOutcome]], Awaitable[None]] | None = None,
-    on_first_request: Callable[[], None] | None = None,
+    on_first_wave: Callable[[], None] | None = None,
 ) -> PipelineResult:
     """Generate, record and export the ads of one run (the core both flows share).
 
@@ -896,10 +904,11 @@ async def make_ads(
             them here. Either way they are handed back once the last template is recorded.
         on_generated: Awaited with the outcomes once every template is recorded, alongside the
             export (e.g. the run's artifact, which does not depend on the export).
-        on_first_request: Called once, when the run's first provider request holds its slot:
-            the run's start-up round trips are over and its first answer is being waited for,
-            the moment for API calls the run does not wait on (e.g. its rename). Not called
-            when the run makes no request.
+        on_first_wave: Called once, when the run's first wave of provider requests (as many
+            as it makes at once) holds its slots: the run's start-up round trips and task-run
+            starts are over and its answers are being waited for, the moment for API calls the
+            run does not wait on (e.g. its rename). Not called when no wave fills (the run made
+            fewer requests at once, e.g. its templates failed first).
 
     Whatever it raises, the run's unfinished ad runs are failed with the reason and its claims
     released first (nothing stays pending or claimed behind an exception).
@@ -912,7 +921,7 @@ async def make_ads(
                 inputs=inputs,
                 opening=slots,
                 on_generated=on_generated,
-                on_first_request=on_first_request,
+                on_first_wave=on_first_wave,
             )
     except BaseException as exc:
         await settle_after(plan.flow_run_id, exc)
@@ -926,7 +935,7 @@ async def _make_ads(
     inputs: Awaitable[RunInputs] | None,
     opening: Awaitable[ProviderSlots] | None,
     on_generated: Callable[[list[AdRunOutcome]], Awaitable[None]] | None,
-    on_first_request: Callable[[], None] | None,
+    on_first_wave: Callable[[], None] | None,
 ) -> PipelineResult:
     logger = get_run_logger()
     total = len(plan.templates)
@@ -986,7 +995,9 @@ async def _make_ads(
         generating=asyncio.Semaphore(plan.concurrency),
         open_runs=asyncio.Semaphore(2 * plan.concurrency),
         prefetched=prefetched,
-        on_first_request=on_first_request,
+        on_first_wave=on_first_wave,
+        # A template's variations go one after another: at most one request per template.
+        first_wave=min(plan.concurrency, total),
     )
     # What every task of the run shares, passed without Prefect walking it for futures on each
     # call (the plan lists every template: walking it per task made a run quadratic).

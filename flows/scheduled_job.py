@@ -227,9 +227,9 @@ async def _record_and_run(
     """
     when = (scheduled_time(flow_run) or utcnow()).astimezone(_zone(job.timezone))
     run_name = f"{job.name} · {when:%Y-%m-%d %H:%M %Z}"
-    # Cosmetic: sent once the run's first provider request holds its slot (the run's start-up
-    # round trips are over; the server, busiest with them before, is idle while the provider
-    # answers), or at the run's end when it never gets that far.
+    # Cosmetic: sent once the run's first wave of provider requests is out (its start-up round
+    # trips and task-run starts are over; the server, busiest with them before, is idle while
+    # the provider answers), or at the run's end when it never gets that far.
     renaming = _Renaming(
         lambda: rename_flow_run(
             flow_run.id,
@@ -450,7 +450,7 @@ async def _claim_and_generate(
             inputs=inputs,
             slots=slots,
             on_generated=after_generation,
-            on_first_request=renaming.start,
+            on_first_wave=renaming.start,
         )
     finally:
         beat.cancel()

@@ -126,8 +126,13 @@ async def test_misfire_and_duplicate_slot_are_skipped_and_recorded(tenant_id) ->
         # The provider slots a run opens before it knows it will be skipped go back unused.
         limit = await client.read_global_concurrency_limit_by_name("ad-provider-local")
         assert limit.active_slots == 0
-        # A skipped run is renamed all the same (its rename waits for the run's end).
-        for flow_run_id in (stale.id, dup.state_details.flow_run_id):
+        # A run is renamed once its first wave of requests is out; a skipped run all the same
+        # (its rename waits for the run's end).
+        for flow_run_id in (
+            stale.id,
+            first.state_details.flow_run_id,
+            dup.state_details.flow_run_id,
+        ):
             named = await client.read_flow_run(flow_run_id)
             assert named.name.startswith(f"{job.name} · "), named.name
             assert f"job:{job.name}" in named.tags
