@@ -149,8 +149,8 @@ class RunPlan(BaseModel):
     #: For templates claimed in `unused` mode: claim an unused replacement for each template
     #: set aside (never for `specific` templates, which a person named).
     replace_set_aside: bool = False
-    #: The ad runs `select_templates` opened, one per template in order (empty: `make_ads`
-    #: opens them).
+    #: The ad runs `select_templates` opened, one per template in order (`make_ads` needs
+    #: them; a plan that is only exported, e.g. after an approval, has none).
     opened: list[AdRunTicket] = Field(default_factory=list)
 
     @model_validator(mode="after")
@@ -375,12 +375,6 @@ async def open_ad_runs(
             )
         )
     return tickets
-
-
-async def create_ad_runs(plan: RunPlan) -> list[AdRunTicket]:
-    """Open every ad run of the plan in one transaction (pending), in template order."""
-    async with session_scope() as session:
-        return await open_ad_runs(session, plan, plan.templates)
 
 
 @task(name="select-templates", cache_policy=NO_CACHE, task_run_name="select-templates")
@@ -897,7 +891,8 @@ async def make_ads(
     """Generate, record and export the ads of one run (the core both flows share).
 
     Args:
-        plan: The run's templates and parameters.
+        plan: The run's templates and parameters, and its ad runs (`RunPlan.opened`, from
+            `select_templates`; ValueError without them).
         inputs: `load_run_inputs` for the plan's product and generator, already started (a
             future); None loads them here.
         slots: The run's provider slots, already opening (`provider_slots_ahead`); None opens
@@ -939,6 +934,8 @@ async def _make_ads(
 ) -> PipelineResult:
     logger = get_run_logger()
     total = len(plan.templates)
+    if len(plan.opened) != total:
+        raise ValueError("make_ads needs the plan's ad runs, opened by select_templates")
     # A future: awaited here and by the slots' opening.
     inputs = asyncio.ensure_future(
         inputs
@@ -961,29 +958,12 @@ async def _make_ads(
     prefetched: dict[str, asyncio.Future[bytes]] = {}
     stack.push_async_callback(_stop_reads, prefetched)
 
-    async def take_slots() -> tuple[RunInputs, ProviderSlots]:
-        run_inputs = await inputs
-        for template in plan.templates[: 2 * plan.concurrency]:
-            prefetched[template] = asyncio.ensure_future(
-                read_template(run_inputs.storage, template)
-            )
-        slots = await opening
-        slot_stack.push_async_callback(slots.close)
-        slots.expect(total * plan.ad.variations)
-        return run_inputs, slots
-
-    # The ad runs' rows do not depend on the rest: all at once. Every part is awaited even
-    # when one fails, so no ad run is created after the failure has been cleaned up.
-    async def open_runs() -> list[AdRunTicket]:
-        return plan.opened or await create_ad_runs(plan)
-
-    loaded = await asyncio.gather(take_slots(), open_runs(), return_exceptions=True)
-    for part in loaded:
-        if isinstance(part, BaseException):
-            raise part
-    (run_inputs, slots), tickets = cast(
-        tuple[tuple[RunInputs, ProviderSlots], list[AdRunTicket]], tuple(loaded)
-    )
+    run_inputs = await inputs
+    for template in plan.templates[: 2 * plan.concurrency]:
+        prefetched[template] = asyncio.ensure_future(read_template(run_inputs.storage, template))
+    slots = await opening
+    slot_stack.push_async_callback(slots.close)
+    slots.expect(total * plan.ad.variations)
     generator, storage = run_inputs.generator, run_inputs.storage
     progress = ProgressReporter(total)
     resources = RunResources(
@@ -1040,7 +1020,7 @@ async def _make_ads(
         plan.ad.variations,
         plan.concurrency,
     )
-    running = [asyncio.ensure_future(one(t)) for t in tickets]
+    running = [asyncio.ensure_future(one(t)) for t in plan.opened]
     try:
         batches = await asyncio.gather(*running)
     except BaseException:
