@@ -29,17 +29,22 @@ async def test_a_connection_the_server_closed_is_replaced_at_checkout(
     ping = engine.dialect.do_ping
     engine.dialect.do_ping = lambda conn: pings.append(conn) or ping(conn)  # type: ignore[method-assign]
     event.listen(engine.sync_engine, "before_cursor_execute", lambda *a: statements.append(a[2]))
+    pooled: list[object] = []
+    event.listen(engine.sync_engine, "checkin", lambda dbapi, _record: pooled.append(dbapi))
     try:
         first = await _backend_pid(pg_database_url)
         admin = await asyncpg.connect(PG_ADMIN_DSN)
         try:
             assert await admin.fetchval("SELECT pg_terminate_backend($1)", first)
-            # Until the backend has exited (its socket closed); the round trips of this wait
-            # also let this loop read the server's goodbye on the pooled connection.
-            while await admin.fetchval(
-                "SELECT count(*) FROM pg_stat_activity WHERE pid = $1", first
-            ):
-                pass
+            # Until this loop has read the server's goodbye on the pooled connection: the round
+            # trips of this wait let it run. (The backend leaves pg_stat_activity before its
+            # socket is closed: on a loaded machine, waiting for that alone was too early.)
+            driver = pooled[-1].driver_connection  # type: ignore[attr-defined]
+            for _ in range(100_000):
+                if driver.is_closed():
+                    break
+                await admin.fetchval("SELECT 1")
+            assert driver.is_closed(), "the pooled connection never saw its backend end"
         finally:
             await admin.close()
         second = await _backend_pid(pg_database_url)
