@@ -434,10 +434,12 @@ def check_adoptable(conn: sa.Connection) -> list[str]:
             continue
         columns = _columns(conn, table.name)
         pk = [c for c in _constraints(conn, table.name) if c[1] == "p"]
-        if not pk or pk[0][2] != ["id"]:
+        wanted = [c.name for c in table.primary_key.columns]
+        if not pk or pk[0][2] != wanted:
+            key = ", ".join(wanted)
             problems.append(
-                f"{table.name}: needs a primary key on id (uuid); add one, e.g. "
-                f"ALTER TABLE {table.name} ADD PRIMARY KEY (id)"
+                f"{table.name}: needs a primary key on {key} (uuid); add one, e.g. "
+                f"ALTER TABLE {table.name} ADD PRIMARY KEY ({key})"
             )
         for column in table.columns:
             if column.name not in columns:

@@ -324,6 +324,11 @@ class GeneratedAd(Base):
     #: Approval (revision 0005): "approved"/"rejected" once decided; NULL when not reviewed.
     #: A rejected ad stays in storage and is never exported.
     review_status: Mapped[str | None] = mapped_column(sa.Text)
+    #: The job board's picture of this ad (revision 0007): a `data:image/jpeg;base64,…` URI of
+    #: at most `flows.thumbnails.BOARD_THUMBNAIL_MAX_BYTES`, made once (from the bytes the run
+    #: held, or read back the first time a board shows the ad) so that no board refresh decodes
+    #: full-size ads again. NULL until made.
+    board_thumbnail: Mapped[str | None] = mapped_column(sa.Text)
 
     ad_run: Mapped[AdRun] = relationship(back_populates="ads", lazy="raise")
 
@@ -394,3 +399,26 @@ class RunApproval(TimestampMixin, Base):
     decided_at: Mapped[datetime | None]
     #: When the approved ads were handed to the export step (exactly once).
     exported_at: Mapped[datetime | None]
+
+
+class JobBoardRefresh(Base):
+    """How far a tenant's job board is behind, and who is refreshing it (revision 0007).
+
+    Every change and every run asks for a refresh (`requested` goes up by one); one process at
+    a time holds the refresh (`holder` until `lease_until`) and publishes boards until what it
+    read covers every request (`published`). Requests that arrive meanwhile are folded into the
+    holder's next round instead of each re-reading and re-publishing the whole board: a burst of
+    a hundred runs of one tenant publishes a handful of boards, not a hundred.
+    """
+
+    __tablename__ = "job_board_refreshes"
+
+    tenant_id: Mapped[uuid.UUID] = mapped_column(primary_key=True)
+    #: Requests so far (a counter, not a time: no clock is compared across machines).
+    requested: Mapped[int] = mapped_column(sa.BigInteger, default=0, server_default="0")
+    #: The value of `requested` that the latest published board read covers.
+    published: Mapped[int] = mapped_column(sa.BigInteger, default=0, server_default="0")
+    #: The process refreshing the board now (a random token), or NULL.
+    holder: Mapped[uuid.UUID | None]
+    #: When the holder's claim lapses (a holder that died is replaced after this).
+    lease_until: Mapped[datetime | None]

@@ -21,7 +21,7 @@ from __future__ import annotations
 
 import logging
 import uuid
-from datetime import UTC, datetime, tzinfo
+from datetime import UTC, datetime, timedelta, tzinfo
 from typing import Any
 from zoneinfo import ZoneInfo
 
@@ -33,16 +33,21 @@ from db.queries.board import Board, BoardJob, BoardRun, read_board
 from domain import text as medium
 from flows.artifacts import ad_picture_cell, thumbnails_note
 from flows.pipeline import AdSummary
-from flows.thumbnails import Thumbnails, make_thumbnails
+from flows.thumbnails import (
+    BOARD_THUMBNAIL_MAX_BYTES,
+    BOARD_THUMBNAIL_WIDTH,
+    Thumbnails,
+    make_thumbnails,
+)
 
 logger = logging.getLogger(__name__)
 
-#: Longest side of a board thumbnail, in pixels.
-BOARD_THUMBNAIL_WIDTH = 64
-#: Largest data URI of one board thumbnail, in bytes (a 64 px JPEG is ~2-3 KB).
-BOARD_THUMBNAIL_MAX_BYTES = 8_000
 #: Largest total of thumbnail data URIs on one board, in bytes (~300 thumbnails of 64 px).
 BOARD_MAX_BYTES = 800_000
+#: Boards one holder of a tenant's refresh publishes before it hands the rest on.
+HOLDER_ROUNDS = 2
+#: How long a holder keeps the refresh without finishing a round (a dead holder's lapses).
+REFRESH_LEASE = timedelta(seconds=120)
 #: The whole reason a run failed is shown, up to this many characters (a safety bound only).
 REASON_MAX = 4_000
 
@@ -199,7 +204,8 @@ def render_board_markdown(
 async def refresh_job_board(
     tenant_id: uuid.UUID, storage: AdStorage | None = None, *, database_url: str | None = None
 ) -> uuid.UUID:
-    """Read the tenant's board and publish it as a new version of its key.
+    """Read the tenant's board and publish it as a new version of its key (now, uncoalesced:
+    callers that may run many at once use `request_job_board_refresh`).
 
     Args:
         tenant_id: Whose board.
@@ -220,14 +226,7 @@ async def refresh_job_board(
         board = await read_board(session, tenant_id)
     if storage is None:
         storage = await load_storage()
-    paths = [ad.storage_path for job in board.jobs for ad in job.latest_ads]
-    thumbs = await make_thumbnails(
-        storage,
-        paths,
-        size=BOARD_THUMBNAIL_WIDTH,
-        max_bytes=BOARD_THUMBNAIL_MAX_BYTES,
-        budget=BOARD_MAX_BYTES,
-    )
+    thumbs = await _board_pictures(board, storage, database_url=database_url)
     markdown = render_board_markdown(board, thumbs, storage=storage)
     async with get_client() as client:
         artifact = await client.create_artifact(
@@ -241,26 +240,194 @@ async def refresh_job_board(
     return artifact.id
 
 
+async def _board_pictures(
+    board: Board, storage: AdStorage, *, database_url: str | None
+) -> Thumbnails:
+    """The board's pictures within `BOARD_MAX_BYTES`: stored ones as they are; the others made
+    (from this process's thumbnails, else read back from storage) and stored for next time."""
+    shown = [ad for job in board.jobs for ad in job.latest_ads]
+    missing = [ad for ad in shown if ad.thumbnail is None]
+    made = Thumbnails(uris={})
+    if missing:
+        made = await make_thumbnails(
+            storage,
+            [ad.storage_path for ad in missing],
+            size=BOARD_THUMBNAIL_WIDTH,
+            max_bytes=BOARD_THUMBNAIL_MAX_BYTES,
+            budget=len(missing) * BOARD_THUMBNAIL_MAX_BYTES,
+        )
+        await _store_quietly(
+            {
+                ad.ad_id: made.uris[ad.storage_path]
+                for ad in missing
+                if ad.ad_id is not None and ad.storage_path in made.uris
+            },
+            database_url=database_url,
+        )
+    result = Thumbnails(uris={})
+    spent = 0
+    for ad in shown:
+        uri = ad.thumbnail or made.uris.get(ad.storage_path)
+        if uri is None:
+            result.unreadable += 1
+        elif spent + len(uri) > BOARD_MAX_BYTES:
+            result.over_budget += 1
+        else:
+            result.uris[ad.storage_path] = uri
+            spent += len(uri)
+    return result
+
+
+async def _store_quietly(pictures: dict[uuid.UUID, str], *, database_url: str | None) -> None:
+    """Store board pictures; a failure only costs making them again next time."""
+    from db.queries.board import save_board_thumbnails
+    from db.session import session_scope
+
+    if not pictures:
+        return
+    try:
+        async with session_scope(database_url) as session:
+            await save_board_thumbnails(session, pictures)
+    except Exception as exc:
+        logger.warning("board pictures not stored (%s)", type(exc).__name__)
+
+
+async def request_job_board_refresh(
+    tenant_id: uuid.UUID, *, database_url: str | None = None, storage: AdStorage | None = None
+) -> uuid.UUID | None:
+    """Ask for the tenant's board to be refreshed, and refresh it unless another process is.
+
+    Coalesced per tenant (`db.queries.board_refresh`): a caller that finds the refresh held
+    returns at once, and the holder's next round reads what this caller committed before
+    asking. A holder publishes at most `HOLDER_ROUNDS` boards, then hands the rest on to the
+    next request or to the reconciler's sweep (`refresh_boards_behind`): a run's process must
+    not stay behind refreshing boards while its worker slot waits.
+
+    Returns:
+        The id of the last board this call published, or None when it published none (another
+        process holds the refresh).
+
+    Raises:
+        Whatever reading the database or calling the Prefect API raises (the refresh is handed
+        on first).
+    """
+    from db.queries.board_refresh import ask_for_refresh, finish_round
+    from db.session import session_scope
+
+    holder = uuid.uuid4()
+    async with session_scope(database_url) as session:
+        turn = await ask_for_refresh(
+            session, tenant_id, holder, now=datetime.now(UTC), lease=REFRESH_LEASE
+        )
+    if not turn.holding:
+        return None
+    covered: int | None = None
+    wanted: int | None = turn.requested
+    artifact: uuid.UUID | None = None
+    try:
+        for _round in range(HOLDER_ROUNDS):
+            if wanted is None:
+                return artifact
+            artifact = await refresh_job_board(tenant_id, storage, database_url=database_url)
+            covered = wanted
+            async with session_scope(database_url) as session:
+                wanted = await finish_round(
+                    session, tenant_id, holder, covered, now=datetime.now(UTC), lease=REFRESH_LEASE
+                )
+        if wanted is None:
+            return artifact
+    except BaseException:
+        await _hand_on_quietly(tenant_id, holder, covered, database_url=database_url)
+        raise
+    await _hand_on_quietly(tenant_id, holder, covered, database_url=database_url)
+    return artifact
+
+
+async def _hand_on_quietly(
+    tenant_id: uuid.UUID, holder: uuid.UUID, covered: int | None, *, database_url: str | None
+) -> None:
+    from db.queries.board_refresh import hand_on
+    from db.session import session_scope
+
+    try:
+        async with session_scope(database_url) as session:
+            await hand_on(session, tenant_id, holder, covered)
+    except Exception as exc:  # the lease lapses by itself
+        logger.warning(
+            "job board refresh of tenant %s not handed on (%s)", tenant_id, type(exc).__name__
+        )
+
+
 async def refresh_job_board_quietly(
     tenant_id: uuid.UUID, *, database_url: str | None = None
 ) -> uuid.UUID | None:
-    """`refresh_job_board`, logging instead of raising: a board that could not be refreshed
-    must never fail the change or the run that asked for it (the next refresh catches up).
+    """`request_job_board_refresh`, logging instead of raising: a board that could not be
+    refreshed must never fail the change or the run that asked for it (the next refresh, or the
+    reconciler's sweep, catches up).
 
     Returns:
-        The new artifact's id, or None when the refresh failed (only the error's type is
-        logged: driver messages can carry connection details).
+        The new artifact's id, or None when this call published none (another process holds the
+        refresh) or the refresh failed (only the error's type is logged: driver messages can
+        carry connection details).
     """
     try:
-        return await refresh_job_board(tenant_id, database_url=database_url)
+        return await request_job_board_refresh(tenant_id, database_url=database_url)
     except Exception as exc:
         logger.warning("job board of tenant %s not refreshed (%s)", tenant_id, type(exc).__name__)
         return None
 
 
+async def refresh_boards_behind(
+    tenant_ids: list[uuid.UUID] | None = None, *, database_url: str | None = None
+) -> list[uuid.UUID]:
+    """Refresh every board that misses requests nobody is serving (a holder that handed on, or
+    died): the reconciler's sweep. `tenant_ids` limits it to those tenants' boards.
+
+    Returns:
+        The tenants whose board it asked to refresh.
+    """
+    from db.queries.board_refresh import boards_behind
+    from db.session import session_scope
+
+    async with session_scope(database_url) as session:
+        tenants = await boards_behind(session, now=datetime.now(UTC), tenant_ids=tenant_ids)
+    for tenant_id in tenants:
+        await refresh_job_board_quietly(tenant_id, database_url=database_url)
+    return tenants
+
+
+async def store_run_board_pictures(flow_run_id: uuid.UUID) -> int:
+    """Store the board pictures of the ads this flow run made, from the thumbnails this process
+    made while storing them (`flows.thumbnails.remember`): no ad is read back or decoded again.
+
+    Returns:
+        How many were stored. Never raises (a failure only costs making them later).
+    """
+    from db.queries.board import ads_without_board_thumbnail, save_board_thumbnails
+    from db.session import session_scope
+    from flows.thumbnails import remembered
+
+    try:
+        async with session_scope() as session:
+            ads = await ads_without_board_thumbnail(session, flow_run_id)
+            pictures = {}
+            for ad_id, path in ads.items():
+                uri = await remembered(path, BOARD_THUMBNAIL_WIDTH)
+                if uri is not None:
+                    pictures[ad_id] = uri
+            await save_board_thumbnails(session, pictures)
+        return len(pictures)
+    except Exception as exc:
+        logger.warning(
+            "board pictures of flow run %s not stored (%s)", flow_run_id, type(exc).__name__
+        )
+        return 0
+
+
 # Prefect calls hooks with keyword arguments: the names must be exactly these.
 async def refresh_board_after_run(flow: Any, flow_run: Any, state: Any) -> None:
-    """Final-state hook of `run-scheduled-job`: refresh the board of the run's job's tenant.
+    """Final-state hook of `run-scheduled-job`: store the run's board pictures, then ask for a
+    refresh of the board of the run's job's tenant (coalesced: `request_job_board_refresh`).
 
     Listed after the mirror hook (`flows.history.on_state_change`), so the board shows the
     run's final status. Never raises.
@@ -276,5 +443,6 @@ async def refresh_board_after_run(flow: Any, flow_run: Any, state: Any) -> None:
     except Exception as exc:
         logger.warning("job board not refreshed after run (%s)", type(exc).__name__)
         return
+    await store_run_board_pictures(flow_run.id)
     if tenant_id is not None:
         await refresh_job_board_quietly(tenant_id)

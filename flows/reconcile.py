@@ -14,7 +14,9 @@ import error), or for zombies (notes/PREFECT.md §3). This flow:
 4. finishes runs that ended before writing their summary: `ad_run_ids` and `templates_used` from
    their ad runs, deliveries left mid-send closed, completed ad runs exported to the channels
    they have no delivery for;
-5. re-derives the counters of every job it touched.
+5. re-derives the counters of every job it touched;
+6. takes in what people changed in the Prefect UI;
+7. refreshes the job boards that miss requests nobody is serving.
 
 Each run and each job is handled on its own: one that fails (a job row whose cron Prefect
 rejects, a run the API cannot read) is reported in `problems`, and the others proceed. Every step
@@ -42,7 +44,7 @@ from prefect.exceptions import ObjectNotFound
 from prefect.states import Crashed
 from pydantic import BaseModel, Field
 
-from db.models import ScheduledJobRun
+from db.models import ScheduledJob, ScheduledJobRun
 from db.queries.ad_runs import flow_runs_with_unfinished_ad_runs, unfinished_job_runs
 from db.queries.job_runs import derive_job_state, status_rank
 from db.queries.templates import runs_holding_claims
@@ -50,6 +52,7 @@ from db.session import session_scope
 from db.types import utcnow
 from domain.vocab import SCHEDULED_JOB_FLOW
 from flows.history import apply_job_status, event_for, mirror_flow_run
+from flows.job_board import refresh_boards_behind
 from flows.run_recovery import describe_failure, finish_job_run, settle_run_work
 from flows.ui_sync import sync_ui_changes
 
@@ -76,6 +79,7 @@ class ReconcileReport(BaseModel):
         runs_finished: Ended runs whose summary (ad runs, templates used) was written here.
         ad_runs_exported: Completed ad runs of such runs exported here.
         jobs_changed: Jobs whose status changed (completed or paused).
+        boards_refreshed: Tenants' job boards refreshed because they missed requests.
         problems: One line per run or job that could not be handled (the rest were).
     """
 
@@ -86,6 +90,7 @@ class ReconcileReport(BaseModel):
     runs_finished: int = 0
     ad_runs_exported: int = 0
     jobs_changed: int = 0
+    boards_refreshed: int = 0
     problems: list[str] = Field(default_factory=list)
 
 
@@ -265,6 +270,20 @@ async def reconcile_job_runs(
         report.problems.extend(p[:500] for p in taken.problems)
 
     await isolated("changes made in the Prefect UI", ui_changes)
+
+    # 7. job boards left behind (a holder that handed on at its round limit, or died): the run
+    #    or change that asked last did not publish, so the board would show an older state.
+    async def boards() -> None:
+        tenants: list[uuid.UUID] | None = None
+        if scope:
+            async with session_scope() as session:
+                owners = await session.scalars(
+                    sa.select(ScheduledJob.tenant_id).where(ScheduledJob.id.in_(scope))
+                )
+                tenants = sorted({t for t in owners.all() if t is not None})
+        report.boards_refreshed += len(await refresh_boards_behind(tenants))
+
+    await isolated("job boards", boards)
     logger.info("reconciled: %s", report.model_dump())
     return report
 

@@ -14,7 +14,7 @@ import base64
 import contextlib
 import io
 from collections import OrderedDict
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 
 from PIL import Image, UnidentifiedImageError
@@ -27,6 +27,16 @@ THUMBNAIL_WIDTH = 160
 THUMBNAIL_MAX_BYTES = 16_000
 #: Largest total of thumbnail data URIs in one run artifact, in bytes (~40 ads of 160 px).
 RUN_ARTIFACT_MAX_BYTES = 400_000
+#: Longest side of a job board thumbnail, in pixels.
+BOARD_THUMBNAIL_WIDTH = 64
+#: Largest data URI of one board thumbnail, in bytes (a 64 px JPEG is ~2-3 KB).
+BOARD_THUMBNAIL_MAX_BYTES = 8_000
+#: What `remember` makes of every ad a run stores: (size, largest data URI) for the run artifact
+#: and for the job board, from one decode of the image.
+_REMEMBERED = (
+    (THUMBNAIL_WIDTH, THUMBNAIL_MAX_BYTES),
+    (BOARD_THUMBNAIL_WIDTH, BOARD_THUMBNAIL_MAX_BYTES),
+)
 #: JPEG qualities tried in turn before a thumbnail is shrunk to half its size.
 _QUALITIES = (72, 50)
 #: Thumbnails made in this process, by (storage path, size): a stored ad never changes, and the
@@ -45,26 +55,36 @@ def _cache_put(key: tuple[str, int], uri: str | None) -> None:
         _CACHE.popitem(last=False)
 
 
-def remember(path: str, image: bytes, *, size: int = THUMBNAIL_WIDTH) -> None:
-    """Start making the thumbnail of an ad just stored at `path`; returns at once.
+def remember(path: str, image: bytes) -> None:
+    """Start making the thumbnails of an ad just stored at `path`; returns at once.
 
     Called by ad generation with the bytes it holds, so `make_thumbnails` finds the run's ads
-    here (waiting for one still being made). Decoding and encoding run in a worker thread
-    (Pillow releases the GIL for both), and nobody waits for them but the views: the last
-    template's ad run is recorded, and the run ends, without waiting for its picture. A
-    thumbnail that cannot be made is left to `make_thumbnails`, which tries again from storage.
+    here (waiting for one still being made): the run artifact's (`THUMBNAIL_WIDTH`) and the job
+    board's (`BOARD_THUMBNAIL_WIDTH`), both from one decode. Decoding and encoding run in a
+    worker thread (Pillow releases the GIL for both), and nobody waits for them but the views:
+    the last template's ad run is recorded, and the run ends, without waiting for its pictures.
+    A thumbnail that cannot be made is left to `make_thumbnails`, which tries again from storage.
     """
-    key = (path, size)
-    making = asyncio.ensure_future(asyncio.to_thread(thumbnail_data_uri, image, size=size))
-    _MAKING[key] = making
+    making = asyncio.ensure_future(asyncio.to_thread(thumbnail_data_uris, image, _REMEMBERED))
+    keys = [(path, size) for size, _max in _REMEMBERED]
+    for index, key in enumerate(keys):
+        one = asyncio.ensure_future(_pick(making, index))
+        _MAKING[key] = one
+        one.add_done_callback(_settle(key))
 
+
+async def _pick(making: asyncio.Future[list[str | None]], index: int) -> str | None:
+    return (await asyncio.shield(making))[index]
+
+
+def _settle(key: tuple[str, int]) -> Callable[[asyncio.Future[str | None]], None]:
     def done(task: asyncio.Future[str | None]) -> None:
         if _MAKING.get(key) is task:
             del _MAKING[key]
         if not task.cancelled() and task.exception() is None:
             _cache_put(key, task.result())
 
-    making.add_done_callback(done)
+    return done
 
 
 def thumbnail_data_uri(
@@ -81,12 +101,28 @@ def thumbnail_data_uri(
     Returns:
         The data URI, or None when the bytes are not a readable image or no attempt fits.
     """
+    return thumbnail_data_uris(image, ((size, max_bytes),))[0]
+
+
+def thumbnail_data_uris(image: bytes, specs: Sequence[tuple[int, int]]) -> list[str | None]:
+    """`thumbnail_data_uri` for several (size, max_bytes) at once, decoding the image once.
+
+    Returns:
+        One data URI (or None) per spec, in order; all None when the bytes are not an image.
+    """
+    if not specs:
+        return []
     try:
         with Image.open(io.BytesIO(image)) as opened:
-            opened.draft("RGB", (size, size))  # JPEG sources decode at a reduced scale
+            largest = max(size for size, _max in specs)
+            opened.draft("RGB", (largest, largest))  # JPEG sources decode at a reduced scale
             picture = _flatten(opened)
     except (UnidentifiedImageError, OSError, ValueError, Image.DecompressionBombError):
-        return None
+        return [None] * len(specs)
+    return [_encode(picture, size, max_bytes) for size, max_bytes in specs]
+
+
+def _encode(picture: Image.Image, size: int, max_bytes: int) -> str | None:
     for side in (size, max(16, size // 2)):
         small = picture.copy()
         small.thumbnail((side, side))
@@ -179,3 +215,14 @@ async def make_thumbnails(
             result.uris[path] = uri
             spent += len(uri)
     return result
+
+
+async def remembered(path: str, size: int) -> str | None:
+    """The thumbnail `remember` made (or is making) of `path` at `size`, or None when this
+    process has none: nothing is read from storage."""
+    key = (path, size)
+    if (making := _MAKING.get(key)) is not None:
+        with contextlib.suppress(Exception):
+            return await asyncio.shield(making)
+        return None
+    return _CACHE.get(key)

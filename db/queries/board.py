@@ -8,8 +8,10 @@ re-read after every change and every run.
 from __future__ import annotations
 
 import uuid
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
+from typing import cast
 
 import sqlalchemy as sa
 from sqlalchemy.ext.asyncio import AsyncSession
@@ -32,11 +34,16 @@ ADS_PER_JOB = 4
 
 @dataclass(frozen=True)
 class BoardAd:
-    """One ad of a job's latest run that made ads."""
+    """One ad of a job's latest run that made ads.
+
+    `thumbnail` is its stored board picture (`generated_ads.board_thumbnail`), None until made.
+    """
 
     storage_path: str
     headline: str
     template: str
+    ad_id: uuid.UUID | None = None
+    thumbnail: str | None = None
 
 
 @dataclass(frozen=True)
@@ -233,6 +240,7 @@ async def _latest_ads(
                 ranked.c.scheduled_job_id,
                 ranked.c.at,
                 AdRun.template_storage_name,
+                GeneratedAd.id,
                 GeneratedAd.storage_path,
                 GeneratedAd.headline,
             )
@@ -249,13 +257,65 @@ async def _latest_ads(
     ads: dict[uuid.UUID, list[BoardAd]] = {}
     totals: dict[uuid.UUID, int] = {}
     run_at: dict[uuid.UUID, datetime] = {}
-    for job_id, at, template, path, headline in rows:
+    shown_rows: dict[uuid.UUID, tuple[uuid.UUID, str, str, str]] = {}
+    for job_id, at, template, ad_id, path, headline in rows:
         totals[job_id] = totals.get(job_id, 0) + 1
         run_at[job_id] = at
-        shown = ads.setdefault(job_id, [])
-        if len(shown) < ADS_PER_JOB:
-            shown.append(BoardAd(storage_path=path, headline=headline or "", template=template))
+        if totals[job_id] <= ADS_PER_JOB:
+            shown_rows[ad_id] = (job_id, path, headline or "", template)
+    # The pictures of the shown ads only (a job's latest run may hold dozens of ads).
+    pictures = await board_thumbnails(session, list(shown_rows))
+    for ad_id, (job_id, path, headline, template) in shown_rows.items():
+        ads.setdefault(job_id, []).append(
+            BoardAd(
+                storage_path=path,
+                headline=headline,
+                template=template,
+                ad_id=ad_id,
+                thumbnail=pictures.get(ad_id),
+            )
+        )
     return ads, totals, run_at
+
+
+async def board_thumbnails(
+    session: AsyncSession, ad_ids: Sequence[uuid.UUID]
+) -> dict[uuid.UUID, str]:
+    """The stored board pictures of these ads (`generated_ads.id` → data URI); ads without one
+    are left out."""
+    if not ad_ids:
+        return {}
+    rows = await session.execute(
+        sa.select(GeneratedAd.id, GeneratedAd.board_thumbnail).where(
+            GeneratedAd.id.in_(ad_ids), GeneratedAd.board_thumbnail.is_not(None)
+        )
+    )
+    return {ad_id: uri for ad_id, uri in rows.all() if uri is not None}
+
+
+async def save_board_thumbnails(session: AsyncSession, pictures: dict[uuid.UUID, str]) -> None:
+    """Store board pictures (`generated_ads.id` → data URI); one made before is kept."""
+    if not pictures:
+        return
+    table = cast(sa.Table, GeneratedAd.__table__)
+    await session.execute(
+        sa.update(table)
+        .where(table.c.id == sa.bindparam("ad"), table.c.board_thumbnail.is_(None))
+        .values(board_thumbnail=sa.bindparam("uri")),
+        [{"ad": ad_id, "uri": uri} for ad_id, uri in pictures.items()],
+    )
+
+
+async def ads_without_board_thumbnail(
+    session: AsyncSession, flow_run_id: uuid.UUID
+) -> dict[uuid.UUID, str]:
+    """The ads a flow run made that have no board picture yet (`generated_ads.id` → path)."""
+    rows = await session.execute(
+        sa.select(GeneratedAd.id, GeneratedAd.storage_path)
+        .join(AdRun, AdRun.id == GeneratedAd.ad_run_id)
+        .where(AdRun.flow_run_id == flow_run_id, GeneratedAd.board_thumbnail.is_(None))
+    )
+    return {ad_id: path for ad_id, path in rows.all()}
 
 
 async def _products(session: AsyncSession, tenant_id: uuid.UUID) -> list[ProductTemplates]:

@@ -22,12 +22,12 @@ from typing import Any, cast
 
 import sqlalchemy as sa
 from pydantic import BaseModel, ConfigDict, Field
-from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.engine import CursorResult
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from db.errors import NotFoundError
 from db.models import Brand, Product, ScheduledJob, ScheduledJobRun
+from db.queries import dialect_insert
 from db.types import utcnow
 from domain import cron as cron_rules
 from domain import job_rules
@@ -149,7 +149,7 @@ async def _insert_run(
     another run holds that slot)."""
     values = {f: getattr(event, f) for f in _EVENT_FIELDS if getattr(event, f) is not None}
     values.setdefault("trigger", "schedule")
-    insert = postgresql.insert if session.get_bind().dialect.name == "postgresql" else sqlite.insert
+    insert = dialect_insert(session)
     now = utcnow()
     # A hook does not know the tenant: the new row takes its job's, in the same statement.
     tenant = values.pop("tenant_id", None) or (

@@ -30,11 +30,12 @@ from datetime import datetime
 from typing import cast
 
 import sqlalchemy as sa
-from sqlalchemy.dialects import postgresql, sqlite
+from sqlalchemy.dialects import postgresql
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from db.errors import NotFoundError, TemplatesExhaustedError
 from db.models import AdTemplate, Product, ProductTemplateUsage
+from db.queries import dialect_insert
 from db.types import UTCDateTime, utcnow
 from domain.vocab import ExhaustedPolicy
 
@@ -58,11 +59,6 @@ class ClaimResult:
     def fresh(self) -> list[str]:
         """The claimed templates this product had never used."""
         return [t for t in self.templates if t not in set(self.recycled)]
-
-
-def _insert(session: AsyncSession) -> type[postgresql.Insert] | type[sqlite.Insert]:
-    name = session.get_bind().dialect.name
-    return postgresql.insert if name == "postgresql" else sqlite.insert  # type: ignore[return-value]
 
 
 async def get_product(
@@ -267,7 +263,7 @@ async def _claim_round(
     if not candidates:
         return None
     stmt = (
-        _insert(session)(ProductTemplateUsage)
+        dialect_insert(session)(ProductTemplateUsage)
         .values(
             [
                 {
@@ -407,7 +403,7 @@ async def confirm_template_uses(
     """
     usage = cast(sa.Table, ProductTemplateUsage.__table__)
     now = utcnow()
-    stmt = _insert(session)(usage)
+    stmt = dialect_insert(session)(usage)
     mine = usage.c.claimed_by_flow_run_id == flow_run_id if flow_run_id else sa.false()
     stmt = stmt.on_conflict_do_update(
         index_elements=["product_id", "template_storage_name"],

@@ -49,6 +49,7 @@ NOTHING_TO_DO = {
     "runs_finished": 0,
     "ad_runs_exported": 0,
     "jobs_changed": 0,
+    "boards_refreshed": 0,
     "problems": [],
 }
 

@@ -105,6 +105,7 @@ async def test_sigkilled_run_is_healed_and_its_claims_released(tenant_id) -> Non
         "runs_finished": 0,
         "ad_runs_exported": 0,
         "jobs_changed": 0,
+        "boards_refreshed": 0,
         "problems": [],
     }
 

@@ -64,6 +64,8 @@ async def test_job_makes_one_ad_run_per_template_and_rotates(tenant_id, data_dir
     for ad in ads:
         with Image.open(data_dir / "storage" / ad.storage_path) as image:
             assert image.format == "PNG" and image.size == (ad.width, ad.height)
+        # The run's final hook stored each ad's board picture, made from the bytes it held.
+        assert ad.board_thumbnail and ad.board_thumbnail.startswith("data:image/jpeg;base64,")
     first = set(await _used(job.product_id))
     assert first == {a.template_storage_name for a in ad_runs}
 
