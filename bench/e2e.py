@@ -41,6 +41,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
+import math
 import os
 import shutil
 import statistics
@@ -211,6 +212,8 @@ class Env:
     product_id: uuid.UUID
     generator_block: str
     bare_flow_id: uuid.UUID | None = None
+    #: The Prefect server's process id (its CPU is measured per burst).
+    server_pid: int | None = None
     bare_deployments: list[uuid.UUID] = field(default_factory=list)
 
 
@@ -447,6 +450,57 @@ async def _check_exactly_once(env: Env, jobs: list[Any]) -> dict[str, int]:
     }
 
 
+def machine_busy_s() -> float:
+    """CPU seconds the whole machine has been busy since boot (every core; /proc/stat's `cpu`
+    line less idle and iowait): the server, its database and the flow runs alike."""
+    fields = [int(v) for v in Path("/proc/stat").read_text().split("\n", 1)[0].split()[1:]]
+    idle = fields[3] + fields[4]
+    return (sum(fields[:8]) - idle) / os.sysconf("SC_CLK_TCK")
+
+
+def _proc_cpu(pid: int, *, children: bool) -> float:
+    """CPU seconds of one process (user + system), with its reaped children's when asked."""
+    try:
+        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    except OSError:  # exited meanwhile
+        return 0.0
+    ticks = int(fields[11]) + int(fields[12])  # utime, stime: fields 14 and 15 of stat(5)
+    if children:
+        ticks += int(fields[13]) + int(fields[14])
+    return ticks / os.sysconf("SC_CLK_TCK")
+
+
+def cpu_by_part(server_pid: int | None) -> dict[str, float]:
+    """CPU seconds so far of the Prefect server (with its children) and of PostgreSQL (every
+    `postgres` process, with the backends the postmaster has reaped; the app database and, on
+    the PostgreSQL backend, Prefect's). Read from /proc only."""
+    parts = {"prefect_server": _proc_cpu(server_pid, children=True) if server_pid else 0.0}
+    postgres = 0.0
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit():
+            continue
+        try:
+            if (entry / "comm").read_text().strip() != "postgres":
+                continue
+            parent = int((entry / "stat").read_text().rsplit(")", 1)[1].split()[1])
+            parent_comm = Path(f"/proc/{parent}/comm").read_text().strip()
+        except (OSError, ValueError):
+            continue
+        # The postmaster (its parent is not postgres) also carries its reaped backends.
+        postgres += _proc_cpu(int(entry.name), children=parent_comm != "postgres")
+    parts["postgres"] = postgres
+    return parts
+
+
+def _cpu_delta(before: dict[str, float], after: dict[str, float], runs: int) -> dict[str, float]:
+    return {k: round((after[k] - before[k]) / runs, 3) for k in before}
+
+
+def _p95(values: list[float]) -> float:
+    ordered = sorted(values)
+    return ordered[max(0, math.ceil(0.95 * len(ordered)) - 1)]
+
+
 async def _settled_cpu(rss: RssSampler, before: float) -> float:
     """CPU of the phase's flow-run processes, once the worker has reaped them all."""
     deadline = time.monotonic() + 60
@@ -486,10 +540,13 @@ async def burst(env: Env, size: int, rss: RssSampler) -> dict[str, Any]:
             )
         jobs.append(await _register_job(env, at, 1, f"e2e-burst-{i}"))
     rss.phase = "burst-ours"
-    cpu_before = rss.children_cpu_s()
+    cpu_before, machine_before = rss.children_cpu_s(), machine_busy_s()
+    parts_before = cpu_by_part(env.server_pid)
     deployments = [job.prefect_deployment_id for job in jobs]
     runs = await _wait_final(deployments, "burst (ours)")
     ours_cpu = await _settled_cpu(rss, cpu_before)
+    ours_machine = machine_busy_s() - machine_before
+    ours_parts = _cpu_delta(parts_before, cpu_by_part(env.server_pid), size)
     ours = [_timing(r) for found in runs.values() for r in found]
     if TIMELINE:
         await _log_slowest([r for found in runs.values() for r in found])
@@ -504,9 +561,12 @@ async def burst(env: Env, size: int, rss: RssSampler) -> dict[str, Any]:
     for deployment_id in bare_ids:
         await _schedule_bare(deployment_id, at)
     rss.phase = "burst-bare"
-    cpu_before = rss.children_cpu_s()
+    cpu_before, machine_before = rss.children_cpu_s(), machine_busy_s()
+    parts_before = cpu_by_part(env.server_pid)
     bare_runs = await _wait_final(bare_ids, "burst (bare)")
     bare_cpu = await _settled_cpu(rss, cpu_before)
+    bare_machine = machine_busy_s() - machine_before
+    bare_parts = _cpu_delta(parts_before, cpu_by_part(env.server_pid), size)
     bare = [_timing(r) for found in bare_runs.values() for r in found]
     rss.phase = "idle"
     ours_last, bare_last = max(t.end_s for t in ours), max(t.end_s for t in bare)
@@ -520,8 +580,18 @@ async def burst(env: Env, size: int, rss: RssSampler) -> dict[str, Any]:
         "ours_lag": _summary([t.lag_s for t in ours]),
         "bare_lag": _summary([t.lag_s for t in bare]),
         "ratio": round(ours_last / bare_last, 3),
+        # One straggler (on SQLite, a 503 "database is locked" and the client's 2-4-8 s backoff)
+        # moves the last end by tens of seconds: the 95th percentile beside it.
+        "ratio_p95_end": round(_p95([t.end_s for t in ours]) / _p95([t.end_s for t in bare]), 3),
         "ours_cpu_s_per_run": round(ours_cpu / size, 2),
         "bare_cpu_s_per_run": round(bare_cpu / size, 2),
+        # The whole machine (server, databases, flow runs, this benchmark) from the slot's phase
+        # start until its processes are reaped: CPU-bound when close to cores x the phase's time.
+        "ours_machine_cpu_s_per_run": round(ours_machine / size, 2),
+        "bare_machine_cpu_s_per_run": round(bare_machine / size, 2),
+        # Of which (per run): the Prefect server process, and PostgreSQL.
+        "ours_cpu_s_per_run_by_part": ours_parts,
+        "bare_cpu_s_per_run_by_part": bare_parts,
     }
 
 
@@ -623,7 +693,12 @@ def run_backend(backend: str, args: argparse.Namespace) -> dict[str, Any]:
         fake.latency_s = LATENCY_S
         stack.enter_context(running(fake))
         log(f"[{backend}] starting the Prefect server")
-        api_url = stack.enter_context(local_prefect_server(home, database_url=prefect_db))
+        started: list[int] = []
+        api_url = stack.enter_context(
+            local_prefect_server(
+                home, database_url=prefect_db, on_start=lambda proc: started.append(proc.pid)
+            )
+        )
         os.environ.update(PREFECT_API_URL=api_url, PREFECT_HOME=str(home))
         from prefect.settings import PREFECT_API_URL, PREFECT_HOME, temporary_settings
 
@@ -632,6 +707,7 @@ def run_backend(backend: str, args: argparse.Namespace) -> dict[str, Any]:
         )
         templates = TEMPLATES_PER_JOB * args.firings + args.burst + 4
         env = asyncio.run(prepare(fake.url, templates, args.engine_command))
+        env.server_pid = started[0] if started else None
         worker_env = prefect_env(
             home, extra={"PREFECT_API_URL": api_url, **app_env, **TUNED_WORKER_ENV}
         )

@@ -418,6 +418,8 @@ class JobBoardRefresh(Base):
     requested: Mapped[int] = mapped_column(sa.BigInteger, default=0, server_default="0")
     #: The value of `requested` that the latest published board read covers.
     published: Mapped[int] = mapped_column(sa.BigInteger, default=0, server_default="0")
+    #: When the latest board was published.
+    published_at: Mapped[datetime | None]
     #: The process refreshing the board now (a random token), or NULL.
     holder: Mapped[uuid.UUID | None]
     #: When the holder's claim lapses (a holder that died is replaced after this).

@@ -48,6 +48,9 @@ BOARD_MAX_BYTES = 800_000
 HOLDER_ROUNDS = 2
 #: How long a holder keeps the refresh without finishing a round (a dead holder's lapses).
 REFRESH_LEASE = timedelta(seconds=120)
+#: While other runs of a tenant are in flight, a run that ends this soon after the last
+#: published board leaves the board to them: how far behind a busy tenant's board may be.
+BUSY_BOARD_INTERVAL = timedelta(seconds=15)
 #: The whole reason a run failed is shown, up to this many characters (a safety bound only).
 REASON_MAX = 4_000
 
@@ -427,7 +430,9 @@ async def store_run_board_pictures(flow_run_id: uuid.UUID) -> int:
 # Prefect calls hooks with keyword arguments: the names must be exactly these.
 async def refresh_board_after_run(flow: Any, flow_run: Any, state: Any) -> None:
     """Final-state hook of `run-scheduled-job`: store the run's board pictures, then ask for a
-    refresh of the board of the run's job's tenant (coalesced: `request_job_board_refresh`).
+    refresh of the board of the run's job's tenant (coalesced: `request_job_board_refresh`;
+    while other runs of the tenant are in flight, at most one board per `BUSY_BOARD_INTERVAL`,
+    and the last run to end publishes).
 
     Listed after the mirror hook (`flows.history.on_state_change`), so the board shows the
     run's final status. Never raises.
@@ -444,5 +449,29 @@ async def refresh_board_after_run(flow: Any, flow_run: Any, state: Any) -> None:
         logger.warning("job board not refreshed after run (%s)", type(exc).__name__)
         return
     await store_run_board_pictures(flow_run.id)
-    if tenant_id is not None:
+    if tenant_id is not None and not await _deferred(tenant_id, flow_run.id):
         await refresh_job_board_quietly(tenant_id)
+
+
+async def _deferred(tenant_id: uuid.UUID, flow_run_id: uuid.UUID) -> bool:
+    """Count the run's request without publishing when others of its tenant are in flight and a
+    board went out less than `BUSY_BOARD_INTERVAL` ago (`db.queries.board_refresh.may_defer`).
+    False (publish) when that cannot be decided."""
+    from db.queries.board_refresh import may_defer, note_request
+    from db.session import session_scope
+
+    try:
+        async with session_scope() as session:
+            if not await may_defer(
+                session,
+                tenant_id,
+                flow_run_id,
+                now=datetime.now(UTC),
+                interval=BUSY_BOARD_INTERVAL,
+            ):
+                return False
+            await note_request(session, tenant_id)
+        return True
+    except Exception as exc:
+        logger.warning("job board deferral not decided (%s)", type(exc).__name__)
+        return False

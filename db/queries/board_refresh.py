@@ -10,6 +10,9 @@ across machines, only each lease's own expiry):
    renewed); otherwise the holder is released.
 3. A holder that stops early (its round limit, an error) calls `hand_on`: the requests it did not
    cover stay counted (`requested > published`) for the next caller or `boards_behind`.
+4. A run that ends while others of its tenant are in flight, shortly after a board was published
+   (`may_defer`), only counts its request (`note_request`): in a burst the board is re-read and
+   re-published every few seconds, not once per run, and the last run to end publishes it.
 
 A request that finds the refresh held returns at once: the holder's next round reads what that
 request's caller wrote (it committed before asking). Every statement is one short transaction.
@@ -26,7 +29,7 @@ from typing import cast
 import sqlalchemy as sa
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from db.models import JobBoardRefresh
+from db.models import JobBoardRefresh, ScheduledJobRun
 from db.queries import dialect_insert
 
 
@@ -109,7 +112,7 @@ async def finish_round(
     released = await session.scalar(
         sa.update(table)
         .where(mine, table.c.requested <= covered)
-        .values(published=covered, holder=None, lease_until=None)
+        .values(published=covered, published_at=now, holder=None, lease_until=None)
         .returning(table.c.requested)
     )
     if released is not None:
@@ -117,10 +120,54 @@ async def finish_round(
     more = await session.scalar(
         sa.update(table)
         .where(mine)
-        .values(published=covered, lease_until=now + lease)
+        .values(published=covered, published_at=now, lease_until=now + lease)
         .returning(table.c.requested)
     )
     return int(more) if more is not None else None
+
+
+async def note_request(session: AsyncSession, tenant_id: uuid.UUID) -> None:
+    """Count one request for the tenant's board without publishing it (a later round, the next
+    request that publishes, or `boards_behind`'s sweep covers it)."""
+    table = _table()
+    insert = dialect_insert(session)(table).values(tenant_id=tenant_id, requested=1)
+    await session.execute(
+        insert.on_conflict_do_update(
+            index_elements=[table.c.tenant_id], set_={"requested": table.c.requested + 1}
+        )
+    )
+
+
+async def may_defer(
+    session: AsyncSession,
+    tenant_id: uuid.UUID,
+    flow_run_id: uuid.UUID,
+    *,
+    now: datetime,
+    interval: timedelta,
+) -> bool:
+    """Whether a run that just ended may leave the board to others: another run of the tenant
+    is still pending or running (its end asks again) and a board was published less than
+    `interval` ago. The last run of a burst to end always finds none in flight, so the board's
+    last version covers every run; during the burst it is at most `interval` behind."""
+    table = _table()
+    recent = await session.scalar(
+        sa.select(table.c.published_at).where(
+            table.c.tenant_id == tenant_id, table.c.published_at > now - interval
+        )
+    )
+    if recent is None:
+        return False
+    other = await session.scalar(
+        sa.select(ScheduledJobRun.id)
+        .where(
+            ScheduledJobRun.tenant_id == tenant_id,
+            ScheduledJobRun.status.in_(("pending", "running")),
+            ScheduledJobRun.flow_run_id != flow_run_id,
+        )
+        .limit(1)
+    )
+    return other is not None
 
 
 async def hand_on(

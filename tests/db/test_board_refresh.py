@@ -7,6 +7,8 @@ from __future__ import annotations
 import uuid
 from datetime import UTC, datetime, timedelta
 
+import sqlalchemy as sa
+
 from db.queries.board_refresh import ask_for_refresh, boards_behind, finish_round, hand_on
 from db.session import session_scope
 
@@ -84,3 +86,49 @@ async def test_tenants_are_independent(db_url: str) -> None:
         turn = await _ask(db_url, tenant, holder, now)
         assert (turn.holding, turn.requested) == (True, 1)
         assert await _finish(db_url, tenant, holder, 1, now) is None
+
+
+async def test_a_run_ending_in_a_busy_burst_leaves_the_board_to_the_last_one(db_url: str) -> None:
+    """`may_defer`: only while another run of the tenant is in flight and a board went out less
+    than the interval ago; the deferred request is still counted (`note_request`)."""
+    from db.models import ScheduledJobRun
+    from db.queries.board_refresh import may_defer, note_request
+    from tests.support.factories import make_job, make_product
+
+    tenant, now, interval = uuid.uuid4(), datetime.now(UTC), timedelta(seconds=15)
+    ending, other = uuid.uuid4(), uuid.uuid4()
+    async with session_scope(db_url) as s:
+        product = await make_product(s, tenant)
+        job = await make_job(s, tenant, product)
+        for flow_run_id, status in ((ending, "completed"), (other, "running")):
+            s.add(
+                ScheduledJobRun(
+                    scheduled_job_id=job.id,
+                    tenant_id=tenant,
+                    status=status,
+                    flow_run_id=flow_run_id,
+                )
+            )
+
+    async def defer(at: datetime) -> bool:
+        async with session_scope(db_url) as s:
+            return await may_defer(s, tenant, ending, now=at, interval=interval)
+
+    assert not await defer(now)  # no board published yet: publish
+    holder = uuid.uuid4()
+    turn = await _ask(db_url, tenant, holder, now)
+    assert await _finish(db_url, tenant, holder, turn.requested, now) is None
+    assert await defer(now + timedelta(seconds=5))  # another run in flight, a fresh board
+    assert not await defer(now + interval + timedelta(seconds=1))  # the board is getting old
+    async with session_scope(db_url) as s:
+        await note_request(s, tenant)
+    assert await _behind(db_url, now, tenant)  # counted: the next refresh or the sweep covers it
+
+    async with session_scope(db_url) as s:  # the other run ends: the last one always publishes
+        row = await s.scalar(sa.select(ScheduledJobRun).where(ScheduledJobRun.flow_run_id == other))
+        assert row is not None
+        row.status = "completed"
+    assert not await defer(now + timedelta(seconds=5))
+    holder = uuid.uuid4()
+    turn = await _ask(db_url, tenant, holder, now)
+    assert await _finish(db_url, tenant, holder, turn.requested, now) is None

@@ -144,5 +144,6 @@ async def test_refreshes_asked_at_once_are_coalesced_and_the_last_change_is_show
     assert "Job board: 12 jobs" in boards[0]
     async with session_scope() as s:
         row = await s.get(JobBoardRefresh, tenant_id)
-    assert row is not None and row.requested == 12 and row.published == 12
+    # Twelve requests (and one more if the sweep had something to cover), every one covered.
+    assert row is not None and row.requested in (12, 13) and row.published == row.requested
     assert row.holder is None

@@ -3,7 +3,8 @@
 - `generated_ads.board_thumbnail`: the board's picture of the ad (a small JPEG data URI), made
   once, so a board refresh no longer reads and decodes every full-size ad it shows;
 - `job_board_refreshes`: per tenant, how many refreshes were asked for, how many the latest
-  published board covers, and which process is refreshing it until when.
+  published board covers and when it was published, and which process is refreshing it until
+  when.
 
 Adopted databases get the same from the models (db/adopt.py creates missing tables and columns
 from `db.models`).
@@ -34,6 +35,7 @@ def upgrade() -> None:
         sa.Column("tenant_id", sa.Uuid(), nullable=False),
         sa.Column("requested", sa.BigInteger(), server_default="0", nullable=False),
         sa.Column("published", sa.BigInteger(), server_default="0", nullable=False),
+        sa.Column("published_at", TZ, nullable=True),
         sa.Column("holder", sa.Uuid(), nullable=True),
         sa.Column("lease_until", TZ, nullable=True),
         sa.PrimaryKeyConstraint("tenant_id", name=op.f("pk_job_board_refreshes")),
