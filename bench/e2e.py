@@ -501,6 +501,23 @@ def _p95(values: list[float]) -> float:
     return ordered[max(0, math.ceil(0.95 * len(ordered)) - 1)]
 
 
+async def _boards_published_since(tenant: uuid.UUID, since: datetime) -> int:
+    """Versions of the tenant's job board created since `since` (at most 200 are read)."""
+    from prefect.client.orchestration import get_client
+    from prefect.client.schemas.filters import ArtifactFilter, ArtifactFilterKey
+    from prefect.client.schemas.sorting import ArtifactSort
+
+    from flows.job_board import board_key
+
+    async with get_client() as client:
+        found = await client.read_artifacts(
+            artifact_filter=ArtifactFilter(key=ArtifactFilterKey(any_=[board_key(tenant)])),
+            sort=ArtifactSort.CREATED_DESC,
+            limit=200,
+        )
+    return sum(1 for a in found if a.created is not None and a.created >= since)
+
+
 async def _settled_cpu(rss: RssSampler, before: float) -> float:
     """CPU of the phase's flow-run processes, once the worker has reaped them all."""
     deadline = time.monotonic() + 60
@@ -548,6 +565,7 @@ async def burst(env: Env, size: int, rss: RssSampler) -> dict[str, Any]:
     ours_machine = machine_busy_s() - machine_before
     ours_parts = _cpu_delta(parts_before, cpu_by_part(env.server_pid), size)
     ours = [_timing(r) for found in runs.values() for r in found]
+    boards = await _boards_published_since(env.tenant, at)
     if TIMELINE:
         await _log_slowest([r for found in runs.values() for r in found])
     prefect_runs = [len(found) for found in runs.values()]
@@ -580,6 +598,8 @@ async def burst(env: Env, size: int, rss: RssSampler) -> dict[str, Any]:
         "ours_lag": _summary([t.lag_s for t in ours]),
         "bare_lag": _summary([t.lag_s for t in bare]),
         "ratio": round(ours_last / bare_last, 3),
+        # Job boards the burst's runs published (one tenant: coalesced, deferred while busy).
+        "boards_published": boards,
         # One straggler (on SQLite, a 503 "database is locked" and the client's 2-4-8 s backoff)
         # moves the last end by tens of seconds: the 95th percentile beside it.
         "ratio_p95_end": round(_p95([t.end_s for t in ours]) / _p95([t.end_s for t in bare]), 3),

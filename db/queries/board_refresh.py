@@ -29,8 +29,12 @@ from typing import cast
 import sqlalchemy as sa
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from db.models import JobBoardRefresh, ScheduledJobRun
+from db.models import JobBoardRefresh, ScheduledJob, ScheduledJobRun
 from db.queries import dialect_insert
+
+#: A job whose `next_run_at` passed less than this long ago counts as work about to end
+#: (`may_defer`); one overdue for longer (its run missed: a worker down) does not.
+DUE_WITHIN = timedelta(minutes=10)
 
 
 @dataclass(frozen=True)
@@ -146,10 +150,13 @@ async def may_defer(
     now: datetime,
     interval: timedelta,
 ) -> bool:
-    """Whether a run that just ended may leave the board to others: another run of the tenant
-    is still pending or running (its end asks again) and a board was published less than
-    `interval` ago. The last run of a burst to end always finds none in flight, so the board's
-    last version covers every run; during the burst it is at most `interval` behind."""
+    """Whether a run that just ended may leave the board to others: a board was published less
+    than `interval` ago and more of the tenant's work will end soon (each end asks again):
+    another run of the tenant is pending or running, or one of its active jobs is due (its
+    `next_run_at` passed less than `DUE_WITHIN` ago: in a burst, most of the due runs are still
+    starting their processes and have no row yet). The last run of a burst to end finds neither,
+    so the board's last version covers every run; during the burst it is at most `interval`
+    behind."""
     table = _table()
     recent = await session.scalar(
         sa.select(table.c.published_at).where(
@@ -158,7 +165,7 @@ async def may_defer(
     )
     if recent is None:
         return False
-    other = await session.scalar(
+    running = (
         sa.select(ScheduledJobRun.id)
         .where(
             ScheduledJobRun.tenant_id == tenant_id,
@@ -167,7 +174,18 @@ async def may_defer(
         )
         .limit(1)
     )
-    return other is not None
+    due = (
+        sa.select(ScheduledJob.id)
+        .where(
+            ScheduledJob.tenant_id == tenant_id,
+            ScheduledJob.status == "active",
+            ScheduledJob.deleted_at.is_(None),
+            ScheduledJob.next_run_at <= now,
+            ScheduledJob.next_run_at > now - DUE_WITHIN,
+        )
+        .limit(1)
+    )
+    return bool(await session.scalar(sa.select(sa.or_(running.exists(), due.exists()))))
 
 
 async def hand_on(

@@ -91,15 +91,15 @@ async def test_tenants_are_independent(db_url: str) -> None:
 async def test_a_run_ending_in_a_busy_burst_leaves_the_board_to_the_last_one(db_url: str) -> None:
     """`may_defer`: only while another run of the tenant is in flight and a board went out less
     than the interval ago; the deferred request is still counted (`note_request`)."""
-    from db.models import ScheduledJobRun
-    from db.queries.board_refresh import may_defer, note_request
+    from db.models import ScheduledJob, ScheduledJobRun
+    from db.queries.board_refresh import DUE_WITHIN, may_defer, note_request
     from tests.support.factories import make_job, make_product
 
     tenant, now, interval = uuid.uuid4(), datetime.now(UTC), timedelta(seconds=15)
     ending, other = uuid.uuid4(), uuid.uuid4()
     async with session_scope(db_url) as s:
         product = await make_product(s, tenant)
-        job = await make_job(s, tenant, product)
+        job = await make_job(s, tenant, product, next_run_at=None)
         for flow_run_id, status in ((ending, "completed"), (other, "running")):
             s.add(
                 ScheduledJobRun(
@@ -128,6 +128,19 @@ async def test_a_run_ending_in_a_busy_burst_leaves_the_board_to_the_last_one(db_
         row = await s.scalar(sa.select(ScheduledJobRun).where(ScheduledJobRun.flow_run_id == other))
         assert row is not None
         row.status = "completed"
+    assert not await defer(now + timedelta(seconds=5))
+
+    # A job of the tenant due a moment ago whose run has no row yet (its process is starting,
+    # as most of a burst's are) is work about to end too; one overdue for long is not.
+    async with session_scope(db_url) as s:
+        due = await make_job(
+            s, tenant, product, next_run_at=now - timedelta(seconds=30), status="active"
+        )
+    assert await defer(now + timedelta(seconds=5))
+    async with session_scope(db_url) as s:
+        row = await s.get(ScheduledJob, due.id)
+        assert row is not None
+        row.next_run_at = now - DUE_WITHIN - timedelta(minutes=1)
     assert not await defer(now + timedelta(seconds=5))
     holder = uuid.uuid4()
     turn = await _ask(db_url, tenant, holder, now)
