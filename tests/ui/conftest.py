@@ -23,6 +23,26 @@ from tests.ui.browser import CHROMIUM, chromium, chromium_available
 CHROMIUM_HINT = f"UI tests skipped: no chromium at {CHROMIUM} (apt-get install -y chromium)"
 
 
+def _app_database(url: str, monkeypatch: pytest.MonkeyPatch) -> str:
+    from config import get_settings
+
+    monkeypatch.setenv("DATABASE_URL", url)
+    get_settings.cache_clear()
+    return url
+
+
+@pytest.fixture
+def sqlite_app(sqlite_database_url: str, monkeypatch: pytest.MonkeyPatch) -> str:
+    """The app database on SQLite (one backend is enough for what the UI shows)."""
+    return _app_database(sqlite_database_url, monkeypatch)
+
+
+@pytest.fixture
+def pg_app(pg_database_url: str, monkeypatch: pytest.MonkeyPatch) -> str:
+    """The app database on PostgreSQL (for what runs concurrently)."""
+    return _app_database(pg_database_url, monkeypatch)
+
+
 @pytest.fixture(scope="session")
 def ui_url(prefect_api: str) -> str:
     """The Prefect UI of the session's server (tests/conftest.py `prefect_api`: it serves its UI,

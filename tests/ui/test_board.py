@@ -28,16 +28,6 @@ from tests.ui.browser import artifact_url, loaded_images, open_page, wait_for_te
 pytestmark = pytest.mark.usefixtures("ui_url", "data_dir")
 
 
-@pytest.fixture
-def sqlite_app(sqlite_database_url: str, monkeypatch: pytest.MonkeyPatch) -> str:
-    """The app database for these tests (one backend is enough for what the UI shows)."""
-    from config import get_settings
-
-    monkeypatch.setenv("DATABASE_URL", sqlite_database_url)
-    get_settings.cache_clear()
-    return sqlite_database_url
-
-
 async def _latest(key: str, flow_run_id: uuid.UUID | None = None) -> Artifact:
     artifact_filter = ArtifactFilter(key=ArtifactFilterKey(any_=[key]))
     if flow_run_id is not None:

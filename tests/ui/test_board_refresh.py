@@ -31,15 +31,6 @@ from tests.support.factories import make_ad_run, make_job, make_product
 pytestmark = pytest.mark.usefixtures("prefect_api", "data_dir")
 
 
-@pytest.fixture
-def pg_app(pg_database_url: str, monkeypatch: pytest.MonkeyPatch) -> str:
-    from config import get_settings
-
-    monkeypatch.setenv("DATABASE_URL", pg_database_url)
-    get_settings.cache_clear()
-    return pg_database_url
-
-
 def _png(size: int, color: tuple[int, int, int]) -> bytes:
     out = io.BytesIO()
     Image.new("RGB", (size, size), color).save(out, "PNG")

@@ -32,16 +32,6 @@ TASK_KINDS = {
 }
 
 
-@pytest.fixture
-def sqlite_app(sqlite_database_url: str, monkeypatch: pytest.MonkeyPatch) -> str:
-    """The app database for these tests."""
-    from config import get_settings
-
-    monkeypatch.setenv("DATABASE_URL", sqlite_database_url)
-    get_settings.cache_clear()
-    return sqlite_database_url
-
-
 @pytest.fixture(scope="module")
 def run_page_text() -> dict[str, str]:
     """The task-run list of one real run, read once for every kind (filled by the first test)."""
