@@ -38,6 +38,7 @@ from flows.thumbnails import (
     BOARD_THUMBNAIL_WIDTH,
     Thumbnails,
     make_thumbnails,
+    within_budget,
 )
 
 logger = logging.getLogger(__name__)
@@ -263,22 +264,14 @@ async def _board_pictures(
             {
                 ad.ad_id: made.uris[ad.storage_path]
                 for ad in missing
-                if ad.ad_id is not None and ad.storage_path in made.uris
+                if ad.storage_path in made.uris
             },
             database_url=database_url,
         )
-    result = Thumbnails(uris={})
-    spent = 0
-    for ad in shown:
-        uri = ad.thumbnail or made.uris.get(ad.storage_path)
-        if uri is None:
-            result.unreadable += 1
-        elif spent + len(uri) > BOARD_MAX_BYTES:
-            result.over_budget += 1
-        else:
-            result.uris[ad.storage_path] = uri
-            spent += len(uri)
-    return result
+    return within_budget(
+        ((ad.storage_path, ad.thumbnail or made.uris.get(ad.storage_path)) for ad in shown),
+        budget=BOARD_MAX_BYTES,
+    )
 
 
 async def _store_quietly(pictures: dict[uuid.UUID, str], *, database_url: str | None) -> None:
@@ -325,20 +318,19 @@ async def request_job_board_refresh(
     if not turn.holding:
         return None
     covered: int | None = None
-    wanted: int | None = turn.requested
+    wanted = turn.requested
     artifact: uuid.UUID | None = None
     try:
         for _round in range(HOLDER_ROUNDS):
-            if wanted is None:
-                return artifact
             artifact = await refresh_job_board(tenant_id, storage, database_url=database_url)
             covered = wanted
             async with session_scope(database_url) as session:
-                wanted = await finish_round(
+                more = await finish_round(
                     session, tenant_id, holder, covered, now=datetime.now(UTC), lease=REFRESH_LEASE
                 )
-        if wanted is None:
-            return artifact
+            if more is None:
+                return artifact
+            wanted = more
     except BaseException:
         await _hand_on_quietly(tenant_id, holder, covered, database_url=database_url)
         raise

@@ -204,9 +204,15 @@ async def make_thumbnails(
         return uri
 
     made = await asyncio.gather(*(one(p) for p in ordered))
+    return within_budget(zip(ordered, made, strict=True), budget=budget)
+
+
+def within_budget(pictures: Iterable[tuple[str, str | None]], *, budget: int) -> Thumbnails:
+    """Keep (storage path, data URI or None) pairs first come first served within `budget`
+    bytes; a None counts as unreadable, a URI past the budget as over budget."""
     result = Thumbnails(uris={})
     spent = 0
-    for path, uri in zip(ordered, made, strict=True):
+    for path, uri in pictures:
         if uri is None:
             result.unreadable += 1
         elif spent + len(uri) > budget:

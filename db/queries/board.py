@@ -42,7 +42,7 @@ class BoardAd:
     storage_path: str
     headline: str
     template: str
-    ad_id: uuid.UUID | None = None
+    ad_id: uuid.UUID
     thumbnail: str | None = None
 
 

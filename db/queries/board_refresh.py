@@ -72,12 +72,7 @@ async def ask_for_refresh(
         lease: How long the refresh stays held without `finish_round` renewing it.
     """
     table = _table()
-    insert = dialect_insert(session)(table).values(tenant_id=tenant_id, requested=1)
-    await session.execute(
-        insert.on_conflict_do_update(
-            index_elements=[table.c.tenant_id], set_={"requested": table.c.requested + 1}
-        )
-    )
+    await note_request(session, tenant_id)
     taken = await session.scalar(
         sa.update(table)
         .where(
