@@ -424,7 +424,7 @@ async def _converge_existing(
         # A PATCH: schedules are not part of it, so they keep their ids (no duplicate runs).
         await client.update_deployment(current.id, DeploymentUpdate(**patch))
 
-    await converge_schedule(client, current.id, plan)
+    await converge_schedule(client, current, plan)
     await converge_one_time_run(client, current.id, plan)
 
 
@@ -476,14 +476,16 @@ async def _read_deployment(client: PrefectClient, deployment_id: UUID) -> Deploy
 
 
 async def converge_schedule(
-    client: PrefectClient, deployment_id: UUID, plan: JobDeployment
+    client: PrefectClient, current: DeploymentResponse, plan: JobDeployment
 ) -> None:
     """Edit the cron schedule in place by slug; add it if missing; remove it for one-time jobs.
 
     A job whose schedule is off (completed) has every schedule of its deployment off, not only
-    its own: nothing may start a run of a completed job.
+    its own: nothing may start a run of a completed job. The schedules are the ones `current`
+    was read with (a deployment's read carries them; the PATCH before this leaves them alone).
     """
-    schedules = await client.read_deployment_schedules(deployment_id)
+    deployment_id = current.id
+    schedules = current.schedules
     ours = next((s for s in schedules if s.slug == SCHEDULE_SLUG), None)
     if not plan.schedule_active:
         for other in schedules:
@@ -504,11 +506,11 @@ async def converge_schedule(
             ],
         )
         return
-    current = ours.schedule
+    now = ours.schedule
     same_schedule = (
-        isinstance(current, CronSchedule)
-        and current.cron == wanted.cron
-        and (current.timezone or "UTC") == (wanted.timezone or "UTC")
+        isinstance(now, CronSchedule)
+        and now.cron == wanted.cron
+        and (now.timezone or "UTC") == (wanted.timezone or "UTC")
     )
     if same_schedule and ours.active == plan.schedule_active:
         return
