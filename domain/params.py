@@ -141,3 +141,8 @@ class JobParameters(BaseModel):
         description="Templates generated at once within one run.",
     )
     approval: ApprovalSettings = Field(default_factory=ApprovalSettings)  # approval hook
+
+    def held_export(self) -> ExportSettings:
+        """The export a run may do as soon as its ads are made: none while the job asks for
+        approval (the approved ads are exported after the decision, `flows/approval.py`)."""
+        return ExportSettings() if self.approval.enabled else self.export

@@ -3,7 +3,7 @@
 Flow of one run (`run_scheduled_job`):
 
 1. the ads are generated and recorded with their template usage, nothing is exported
-   (the job's export is held back: `held_export`);
+   (the job's export is held back: `JobParameters.held_export`);
 2. `request_approval` opens the run's approval row (`run_approvals`, the run's row becomes
    `awaiting_approval`), sends one "N ads waiting for approval" message to the job's Slack
    and/or email (thumbnails and the link to the run, never the ads' export itself) and
@@ -64,7 +64,7 @@ from domain.approval import (
     check_decision,
     timeout_decision,
 )
-from domain.params import ExportSettings, JobParameters
+from domain.params import JobParameters
 from flows.artifacts import await_run_artifact
 from flows.history import was_suspended
 
@@ -181,12 +181,6 @@ def review_markdown(title: str, ads: list[AdForReview], thumbs: dict[uuid.UUID, 
 
 # --------------------------------------------------------------------------------------------
 # Before: suspend
-
-
-def held_export(params: JobParameters) -> ExportSettings:
-    """The export the generation step may do now: none while the job asks for approval."""
-    approval: ApprovalSettings = getattr(params, "approval", None) or ApprovalSettings()
-    return ExportSettings() if approval.enabled else params.export
 
 
 async def request_approval(job: ScheduledJob, params: JobParameters, job_run_id: uuid.UUID) -> None:

@@ -34,6 +34,7 @@ from prefect import flow, get_run_logger
 from prefect.client.schemas.objects import FlowRun
 from prefect.context import get_run_context
 from prefect.logging import get_logger
+from prefect.logging.loggers import flow_run_logger
 from prefect.states import Completed, Failed, State
 from pydantic import BaseModel
 from sqlalchemy.ext.asyncio import AsyncSession
@@ -49,7 +50,6 @@ from domain.misfire import is_misfire
 from domain.params import JobParameters
 from domain.tags import generator_from_tags
 from domain.vocab import SCHEDULED_JOB_FLOW
-from flows.approval import held_export, request_approval, resume_decided_run
 from flows.artifacts import prepare_run_artifact, run_artifact_published, run_artifact_started
 from flows.history import (
     EXPORTS_FAILED_STATE_NAME,
@@ -57,6 +57,7 @@ from flows.history import (
     on_state_change,
     run_trigger,
     scheduled_time,
+    was_suspended,
 )
 from flows.job_board import refresh_board_after_run
 from flows.limits import ProviderSlots
@@ -130,14 +131,30 @@ async def release_connections(flow: object, flow_run: object, state: object) -> 
     await dispose_engines()
 
 
-#: Every final state's hooks, in order.
-_FINAL_HOOKS: list[Any] = [
+#: What a final state sets off, in order (`finish_run`).
+_FINAL_STEPS: list[Callable[..., Awaitable[None]]] = [
     run_artifact_started,
     on_state_change,
     refresh_board_after_run,
     run_artifact_published,
     release_connections,
 ]
+
+
+async def finish_run(flow: Any, flow_run: FlowRun, state: State) -> None:
+    """The one hook of every final state: `_FINAL_STEPS` in order, each whatever the one
+    before did (a step that raises is logged with its traceback, as Prefect logs a failed hook).
+
+    One hook, not five: Prefect writes two lines to the run's log per hook it calls ("Running
+    hook …", "Hook … finished running successfully"), which were ten of a run's log lines.
+    """
+    for step in _FINAL_STEPS:
+        try:
+            await step(flow=flow, flow_run=flow_run, state=state)
+        except Exception:
+            flow_run_logger(flow_run, flow).error(
+                "the final-state step %s failed", step.__name__, exc_info=True
+            )
 
 
 @flow(
@@ -149,10 +166,10 @@ _FINAL_HOOKS: list[Any] = [
     # The run's artifact goes out once the final state is set (not beside it: see
     # `prepare_run_artifact`), while the state is mirrored and the board refreshed; it is waited
     # for before the run's connections go back (see release_connections).
-    on_completion=_FINAL_HOOKS,
-    on_failure=_FINAL_HOOKS,
-    on_crashed=_FINAL_HOOKS,
-    on_cancellation=_FINAL_HOOKS,
+    on_completion=[finish_run],
+    on_failure=[finish_run],
+    on_crashed=[finish_run],
+    on_cancellation=[finish_run],
 )
 async def run_scheduled_job(job_id: uuid.UUID) -> JobRunSummary | State:
     """Run one scheduled ad job.
@@ -197,9 +214,14 @@ async def _load_and_run(
     if job is None or job.deleted_at is not None:
         raise NotFoundError("scheduled job", job_id)
     params = JobParameters.model_validate(job.parameters)
-    # approval hook: a run back from its approval only settles the decision and exports.
-    if (decided := await resume_decided_run(job, params)) is not None:
-        return decided
+    # approval hook: a run back from its approval only settles the decision and exports. The
+    # approval module (Prefect's run input and suspension, ~50 ms of imports) loads only for
+    # the runs that use it.
+    if was_suspended(flow_run):
+        from flows.approval import resume_decided_run
+
+        if (decided := await resume_decided_run(job, params)) is not None:
+            return decided
     # The generator, the storage and the product do not depend on anything below: they load
     # while the run is recorded and its templates claimed (cancelled if the run ends early).
     # (A job without a tenant is refused by `TemplateChoice` before these are awaited.)
@@ -430,7 +452,7 @@ async def _claim_and_generate(
         templates=templates,
         opened=opened,
         ad=params.ad,
-        export=held_export(params),  # approval hook: nothing is exported before the decision
+        export=params.held_export(),  # approval hook: nothing is exported before the decision
         job_id=job.id,
         job_run_id=job_run_id,
         concurrency=params.template_concurrency,
@@ -463,8 +485,11 @@ async def _claim_and_generate(
     finally:
         beat.cancel()
     outcome = await _finish(job, flow_run_id, job_run_id, result, recorded=recorded)
-    # approval hook: with approval on, the run suspends here (its process exits) and resumes above.
-    await request_approval(job, params, job_run_id)
+    if params.approval.enabled:
+        # approval hook: the run suspends here (its process exits) and resumes above.
+        from flows.approval import request_approval
+
+        await request_approval(job, params, job_run_id)
     return outcome
 
 

@@ -232,3 +232,38 @@ async def test_the_generator_tag_is_a_hint_the_job_decides(tenant_id, job_block)
     else:  # the same block: its load is the run's, and so is its failure
         assert state.is_failed()
         assert "none-such" in (state.message or "")
+
+
+async def test_a_failed_final_step_is_logged_and_the_later_steps_still_run(monkeypatch) -> None:
+    from prefect import flow
+    from prefect.client.schemas.filters import LogFilter, LogFilterFlowRunId
+    from prefect.logging.handlers import APILogHandler
+
+    from flows import scheduled_job
+
+    ran: list[str] = []
+
+    async def broken(flow: object, flow_run: object, state: object) -> None:
+        ran.append("broken")
+        raise RuntimeError("the board is down")
+
+    async def later(flow: object, flow_run: object, state: object) -> None:
+        ran.append("later")
+
+    monkeypatch.setattr(scheduled_job, "_FINAL_STEPS", [broken, later])
+
+    @flow(on_completion=[scheduled_job.finish_run])
+    async def tiny() -> int:
+        return 1
+
+    state = await tiny(return_state=True)
+    assert state.is_completed() and ran == ["broken", "later"]
+    await APILogHandler.aflush()
+    async with get_client() as client:
+        logs = await client.read_logs(
+            LogFilter(flow_run_id=LogFilterFlowRunId(any_=[state.state_details.flow_run_id]))
+        )
+    messages = [entry.message for entry in logs]
+    [failure] = [m for m in messages if m.startswith("the final-state step broken failed")]
+    assert "RuntimeError: the board is down" in failure  # with its traceback
+    assert "Hook 'finish_run' finished running successfully" in messages, messages
