@@ -21,7 +21,9 @@ What runs, per Prefect backend (`--prefect-db sqlite|postgres|both`):
     time -> run end and scheduled time -> Running (schedule lag), as Prefect records them.
     `ratio_p50` = ours p50 / (bare p50 + 0.5 s); `run_ratio_p50` the same on the runs' own
     durations (Running -> end), which the start's whole-second rounding does not move.
-(b) a burst of `--burst` (100) jobs of 1 template, all due at the same second, then the same
+(b) a burst of `--burst` (100) jobs of 1 template, all due at the same second (`--burst-kind`:
+    daily cron jobs sharing a cron minute, as on a Monday 09:00, or one-time jobs, whose runs
+    also complete their job and pause its deployment), then the same
     number of bare deployments due together: every job must run exactly once (one flow run, one
     `scheduled_job_runs` row, completed, nothing skipped as a misfire with the default grace);
     time from the slot to the last run's end, runs per minute, ratio to the bare burst.
@@ -220,6 +222,8 @@ class Env:
     bare_deployments: list[uuid.UUID] = field(default_factory=list)
     #: Bursts begun so far (names the round's jobs and deployments).
     rounds: int = 0
+    #: The burst's jobs are daily cron jobs (else one-time jobs): `--burst-kind`.
+    cron_burst: bool = True
 
 
 def _pct(values: list[float], q: int) -> float:
@@ -236,8 +240,11 @@ def _summary(values: list[float]) -> dict[str, float]:
     }
 
 
-async def _wait_final(deployment_ids: list[uuid.UUID], label: str) -> dict[uuid.UUID, list[Any]]:
-    """Poll until every deployment has a final flow run; returns each deployment's runs."""
+async def _wait_final(
+    deployment_ids: list[uuid.UUID], label: str, *, until: datetime | None = None
+) -> dict[uuid.UUID, list[Any]]:
+    """Poll until every deployment has a final flow run; returns each deployment's runs (only
+    those expected to start by `until` when given: a cron schedule has the next days' too)."""
     from prefect.client.orchestration import get_client
     from prefect.client.schemas.filters import DeploymentFilter, DeploymentFilterId
 
@@ -257,7 +264,11 @@ async def _wait_final(deployment_ids: list[uuid.UUID], label: str) -> dict[uuid.
                 )
             by_deployment: dict[uuid.UUID, list[Any]] = {d: [] for d in wanted}
             for run in runs:
-                if run.deployment_id in by_deployment:
+                if run.deployment_id in by_deployment and (
+                    until is None
+                    or run.expected_start_time is None
+                    or run.expected_start_time <= until + timedelta(seconds=1)
+                ):
                     by_deployment[run.deployment_id].append(run)
             done = sum(
                 1
@@ -331,15 +342,24 @@ async def _task_timeline(flow_run_id: uuid.UUID, start: datetime) -> str:
     return "; ".join(f"{name} {a:.0f}-{b:.0f}" for a, b, name in spans)
 
 
-async def _register_job(env: Env, at: datetime, templates: int, name: str) -> Any:
+async def _register_job(
+    env: Env, at: datetime, templates: int, name: str, *, cron: bool = False
+) -> Any:
+    """A job of `templates` templates due at `at`: a one-time job, or (`cron`) a daily
+    recurring one whose cron minute is `at` (which must be on a whole minute)."""
     from scheduler.sdk import AdScheduler
 
+    schedule: dict[str, Any] = (
+        {"type": "recurring", "cron": f"{at.minute} {at.hour} * * *", "timezone": "UTC"}
+        if cron
+        else {"type": "one_time", "at": at.isoformat()}
+    )
     async with AdScheduler(env.tenant) as ads:
         return await ads.create(
             {
                 "name": name,
                 "product_id": str(env.product_id),
-                "schedule": {"type": "one_time", "at": at.isoformat()},
+                "schedule": schedule,
                 "templates": {"mode": "unused", "count": templates},
                 "ad": {"variations": 1, "generator_block": env.generator_block},
                 "template_concurrency": max(templates, 1),
@@ -553,19 +573,28 @@ async def _burst_ours(env: Env, size: int, rss: RssSampler) -> dict[str, Any]:
     # slow down as jobs accumulate (probed 0.21-0.28 s per job, then 0.4-0.8 s each on the
     # embedded SQLite server): three times the probe.
     at = datetime.now(UTC) + timedelta(seconds=prefetch_lead_s() + 3 * per_job * size)
-    log(f"burst: registering {size} jobs (~{per_job:.2f}s each) due at {at:%H:%M:%S}")
+    if env.cron_burst:  # the next whole minute from there: the jobs' cron minute
+        at = at.replace(second=0, microsecond=0) + timedelta(minutes=1)
+    kind = "daily cron" if env.cron_burst else "one-time"
+    log(f"burst: registering {size} {kind} jobs (~{per_job:.2f}s each) due at {at:%H:%M:%S}")
     jobs = []
     for i in range(size):
         if datetime.now(UTC) > at - timedelta(seconds=2):
             raise SystemExit(
                 f"registering the burst took longer than planned ({i} of {size}); rerun"
             )
-        jobs.append(await _register_job(env, at, 1, f"e2e-burst-{env.rounds}-{i}"))
+        jobs.append(
+            await _register_job(env, at, 1, f"e2e-burst-{env.rounds}-{i}", cron=env.cron_burst)
+        )
+    # The phase and its CPU start when the worker may start the first process (its prefetch
+    # before the slot), as the bare burst's do: a cron minute's wait is idle time, not the runs'.
+    idle = at - timedelta(seconds=prefetch_lead_s()) - datetime.now(UTC)
+    await asyncio.sleep(max(idle.total_seconds(), 0))  # waiting for the cron minute
     rss.phase = "burst-ours"
     cpu_before, machine_before = rss.children_cpu_s(), machine_busy_s()
     parts_before = cpu_by_part(env.server_pid)
     deployments = [job.prefect_deployment_id for job in jobs]
-    runs = await _wait_final(deployments, "burst (ours)")
+    runs = await _wait_final(deployments, "burst (ours)", until=at)
     ours_cpu = await _settled_cpu(rss, cpu_before)
     ours_machine = machine_busy_s() - machine_before
     ours_parts = _cpu_delta(parts_before, cpu_by_part(env.server_pid), size)
@@ -793,6 +822,7 @@ def run_backend(backend: str, args: argparse.Namespace) -> dict[str, Any]:
         templates = TEMPLATES_PER_JOB * args.firings + args.burst * args.rounds + 4
         env = asyncio.run(prepare(fake.url, templates, args.engine_command))
         env.server_pid = started[0] if started else None
+        env.cron_burst = args.burst_kind == "cron"
         worker_env = prefect_env(
             home, extra={"PREFECT_API_URL": api_url, **app_env, **TUNED_WORKER_ENV}
         )
@@ -840,6 +870,7 @@ def run_backend(backend: str, args: argparse.Namespace) -> dict[str, Any]:
             "burst_bare_total": round(rss.total_kb.get("burst-bare", 0) / 1024, 1),
         }
         result["worker_limit"] = args.limit
+        result["burst_kind"] = args.burst_kind
         result["engine_command"] = args.engine_command
         result["worker_env"] = dict(TUNED_WORKER_ENV)
         return result
@@ -861,6 +892,13 @@ def main() -> None:
         default=True,
         help="the pool's command is `python -m prefect.engine`, as our pools have (one process"
         " per flow run); --no-engine-command: Prefect's default (supervisor + engine)",
+    )
+    parser.add_argument(
+        "--burst-kind",
+        choices=("cron", "one-time"),
+        default="cron",
+        help="the burst's jobs: daily cron jobs due the same minute (Monday 09:00), or one-time"
+        " jobs (each completes its job and pauses its deployment as it ends)",
     )
     parser.add_argument(
         "--rounds",
