@@ -246,8 +246,21 @@ async def _wait_final(
     """Poll until every deployment has a final flow run; returns each deployment's runs (only
     those expected to start by `until` when given: a cron schedule has the next days' too)."""
     from prefect.client.orchestration import get_client
-    from prefect.client.schemas.filters import DeploymentFilter, DeploymentFilterId
+    from prefect.client.schemas.filters import (
+        DeploymentFilter,
+        DeploymentFilterId,
+        FlowRunFilter,
+        FlowRunFilterExpectedStartTime,
+    )
 
+    # Read by the API, not here: a cron deployment has its next days' runs, past the page size.
+    due = (
+        FlowRunFilter(
+            expected_start_time=FlowRunFilterExpectedStartTime(before_=until + timedelta(seconds=1))
+        )
+        if until is not None
+        else None
+    )
     deadline = time.monotonic() + RUN_TIMEOUT_S + BURST_S_PER_RUN * len(deployment_ids)
     wanted = set(deployment_ids)
     last_report = 0.0
@@ -260,15 +273,12 @@ async def _wait_final(
                     deployment_filter=DeploymentFilter(
                         id=DeploymentFilterId(any_=ids[start : start + 100])
                     ),
+                    flow_run_filter=due,
                     limit=200,
                 )
             by_deployment: dict[uuid.UUID, list[Any]] = {d: [] for d in wanted}
             for run in runs:
-                if run.deployment_id in by_deployment and (
-                    until is None
-                    or run.expected_start_time is None
-                    or run.expected_start_time <= until + timedelta(seconds=1)
-                ):
+                if run.deployment_id in by_deployment:
                     by_deployment[run.deployment_id].append(run)
             done = sum(
                 1
