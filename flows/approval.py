@@ -57,7 +57,6 @@ from db.session import session_scope
 from db.types import utcnow
 from domain import text as medium
 from domain.approval import (
-    ApprovalSettings,
     Choice,
     Decision,
     InvalidDecision,
@@ -189,7 +188,7 @@ async def request_approval(job: ScheduledJob, params: JobParameters, job_run_id:
     Does nothing when the job has no approval or the run made no ads. Raises Prefect's `Pause`
     (through `suspend_flow_run`) when it suspends.
     """
-    approval_settings: ApprovalSettings = getattr(params, "approval", None) or ApprovalSettings()
+    approval_settings = params.approval
     if not approval_settings.enabled:
         return
     from prefect.context import get_run_context

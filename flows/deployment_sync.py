@@ -506,11 +506,11 @@ async def converge_schedule(
             ],
         )
         return
-    now = ours.schedule
+    existing = ours.schedule
     same_schedule = (
-        isinstance(now, CronSchedule)
-        and now.cron == wanted.cron
-        and (now.timezone or "UTC") == (wanted.timezone or "UTC")
+        isinstance(existing, CronSchedule)
+        and existing.cron == wanted.cron
+        and (existing.timezone or "UTC") == (wanted.timezone or "UTC")
     )
     if same_schedule and ours.active == plan.schedule_active:
         return

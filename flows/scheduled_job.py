@@ -215,8 +215,7 @@ async def _load_and_run(
         raise NotFoundError("scheduled job", job_id)
     params = JobParameters.model_validate(job.parameters)
     # approval hook: a run back from its approval only settles the decision and exports. The
-    # approval module (Prefect's run input and suspension, ~50 ms of imports) loads only for
-    # the runs that use it.
+    # approval module loads only for the runs that use it (this one, and a run that suspends).
     if was_suspended(flow_run):
         from flows.approval import resume_decided_run
 
