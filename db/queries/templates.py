@@ -128,6 +128,11 @@ async def claim_unused_templates(
     # either "no product" (an error) or "no unused template left" (the policy decides).
     product = None if postgres else await get_product(session, tenant_id, product_id)
     claimed: list[str] = []
+    # Concurrent claimers of one product pass over the templates another claim in flight has
+    # locked (`_claim_round_postgres`), so each wins its first round. A round that wins nothing
+    # while unused templates are left only met locked ones: the next rounds wait for those
+    # claims to end instead (one may yet fail and leave its templates unused).
+    skip_locked = True
     for _ in range(MAX_CLAIM_ROUNDS):
         need = count - len(claimed)
         if need == 0:
@@ -140,7 +145,9 @@ async def claim_unused_templates(
                 flow_run_id=flow_run_id,
                 need=need,
                 now=now,
+                skip_locked=skip_locked,
             )
+            skip_locked = skip_locked and bool(won)
         else:
             assert product is not None
             won = await _claim_round(
@@ -200,8 +207,18 @@ async def _claim_round_postgres(
     flow_run_id: uuid.UUID,
     need: int,
     now: datetime,
+    skip_locked: bool,
 ) -> list[str] | None:
-    """One round on PostgreSQL: pick and insert in one statement; None when nothing was left."""
+    """One round on PostgreSQL: pick and insert in one statement; None when nothing was left.
+
+    `skip_locked`: the pick locks its templates' rows (`FOR NO KEY UPDATE`, which foreign-key
+    checks do not wait for) until the claim's transaction ends, and passes over rows another
+    claim holds. Without it, claimers of one product that start together all pick the same first
+    unused template: each loser waits for the winner's commit (`ON CONFLICT` waits on an insert
+    in flight), then picks again — twelve at once made ~87 statements for 12 claims, and a
+    convoy. The lock is per template, not per product: a claim of another product in flight
+    may make a claimer take its next template instead; the order is a preference, not a rule.
+    """
     product = Product
     used = sa.exists().where(
         ProductTemplateUsage.product_id == product_id,
@@ -230,6 +247,8 @@ async def _claim_round_postgres(
         .order_by(AdTemplate.storage_name)
         .limit(need)
     )
+    if skip_locked:
+        pick = pick.with_for_update(of=AdTemplate, key_share=True, skip_locked=True)
     stmt = (
         postgresql.insert(ProductTemplateUsage)
         .from_select(_CLAIM_COLUMNS, pick)
