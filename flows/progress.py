@@ -1,7 +1,8 @@
 """The run's progress artifact: ad runs finished, of the run's templates.
 
-Shown only for a run still at work after `PROGRESS_DELAY_S` (a quicker one shows its result,
-the table of ads), and updated at most once per `PROGRESS_INTERVAL_S`.
+Shown only for a run of two templates or more (one template's bar could only go from 0 to 100 %
+as the run ends: its Running state says as much) still at work after `PROGRESS_DELAY_S` (a quicker
+one shows its result, the table of ads), and updated at most once per `PROGRESS_INTERVAL_S`.
 """
 
 from __future__ import annotations
@@ -32,6 +33,10 @@ class ProgressReporter:
     `PROGRESS_DELAY_S`, read when the reporter is made): a run that ends sooner shows its result
     (the run's ads table) and no progress bar, and spends no API call on one while its first
     requests and its last records contend for the server.
+
+    A run of one template has none: its bar could only jump from 0 to 100 % as it ends, which the
+    run's state already shows; in a burst of one-template jobs it was an artifact and an update
+    (two API calls, their events) for every run slowed past the delay by the others.
     """
 
     def __init__(
@@ -51,7 +56,9 @@ class ProgressReporter:
         self.artifact_id: uuid.UUID | None = None
         self._changed = asyncio.Event()
         self._closing = asyncio.Event()
-        self._task = asyncio.ensure_future(self._run())
+        self._task: asyncio.Future[None] | None = (
+            asyncio.ensure_future(self._run()) if total > 1 else None
+        )
 
     def update(self, finished: int) -> None:
         """Record that `finished` ad runs are done."""
@@ -86,12 +93,15 @@ class ProgressReporter:
 
     def cancel(self) -> None:
         """Stop reporting (the run is failing for another reason)."""
-        self._task.cancel()
+        if self._task is not None:
+            self._task.cancel()
 
     async def close(self) -> None:
         """Wait until the final count is shown."""
         self.update(self._total)
         self._closing.set()
+        if self._task is None:
+            return
         try:
             await self._task
         except Exception as exc:  # progress is cosmetic: never fail a run over it

@@ -66,6 +66,20 @@ async def _slow_start() -> ProgressReporter:
     return reporter
 
 
+@flow(name="progress-probe")
+async def _one_template() -> ProgressReporter:
+    reporter = ProgressReporter(1, interval=0.1, delay=0)
+    await asyncio.sleep(0.3)  # past the delay: a run of two templates would show its bar now
+    reporter.update(1)
+    await asyncio.wait_for(reporter.close(), timeout=10)
+    return reporter
+
+
+async def test_a_run_of_one_template_shows_no_progress_bar() -> None:
+    reporter = await _one_template()
+    assert (reporter.artifact_id, reporter.calls) == (None, 0)
+
+
 async def test_a_run_that_ends_within_the_delay_shows_no_progress_bar() -> None:
     reporter = await _quick_run()
     assert (reporter.artifact_id, reporter.calls) == (None, 0)
