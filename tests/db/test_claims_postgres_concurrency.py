@@ -14,11 +14,17 @@ from db.session import new_async_engine, session_scope
 from tests.support.factories import make_product, make_templates
 
 
-async def test_twenty_concurrent_claimers_get_sixty_distinct_templates(pg_database_url) -> None:
+async def _product_with_templates(url: str, templates: int):
+    """A new tenant's product and `templates` library templates: (tenant id, product)."""
     tenant_id = uuid.uuid4()
-    async with session_scope(pg_database_url) as s:
+    async with session_scope(url) as s:
         product = await make_product(s, tenant_id)
-        await make_templates(s, tenant_id, 60)
+        await make_templates(s, tenant_id, templates)
+    return tenant_id, product
+
+
+async def test_twenty_concurrent_claimers_get_sixty_distinct_templates(pg_database_url) -> None:
+    tenant_id, product = await _product_with_templates(pg_database_url, 60)
     # A pool big enough that all 20 transactions are open at the same time.
     engine = new_async_engine(pg_database_url, pool_size=20, max_overflow=0)
     maker = async_sessionmaker(engine, expire_on_commit=False)
@@ -52,9 +58,10 @@ async def test_twenty_concurrent_claimers_get_sixty_distinct_templates(pg_databa
     assert all(len(r) == 3 for r in results)
     assert len(taken) == 60 and len(set(taken)) == 60
     # Each claimer passes over the templates the others hold: about one statement per claim
-    # (a claim that commits while another's pick runs can still cost that one a round). Picking
-    # the same templates, 20 claimers made several hundred, one loser's round after another.
-    assert len(statements) <= 30, len(statements)
+    # (20-23 measured; a claim that commits while another's pick runs can still cost that one a
+    # lost round, three statements). Picking the same templates, 20 claimers made 347, one
+    # loser's round after another: fewer than one lost round per claimer on average is the bar.
+    assert len(statements) < 20 + 3 * 20, len(statements)
 
 
 async def _waiting_on_a_lock(engine, pid: int) -> None:
@@ -74,10 +81,7 @@ async def _waiting_on_a_lock(engine, pid: int) -> None:
 async def test_a_claim_that_meets_only_held_templates_waits_for_their_claim(
     pg_database_url,
 ) -> None:
-    tenant_id = uuid.uuid4()
-    async with session_scope(pg_database_url) as s:
-        product = await make_product(s, tenant_id)
-        await make_templates(s, tenant_id, 2)
+    tenant_id, product = await _product_with_templates(pg_database_url, 2)
     engine = new_async_engine(pg_database_url, pool_size=3, max_overflow=0)
     maker = async_sessionmaker(engine, expire_on_commit=False)
 
