@@ -120,6 +120,23 @@ def port_is_free(port: int) -> bool:
         return True
 
 
+#: The pool of a PostgreSQL-backed Prefect server (Prefect's default: 5, plus 10 overflow). At the
+#: default a burst of 100 runs made the server open ~5 new PostgreSQL connections per run of ours
+#: (each a fresh backend); at 30, none, and the burst took 1.21-1.28x the bare flow's in three
+#: rounds against 1.30-1.60x in five (docs/scaling.md, session 13). PostgreSQL's default
+#: `max_connections` (100) leaves room for it and the app's pools.
+SERVER_POSTGRES_POOL_SIZE = 30
+
+
+def server_database_env(database_url: str | None) -> dict[str, str]:
+    """Environment for a Prefect server on `database_url` (None: SQLite): for PostgreSQL its
+    pool size, `SERVER_POSTGRES_POOL_SIZE`, unless the environment already sets one."""
+    setting = "PREFECT_SERVER_DATABASE_SQLALCHEMY_POOL_SIZE"
+    if not database_url or not database_url.startswith("postgresql") or setting in os.environ:
+        return {}
+    return {setting: str(SERVER_POSTGRES_POOL_SIZE)}
+
+
 @contextmanager
 def local_prefect_server(
     home: Path,
@@ -147,6 +164,7 @@ def local_prefect_server(
     # The UI asks the server for its API address (`/ui-settings`), which otherwise defaults to
     # port 4200 whatever `--port` says: a UI on any other port would call a server not there.
     env = prefect_env(home, database_url=database_url, extra={"PREFECT_UI_API_URL": api_url})
+    env.update(server_database_env(database_url))
     env.update(extra_env or {})
     log = home / "server.log"
     args = [
