@@ -15,8 +15,20 @@ def test_a_postgres_server_gets_the_burst_pool(monkeypatch: pytest.MonkeyPatch) 
     assert env == {SETTING: str(SERVER_POSTGRES_POOL_SIZE)}
 
 
+def test_a_postgres_server_named_by_the_environment_gets_it_too(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    # `ad-scheduler up` passes no URL: the server reads Prefect's own setting.
+    monkeypatch.delenv(SETTING, raising=False)
+    monkeypatch.setenv(
+        "PREFECT_SERVER_DATABASE_CONNECTION_URL", "postgresql+asyncpg://postgres@127.0.0.1/p"
+    )
+    assert server_database_env(None) == {SETTING: str(SERVER_POSTGRES_POOL_SIZE)}
+
+
 def test_sqlite_and_an_explicit_setting_are_left_alone(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.delenv(SETTING, raising=False)
+    monkeypatch.delenv("PREFECT_SERVER_DATABASE_CONNECTION_URL", raising=False)
     assert server_database_env(None) == {}
     assert server_database_env("sqlite+aiosqlite:///prefect.db") == {}
     monkeypatch.setenv(SETTING, "12")
