@@ -132,11 +132,13 @@ def server_database_env(database_url: str | None) -> dict[str, str]:
     """Environment for a Prefect server on `database_url` (None: the one the environment names in
     `PREFECT_SERVER_DATABASE_CONNECTION_URL`, else SQLite): for PostgreSQL its pool size,
     `SERVER_POSTGRES_POOL_SIZE`, unless the environment already sets one."""
-    setting = "PREFECT_SERVER_DATABASE_SQLALCHEMY_POOL_SIZE"
     url = database_url or os.environ.get("PREFECT_SERVER_DATABASE_CONNECTION_URL", "")
-    if not url.startswith("postgresql") or setting in os.environ:
+    if (
+        not url.startswith("postgresql")
+        or "PREFECT_SERVER_DATABASE_SQLALCHEMY_POOL_SIZE" in os.environ
+    ):
         return {}
-    return {setting: str(SERVER_POSTGRES_POOL_SIZE)}
+    return {"PREFECT_SERVER_DATABASE_SQLALCHEMY_POOL_SIZE": str(SERVER_POSTGRES_POOL_SIZE)}
 
 
 @contextmanager
