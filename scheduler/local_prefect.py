@@ -128,15 +128,12 @@ def port_is_free(port: int) -> bool:
 SERVER_POSTGRES_POOL_SIZE = 30
 
 
-def server_database_env(database_url: str | None) -> dict[str, str]:
-    """Environment for a Prefect server on `database_url` (None: the one the environment names in
-    `PREFECT_SERVER_DATABASE_CONNECTION_URL`, else SQLite): for PostgreSQL its pool size,
-    `SERVER_POSTGRES_POOL_SIZE`, unless the environment already sets one."""
-    url = database_url or os.environ.get("PREFECT_SERVER_DATABASE_CONNECTION_URL", "")
-    if (
-        not url.startswith("postgresql")
-        or "PREFECT_SERVER_DATABASE_SQLALCHEMY_POOL_SIZE" in os.environ
-    ):
+def server_database_env(env: Mapping[str, str]) -> dict[str, str]:
+    """What to add to a Prefect server's environment `env` (as `prefect_env` made it): for a
+    server on PostgreSQL (`PREFECT_SERVER_DATABASE_CONNECTION_URL`) its pool size,
+    `SERVER_POSTGRES_POOL_SIZE`, unless `env` already sets one; nothing for SQLite."""
+    url = env.get("PREFECT_SERVER_DATABASE_CONNECTION_URL", "")
+    if not url.startswith("postgresql") or "PREFECT_SERVER_DATABASE_SQLALCHEMY_POOL_SIZE" in env:
         return {}
     return {"PREFECT_SERVER_DATABASE_SQLALCHEMY_POOL_SIZE": str(SERVER_POSTGRES_POOL_SIZE)}
 
@@ -168,7 +165,7 @@ def local_prefect_server(
     # The UI asks the server for its API address (`/ui-settings`), which otherwise defaults to
     # port 4200 whatever `--port` says: a UI on any other port would call a server not there.
     env = prefect_env(home, database_url=database_url, extra={"PREFECT_UI_API_URL": api_url})
-    env.update(server_database_env(database_url))
+    env.update(server_database_env(env))
     env.update(extra_env or {})
     log = home / "server.log"
     args = [
