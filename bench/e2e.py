@@ -4,10 +4,12 @@ What runs, per Prefect backend (`--prefect-db sqlite|postgres|both`):
 
 * a Prefect server (`scheduler.local_prefect.local_prefect_server`) on SQLite (the embedded
   default) or on a scratch PostgreSQL database, and the app database on scratch PostgreSQL;
-* one process worker (`worker_args`, `TUNED_WORKER_ENV`, `--limit` flow runs at once) on a pool
-  made as ours are (`process_base_job_template`: the engine as the pool's command, one process
-  per flow run; `--no-engine-command`: Prefect's default, a workspace supervisor then the
-  engine), whose peak RSS, and the peak RSS of its flow-run processes, are sampled from /proc;
+* one process worker as `ad-scheduler up` starts it (`process_worker`: `TUNED_WORKER_ENV`,
+  `--limit` flow runs at once, beside a fork server; `--no-forkserver`: without) on a pool made
+  as ours are (`process_base_job_template`: our command, which forks each run's engine from the
+  fork server, or is `python -m prefect.engine` itself without one; `--no-engine-command`:
+  Prefect's default, a workspace supervisor then the engine), whose peak RSS, and the peak RSS
+  and PSS of its flow-run processes, are sampled from /proc;
 * a fake Gemini `generateContent` endpoint on 127.0.0.1 answering every request after a fixed
   0.5 s (`tests.support.http_fake`), behind a saved `GeminiImageGenerator` block;
 * jobs registered through the SDK (`scheduler.sdk.AdScheduler`) as one-time jobs whose slot is
@@ -35,10 +37,11 @@ The machine is shared: the load average before and after is in the result; figur
 under load are provisional. Last stdout line: one JSON object (per backend, and the ratios).
 
     .venv/bin/python bench/e2e.py [--prefect-db both] [--quick] [--firings 5] [--burst 100]
-        [--rounds 1] [--limit 8] [--no-engine-command] [--logs DIR]
+        [--rounds 1] [--limit 8] [--no-forkserver] [--no-engine-command] [--logs DIR]
 
-`--firings 0` skips (a); `--burst 0` skips (b). CPU per run is the worker's reaped children
-(user + system), so it counts the supervisor and the engine alike.
+`--firings 0` skips (a); `--burst 0` skips (b). CPU per run is the reaped children of the worker
+and of the fork server (user + system), so it counts the command, supervisor and engine alike.
+The bare flow runs on the same worker and pool as ours: with the fork server both are forked.
 """
 
 from __future__ import annotations
@@ -150,28 +153,58 @@ def _children_of(root: int) -> list[int]:
     return found
 
 
+def _pss_kb(pid: int) -> int:
+    """Proportional set size: private pages, plus shared ones divided among their sharers."""
+    try:
+        for line in Path(f"/proc/{pid}/smaps_rollup").read_text().splitlines():
+            if line.startswith("Pss:"):
+                return int(line.split()[1])
+    except (OSError, ValueError):
+        pass
+    return 0
+
+
 class RssSampler:
     """Samples the worker's and its flow-run processes' peak RSS (VmHWM) every 0.25 s.
 
     A flow run on a Prefect 3.9 process worker is two processes by default (a workspace
-    supervisor that runs the pull steps, then `prefect.engine`); both are descendants.
+    supervisor that runs the pull steps, then `prefect.engine`); both are descendants. With a
+    fork server, the worker's child is the pool's command (the fork server's client) and the
+    run's process a child of the fork server: descendants of both are counted. A forked
+    child's RSS counts the pages it shares with the server: the PSS total is what they cost.
     """
 
-    def __init__(self, worker_pid: int) -> None:
+    def __init__(self, worker_pid: int, forkserver_pid: int | None = None) -> None:
         self.worker_pid = worker_pid
+        self.forkserver_pid = forkserver_pid
         self.phase = "idle"
         self.worker_kb = 0
+        self.forkserver_kb = 0
         self.flow_run_kb: dict[str, int] = {}
         self.peak_flow_runs: dict[str, int] = {}
         self.total_kb: dict[str, int] = {}
+        self.total_pss_kb: dict[str, int] = {}
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._loop, daemon=True)
 
+    @property
+    def roots(self) -> list[int]:
+        """The worker, and the fork server if any."""
+        return [self.worker_pid] + ([self.forkserver_pid] if self.forkserver_pid else [])
+
+    def flow_run_pids(self) -> list[int]:
+        """Every live flow-run process (and pool command)."""
+        return [pid for root in self.roots for pid in _children_of(root)]
+
     def children_cpu_s(self) -> float:
-        """CPU seconds (user + system) of the worker's finished flow-run processes so far."""
-        fields = Path(f"/proc/{self.worker_pid}/stat").read_text().rsplit(")", 1)[1].split()
-        # cutime and cstime: fields 16 and 17 of stat(5), in clock ticks.
-        return (int(fields[13]) + int(fields[14])) / os.sysconf("SC_CLK_TCK")
+        """CPU seconds (user + system) of the finished flow-run processes so far (the worker's
+        children and the fork server's)."""
+        total = 0
+        for root in self.roots:
+            fields = Path(f"/proc/{root}/stat").read_text().rsplit(")", 1)[1].split()
+            # cutime and cstime: fields 16 and 17 of stat(5), in clock ticks.
+            total += int(fields[13]) + int(fields[14])
+        return total / os.sysconf("SC_CLK_TCK")
 
     def __enter__(self) -> RssSampler:
         self._thread.start()
@@ -184,16 +217,26 @@ class RssSampler:
     def _loop(self) -> None:
         while not self._stop.wait(0.25):
             self.worker_kb = max(self.worker_kb, _status_kb(self.worker_pid, "VmHWM"))
-            children = _children_of(self.worker_pid)
+            if self.forkserver_pid:
+                self.forkserver_kb = max(
+                    self.forkserver_kb, _status_kb(self.forkserver_pid, "VmHWM")
+                )
+            children = self.flow_run_pids()
             phase = self.phase
-            self.peak_flow_runs[phase] = max(self.peak_flow_runs.get(phase, 0), len(children))
-            total = 0
+            # With a fork server a run is two processes (its command, its engine): count engines.
+            engines = (
+                len(_children_of(self.forkserver_pid)) if self.forkserver_pid else len(children)
+            )
+            self.peak_flow_runs[phase] = max(self.peak_flow_runs.get(phase, 0), engines)
+            total = pss = 0
             for pid in children:
                 total += _status_kb(pid, "VmRSS")
+                pss += _pss_kb(pid)
                 self.flow_run_kb[phase] = max(
                     self.flow_run_kb.get(phase, 0), _status_kb(pid, "VmHWM")
                 )
             self.total_kb[phase] = max(self.total_kb.get(phase, 0), total)
+            self.total_pss_kb[phase] = max(self.total_pss_kb.get(phase, 0), pss)
 
 
 # --- measuring -------------------------------------------------------------------------------
@@ -558,7 +601,7 @@ async def _settled_cpu(rss: RssSampler, before: float) -> float:
     """CPU of the phase's flow-run processes, once the worker has reaped them all."""
     deadline = time.monotonic() + 60
     while True:
-        if not _children_of(rss.worker_pid) or time.monotonic() > deadline:
+        if not rss.flow_run_pids() or time.monotonic() > deadline:
             return rss.children_cpu_s() - before
         await asyncio.sleep(0.2)  # the last processes are exiting
 
@@ -785,10 +828,9 @@ def run_backend(backend: str, args: argparse.Namespace) -> dict[str, Any]:
     from db.session import dispose_engines
     from scheduler.local_prefect import (
         TUNED_WORKER_ENV,
-        background_process,
         local_prefect_server,
         prefect_env,
-        worker_args,
+        process_worker,
     )
     from tests.support.databases import scratch_pg_database
     from tests.support.http_fake import FakeServer, gemini_default, running
@@ -837,10 +879,24 @@ def run_backend(backend: str, args: argparse.Namespace) -> dict[str, Any]:
         worker_env = prefect_env(
             home, extra={"PREFECT_API_URL": api_url, **app_env, **TUNED_WORKER_ENV}
         )
-        command = worker_args(POOL, limit=args.limit)
-        log(f"[{backend}] worker: {' '.join(command[1:])} with {TUNED_WORKER_ENV}")
-        worker = stack.enter_context(background_process(command, worker_env, home / "worker.log"))
-        rss = stack.enter_context(RssSampler(worker.pid))
+        log(
+            f"[{backend}] worker on {POOL} (--limit {args.limit}, fork server: "
+            f"{args.forkserver}) with {TUNED_WORKER_ENV}"
+        )
+        worker = stack.enter_context(
+            process_worker(
+                POOL,
+                worker_env,
+                home / "worker.log",
+                limit=args.limit,
+                forkserver=args.forkserver,
+            )
+        )
+        rss = stack.enter_context(
+            RssSampler(
+                worker.process.pid, worker.forkserver.process.pid if worker.forkserver else None
+            )
+        )
 
         async def measure() -> dict[str, Any]:
             try:
@@ -879,10 +935,15 @@ def run_backend(backend: str, args: argparse.Namespace) -> dict[str, Any]:
             # Every process of every flow run in flight at the worst moment of the burst.
             "burst_ours_total": round(rss.total_kb.get("burst-ours", 0) / 1024, 1),
             "burst_bare_total": round(rss.total_kb.get("burst-bare", 0) / 1024, 1),
+            # The same as proportional set sizes: forked runs share the fork server's pages.
+            "burst_ours_total_pss": round(rss.total_pss_kb.get("burst-ours", 0) / 1024, 1),
+            "burst_bare_total_pss": round(rss.total_pss_kb.get("burst-bare", 0) / 1024, 1),
+            "forkserver_peak": round(rss.forkserver_kb / 1024, 1),
         }
         result["worker_limit"] = args.limit
         result["burst_kind"] = args.burst_kind
         result["engine_command"] = args.engine_command
+        result["forkserver"] = args.forkserver
         result["worker_env"] = dict(TUNED_WORKER_ENV)
         return result
 
@@ -912,8 +973,17 @@ def main() -> None:
         "--engine-command",
         action=argparse.BooleanOptionalAction,
         default=True,
-        help="the pool's command is `python -m prefect.engine`, as our pools have (one process"
-        " per flow run); --no-engine-command: Prefect's default (supervisor + engine)",
+        help="the pool's command is ours (`engine_command()`: the fork server's client, or"
+        " `python -m prefect.engine` without one), as our pools have; --no-engine-command:"
+        " Prefect's default (workspace supervisor + engine)",
+    )
+    parser.add_argument(
+        "--forkserver",
+        action=argparse.BooleanOptionalAction,
+        default=True,
+        help="the worker has a fork server (`process_worker`, as `ad-scheduler up` and `make"
+        " run` start it): with --engine-command, runs are forked from it; --no-forkserver: each"
+        " run is a fresh interpreter",
     )
     parser.add_argument(
         "--burst-kind",

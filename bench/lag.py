@@ -75,10 +75,9 @@ def main() -> None:
     from scheduler.demo import WORK_POOL, _ensure_pool
     from scheduler.local_prefect import (
         TUNED_WORKER_ENV,
-        background_process,
         local_prefect_server,
         prefect_env,
-        worker_args,
+        process_worker,
     )
     from tests.support.databases import scratch_pg_database
 
@@ -101,7 +100,7 @@ def main() -> None:
 
             with temporary_settings(updates={PREFECT_API_URL: api_url}):
                 asyncio.run(_ensure_pool())
-                with background_process(worker_args(WORK_POOL), env, home / "worker.log"):
+                with process_worker(WORK_POOL, env, home / "worker.log"):
                     lags = asyncio.run(_seed_and_measure())
     if len(lags) < 2:
         raise SystemExit(f"only {len(lags)} runs finished")

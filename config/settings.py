@@ -24,6 +24,9 @@ DEFAULT_BASE_DEPLOYMENT = "ad-scheduler"
 DEFAULT_WORK_POOL = "ad-scheduler-process"
 #: The variable naming where a worker's ad-scheduler code is (named in the pull step's errors).
 CODE_DIR_ENV = "AD_SCHEDULER_CODE_DIR"
+#: The variable naming a worker's fork server. The pool's command reads it itself, with no
+#: import of this module (scheduler/forkserver_client.py says why; a test keeps them equal).
+FORKSERVER_ENV = "AD_SCHEDULER_FORKSERVER"
 
 
 class Settings(BaseSettings):
@@ -41,6 +44,7 @@ class Settings(BaseSettings):
             `ad-scheduler-process`.
         code_dir: On a worker, the folder holding the ad-scheduler code the pull step changes
             to; empty means where this package is installed.
+        forkserver: On a process worker, the socket of the fork server flow runs start from.
         storage_block, prefect_ui_url, run_heartbeat_seconds, db_retry_attempts,
             retention_days, debug, slack_webhook_url: see each field's description.
 
@@ -81,6 +85,14 @@ class Settings(BaseSettings):
         default="",
         validation_alias=CODE_DIR_ENV,
         description="Folder of the ad-scheduler code on a worker; empty: where it is installed.",
+    )
+    forkserver: str = Field(
+        default="",
+        validation_alias=FORKSERVER_ENV,
+        description=(
+            "On a process worker, the Unix socket of the fork server its flow runs are forked "
+            "from (`process_worker` sets it); empty: each run starts a fresh interpreter."
+        ),
     )
 
     storage_block: str = Field(

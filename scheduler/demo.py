@@ -28,10 +28,9 @@ from flows.job_board import board_key
 from scheduler.commands.up import DEFAULT_PORT as UP_DEFAULT_PORT
 from scheduler.local_prefect import (
     TUNED_WORKER_ENV,
-    background_process,
     local_prefect_server,
     prefect_env,
-    worker_args,
+    process_worker,
 )
 
 console = Console()
@@ -74,7 +73,7 @@ def run_demo() -> None:
                     **TUNED_WORKER_ENV,
                 },
             )
-            with background_process(worker_args(WORK_POOL), env, home / "worker.log"):
+            with process_worker(WORK_POOL, env, home / "worker.log"):
                 made = asyncio.run(_demo())
     console.print("stopped the worker and the Prefect server (the job and its runs are kept)")
     _print_what_to_do_next(made)

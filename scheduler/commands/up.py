@@ -1,7 +1,7 @@
 """`ad-scheduler up`: the local Prefect server (with its UI), a worker and the reconciler.
 
 Everything binds to 127.0.0.1 and runs until interrupted: Ctrl-C (SIGINT) or SIGTERM stops
-exactly the three processes it started (each in its own process group), in reverse order, and
+exactly the four processes it started (each in its own process group), in reverse order, and
 nothing else. The UI calls the API on the same `--port` (`PREFECT_UI_API_URL` is derived from
 it), so any port works, not only 4200.
 
@@ -9,7 +9,8 @@ By default the server keeps its state in `<data dir>/prefect-home` — the same 
 uses — so the demo's job, runs and artifacts are there to look at.
 
 - the app database is migrated first (as `make run` does), so the flows find their tables;
-- the worker: a process worker on the work pool job deployments use (created if missing);
+- the worker: a process worker on the work pool job deployments use (created if missing), and
+  the fork server its flow runs are forked from (`scheduler.local_prefect.process_worker`);
 - the reconciler: `reconcile-job-runs` served on a schedule (`--reconcile-every`, seconds), which
   heals the run history from the Prefect API (see flows/reconcile.py).
 """
@@ -36,7 +37,7 @@ from scheduler.local_prefect import (
     local_prefect_server,
     port_is_free,
     prefect_env,
-    worker_args,
+    process_worker,
 )
 
 #: The deployment name the reconciler is served under.
@@ -94,7 +95,7 @@ def running_stack(home: Path, port: int, pool: str, reconcile_every: int) -> Ite
         reconcile_every: Seconds between reconciler runs (60..86400).
 
     Yields:
-        The API URL and the three processes (`server`, `worker`, `reconciler`).
+        The API URL and the four processes (`server`, `forkserver`, `worker`, `reconciler`).
 
     Raises:
         UpProblem: The port is taken or an option is out of range (nothing started).
@@ -139,9 +140,10 @@ def running_stack(home: Path, port: int, pool: str, reconcile_every: int) -> Ite
                 **TUNED_WORKER_ENV,
             },
         )
-        processes["worker"] = stack.enter_context(
-            background_process(worker_args(pool), env, home / "worker.log")
-        )
+        worker = stack.enter_context(process_worker(pool, env, home / "worker.log"))
+        processes["worker"] = worker.process
+        if worker.forkserver is not None:
+            processes["forkserver"] = worker.forkserver.process
         processes["reconciler"] = stack.enter_context(
             background_process(reconciler_args(reconcile_every), env, home / "reconciler.log")
         )
@@ -187,13 +189,14 @@ def up_command(
             pids = {name: proc.pid for name, proc in started.processes.items()}
             typer.echo(f"Prefect UI   {started.ui_url}   (API {started.api_url})")
             typer.echo(
-                f"server pid {pids['server']}, worker pid {pids['worker']} (pool {pool}), "
-                f"reconciler pid {pids['reconciler']} (every {reconcile_every} s); logs in {home}"
+                f"server pid {pids['server']}, worker pid {pids['worker']} (pool {pool}; "
+                f"fork server pid {pids['forkserver']}), reconciler pid {pids['reconciler']} "
+                f"(every {reconcile_every} s); logs in {home}"
             )
             typer.echo(f"Use it from another shell: export PREFECT_API_URL={started.api_url}")
             typer.echo(
                 f"Job board: {started.ui_url}/artifacts (key job-board-<tenant>). "
-                "Ctrl-C stops all three."
+                "Ctrl-C stops them all."
             )
             _supervise(stop, started, home)
     except UpProblem as exc:
@@ -202,7 +205,7 @@ def up_command(
     finally:
         for sig, handler in previous.items():
             signal.signal(sig, handler)
-    typer.echo("stopped the reconciler, the worker and the Prefect server")
+    typer.echo("stopped the reconciler, the worker, its fork server and the Prefect server")
 
 
 def _supervise(stop: _Stop, started: Stack, home: Path) -> None:

@@ -1,19 +1,24 @@
-"""Our process pools start the engine directly: a crash and a cancellation still settle the run.
+"""Our process pools start the engine directly, forked from the worker's fork server: a crash
+and a cancellation still settle the run.
 
 `flows.deployment_sync.process_base_job_template` sets the pool's `command` to
-`setsid python -m prefect.engine`. Prefect 3.9's process worker then uses its
-`EngineCommandStarter`: one interpreter per flow run (no workspace supervisor), and the
-`on_crashed` / `on_cancellation` hooks run in the *worker* process, which loads the flow from
-the flow run (`load_flow_from_flow_run`: the pull step, then the entrypoint), instead of in a
-hook subprocess of the workspace. These tests run the session's production worker (its pool
-is made by `ensure_process_pool`) and check, end to end:
+`setsid python -m scheduler.forkserver_client`. Prefect 3.9's process worker then uses its
+`EngineCommandStarter` (no workspace supervisor), and the `on_crashed` / `on_cancellation`
+hooks run in the *worker* process, which loads the flow from the flow run
+(`load_flow_from_flow_run`: the pull step, then the entrypoint), instead of in a hook subprocess
+of the workspace. The command asks the worker's fork server (`process_worker` starts both) for a
+child that runs `prefect.engine`, relays signals to it and exits as it does. These tests run the
+session's production worker (its pool is made by `ensure_process_pool`) and check, end to end:
 
-- the flow-run process is one `prefect.engine` interpreter, a child of the worker, in a session
-  of its own (`setsid`; tests/production/test_worker_sigterm.py shows why it matters);
-- killed with SIGKILL mid-generation, its run ends Crashed, and the crashed hook (in the
-  worker; no reconciler runs here) marks the job run failed/Crashed and releases its claims;
-- cancelled from the API mid-generation, its run ends Cancelled and the job run row mirrors it
-  with nothing left claimed or in flight.
+- the command is a child of the worker in a session of its own (`setsid`;
+  tests/production/test_worker_sigterm.py shows why it matters), and the run's engine a child
+  of the fork server in a session of its own;
+- the engine killed with SIGKILL mid-generation: its run ends Crashed, and the crashed hook (in
+  the worker; no reconciler runs here) marks the job run failed/Crashed and releases its claims;
+- the command killed with SIGKILL (a worker's hard kill): the engine goes with it, and the run
+  is settled the same way;
+- cancelled from the API mid-generation (the worker's SIGTERM to the command, relayed), its run
+  ends Cancelled and the job run row mirrors it with nothing left claimed or in flight.
 """
 
 from __future__ import annotations
@@ -40,7 +45,7 @@ from db.session import session_scope
 from flows.deployment_sync import engine_command
 from flows.sample_data import seed_sample_data
 from tests.support.http_fake import SERVICE_TOKEN, FakeServer, running, service_default
-from tests.support.production import ProductionWorker, wait_for_flow_run
+from tests.support.production import ProductionWorker, engine_pid, wait_for_flow_run
 
 pytestmark = pytest.mark.postgres
 
@@ -128,10 +133,11 @@ async def start_mid_generation(
     return flow_run_id, pid
 
 
-async def test_the_pool_starts_one_engine_interpreter_and_a_sigkilled_run_is_settled(
+async def test_the_pool_forks_the_engine_and_a_sigkilled_engine_is_settled(
     production_settings: ProductionWorker,
 ) -> None:
     worker = production_settings
+    assert worker.forkserver is not None
     async with get_client() as client:
         pool = await client.read_work_pool(worker.pool)
     command = pool.base_job_template["variables"]["properties"]["command"]["default"]
@@ -139,24 +145,59 @@ async def test_the_pool_starts_one_engine_interpreter_and_a_sigkilled_run_is_set
 
     with slow_service() as service:
         flow_run_id, pid = await start_mid_generation(worker, service, "killed-engine")
-        # One interpreter, started by the worker itself: no workspace supervisor between them.
+        # The command: started by the worker itself (no workspace supervisor between them), in
+        # a session of its own (`setsid`): a signal to the worker's group does not reach it.
         cmdline = Path(f"/proc/{pid}/cmdline").read_bytes().split(b"\0")
-        assert b"prefect.engine" in cmdline, cmdline
+        assert b"scheduler.forkserver_client" in cmdline, cmdline
         assert parent_of(pid) == worker.process.pid
-        # In a session of its own (`setsid`): a signal to the worker's group does not reach it.
         assert os.getsid(pid) == pid != os.getsid(worker.process.pid)
+        # The run's engine: forked by the fork server, in a session of its own too.
+        engine = engine_pid(flow_run_id, pid, worker.log)
+        assert engine != pid
+        assert parent_of(engine) == worker.forkserver.process.pid
+        assert os.getsid(engine) == engine != os.getsid(worker.forkserver.process.pid)
 
-        os.kill(pid, signal.SIGKILL)  # the flow-run process only; the worker lives on
+        os.kill(engine, signal.SIGKILL)  # the run's process only; the worker lives on
+        await assert_crashed_and_settled(worker, flow_run_id)
+    # The command ended as its engine did.
+    await wait_gone(pid, worker.log)
 
-        final = await wait_for_flow_run(flow_run_id, log=worker.log)
-        assert final.state_type == StateType.CRASHED, (final.state_name, final.state)
 
-        async def settled() -> bool:
-            row = await run_row(flow_run_id)
-            return row is not None and row.status == "failed" and await claims_of(flow_run_id) == 0
+async def test_a_command_killed_outright_takes_its_engine_along_and_is_settled(
+    production_settings: ProductionWorker,
+) -> None:
+    """What a worker's hard kill does (SIGKILL to the command): the run's process must not
+    outlive it, as it would not have had the command been the engine itself."""
+    worker = production_settings
+    with slow_service() as service:
+        flow_run_id, pid = await start_mid_generation(worker, service, "killed-command")
+        engine = engine_pid(flow_run_id, pid, worker.log)
+        os.kill(pid, signal.SIGKILL)
+        await wait_gone(engine, worker.log)
+        await assert_crashed_and_settled(worker, flow_run_id)
 
-        # No reconciler runs in this test: the crashed hook (run by the worker) settles it.
-        await wait_until(settled, "job run settled by the crashed hook", worker.log)
+
+async def wait_gone(pid: int, log: Path) -> None:
+    deadline = time.monotonic() + 30
+    while (
+        Path(f"/proc/{pid}").exists()
+        and Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0] != "Z"
+    ):
+        assert time.monotonic() < deadline, f"process {pid} still alive\n{log.read_text()[-4000:]}"
+        await asyncio.sleep(0.1)  # polling the process table
+
+
+async def assert_crashed_and_settled(worker: ProductionWorker, flow_run_id: uuid.UUID) -> None:
+    """The run ends Crashed, and the crashed hook (in the worker; no reconciler runs here)
+    marks the job run failed/Crashed and releases its claims."""
+    final = await wait_for_flow_run(flow_run_id, log=worker.log)
+    assert final.state_type == StateType.CRASHED, (final.state_name, final.state)
+
+    async def settled() -> bool:
+        row = await run_row(flow_run_id)
+        return row is not None and row.status == "failed" and await claims_of(flow_run_id) == 0
+
+    await wait_until(settled, "job run settled by the crashed hook", worker.log)
     row = await run_row(flow_run_id)
     assert row is not None and row.prefect_state == "Crashed", row
     statuses = await ad_run_statuses(flow_run_id)
@@ -170,6 +211,7 @@ async def test_a_run_cancelled_from_the_api_ends_cancelled_and_is_mirrored(
     worker = production_settings
     with slow_service() as service:
         flow_run_id, pid = await start_mid_generation(worker, service, "cancelled-engine")
+        engine = engine_pid(flow_run_id, pid, worker.log)
         async with get_client() as client:
             # What the UI's "Cancel" does: the worker sees Cancelling and stops the process.
             await client.set_flow_run_state(flow_run_id, Cancelling(message="cancelled by a test"))
@@ -189,8 +231,7 @@ async def test_a_run_cancelled_from_the_api_ends_cancelled_and_is_mirrored(
     statuses = await ad_run_statuses(flow_run_id)
     assert statuses and not {"pending", "running"} & set(statuses), statuses
 
-    deadline = time.monotonic() + 30
-    while Path(f"/proc/{pid}").exists() and Path(f"/proc/{pid}/stat").read_text().split()[2] != "Z":
-        assert time.monotonic() < deadline, f"flow-run process {pid} still alive after cancel"
-        await asyncio.sleep(0.2)  # polling the process table
+    # The run's process and the worker's command for it are gone.
+    await wait_gone(engine, worker.log)
+    await wait_gone(pid, worker.log)
     assert worker.process.poll() is None, worker.log_tail()

@@ -37,6 +37,7 @@ from tests.support.http_fake import SERVICE_TOKEN, FakeServer, running, service_
 from tests.support.production import (
     NO_BASE,
     ProductionWorker,
+    engine_pid,
     wait_for_flow_run,
     wait_for_worker,
     worker_environment,
@@ -159,7 +160,9 @@ async def stopped_mid_run(worker: ProductionWorker, tmp_path: Path, stop: signal
         async with get_client() as client:
             run = await client.read_flow_run(flow_run_id)
         assert run.infrastructure_pid, run
-        flow_pid = int(str(run.infrastructure_pid).rsplit(":", 1)[-1])  # "[host:]pid"
+        command_pid = int(str(run.infrastructure_pid).rsplit(":", 1)[-1])  # "[host:]pid"
+        # The run's process: the fork server's child for it (the command is its client).
+        flow_pid = engine_pid(flow_run_id, command_pid, log)
         ports = pg_client_ports(flow_pid)
         assert ports, "the flow process holds no PostgreSQL connection mid-run"
 
@@ -177,15 +180,17 @@ async def stopped_mid_run(worker: ProductionWorker, tmp_path: Path, stop: signal
 
         deadline = time.monotonic() + EXIT_BOUND_S
         try:
-            while alive(flow_pid):
+            # The run's process and the worker's command for it (which waits for it) both end.
+            while alive(flow_pid) or alive(command_pid):
                 assert time.monotonic() < deadline, (
-                    f"flow process {flow_pid} still alive {EXIT_BOUND_S} s after its worker got "
-                    f"{stop.name}\n{log.read_text()[-6000:]}"
+                    f"flow process {flow_pid} (command {command_pid}) still alive "
+                    f"{EXIT_BOUND_S} s after its worker got {stop.name}\n{log.read_text()[-6000:]}"
                 )
                 await asyncio.sleep(0.2)  # polling the process table
         finally:
-            if alive(flow_pid):  # a failed test leaves no process behind
-                os.kill(flow_pid, signal.SIGKILL)
+            for pid in (flow_pid, command_pid):
+                if alive(pid):  # a failed test leaves no process behind
+                    os.kill(pid, signal.SIGKILL)
     database = worker.database_url.rsplit("/", 1)[1]
     assert await backends_on(ports, database) == 0
     if stop is signal.SIGKILL:

@@ -18,6 +18,7 @@ Use it from a conftest: `from tests.support.production import production_worker 
 from __future__ import annotations
 
 import asyncio
+import re
 import subprocess
 import tempfile
 import time
@@ -41,9 +42,10 @@ from db.migrate import upgrade
 from flows.deployment_sync import ensure_process_pool
 from scheduler.local_prefect import (
     TUNED_WORKER_ENV,
-    background_process,
+    ForkServer,
+    LocalWorker,
     prefect_env,
-    worker_args,
+    process_worker,
 )
 from scheduler.sdk import AdScheduler
 from tests.support.databases import create_pg_database, drop_pg_database, pg_url
@@ -69,6 +71,8 @@ class ProductionWorker:
         storage_root: The folder behind the storage block.
         process: The worker process (the leader of its own process group).
         log: The worker's output (flow processes' output goes there too).
+        forkserver: The fork server its flow runs are forked from (its log: `forkserver.log`
+            beside `log`).
     """
 
     api_url: str
@@ -80,6 +84,7 @@ class ProductionWorker:
     storage_root: Path
     process: subprocess.Popen[bytes]
     log: Path
+    forkserver: ForkServer | None = None
 
     def scheduler(self, tenant_id: uuid.UUID) -> AdScheduler:
         """The SDK for `tenant_id`, registering jobs onto this worker's pool."""
@@ -90,6 +95,24 @@ class ProductionWorker:
     def log_tail(self, chars: int = 6000) -> str:
         """The end of the worker's output (for assertion messages)."""
         return self.log.read_text(errors="replace")[-chars:]
+
+
+def engine_pid(flow_run_id: uuid.UUID, command_pid: int, worker_log: Path) -> int:
+    """The process running a flow run's engine, given the pid of the command the worker started
+    (the flow run's `infrastructure_pid`): the child the fork server forked for it when that
+    command is the fork server's client (the server's log, `forkserver.log` beside the worker's,
+    names it), else the command itself.
+    """
+    cmdline = Path(f"/proc/{command_pid}/cmdline").read_bytes().split(b"\0")
+    if b"scheduler.forkserver_client" not in cmdline:
+        return command_pid
+    log = worker_log.with_name("forkserver.log")
+    pattern = re.compile(rf"forked flow-run process (\d+) for {flow_run_id}")
+    deadline = time.monotonic() + 30
+    while not (found := pattern.search(log.read_text(errors="replace"))):
+        assert time.monotonic() < deadline, f"no child for {flow_run_id} in {log}"
+        time.sleep(0.05)  # polling the server's log, written as it forks
+    return int(found.group(1))
 
 
 async def wait_for_flow_run(
@@ -134,15 +157,32 @@ def worker_process(
     env_extra: dict[str, str],
     log_name: str = "worker.log",
     cwd: Path | None = None,
+    forkserver: bool = True,
 ) -> Iterator[tuple[subprocess.Popen[bytes], Path]]:
-    """A process worker on `pool` in its own process group; stopped (group SIGTERM) on exit.
+    """A process worker on `pool` as `ad-scheduler up` starts one (`process_worker`: with its
+    fork server unless `forkserver` is False), in its own process group; stopped (group
+    SIGTERM) on exit, then its fork server.
 
     It starts in `cwd` (default `home`, not the checkout: the pull step must find the code).
     """
+    with local_worker(pool, home, env_extra, log_name, cwd, forkserver) as (worker, log):
+        yield worker.process, log
+
+
+@contextmanager
+def local_worker(
+    pool: str,
+    home: Path,
+    env_extra: dict[str, str],
+    log_name: str = "worker.log",
+    cwd: Path | None = None,
+    forkserver: bool = True,
+) -> Iterator[tuple[LocalWorker, Path]]:
+    """`worker_process`, yielding the worker and its fork server (`LocalWorker`)."""
     env = prefect_env(home, extra={**TUNED_WORKER_ENV, **env_extra})
     log = home / log_name
-    with background_process(worker_args(pool), env, log, cwd=cwd or home) as proc:
-        yield proc, log
+    with process_worker(pool, env, log, cwd=cwd or home, forkserver=forkserver) as worker:
+        yield worker, log
 
 
 def worker_environment(
@@ -186,7 +226,8 @@ async def production_worker(prefect_api: str) -> AsyncIterator[ProductionWorker]
         async with get_client() as client:
             await ensure_process_pool(client, pool)
         env = worker_environment(prefect_api, database_block, storage_block, root / "data")
-        with worker_process(pool, root, env) as (proc, log):
+        with local_worker(pool, root, env) as (local, log):
+            proc = local.process
             await wait_for_worker(pool, proc, log)
             try:
                 yield ProductionWorker(
@@ -199,6 +240,7 @@ async def production_worker(prefect_api: str) -> AsyncIterator[ProductionWorker]
                     storage_root=storage_root,
                     process=proc,
                     log=log,
+                    forkserver=local.forkserver,
                 )
             finally:
                 from db.session import dispose_engines
@@ -221,6 +263,8 @@ def production_settings(
 
 __all__ = [
     "ProductionWorker",
+    "engine_pid",
+    "local_worker",
     "production_settings",
     "production_worker",
     "wait_for_flow_run",

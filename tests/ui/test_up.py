@@ -1,5 +1,5 @@
 """`ad-scheduler up`: a server whose UI calls its own (non-4200) port, a worker and the
-reconciler; SIGTERM stops exactly the three processes it started."""
+reconciler (and the worker's fork server); SIGTERM stops exactly the four processes it started."""
 
 from __future__ import annotations
 
@@ -68,7 +68,9 @@ async def test_up_serves_a_ui_on_its_port_and_stops_what_it_started(tmp_path, br
         pids_line = _poll(
             "the pids line",
             lambda: re.search(
-                r"server pid (\d+), worker pid (\d+).*reconciler pid (\d+)", out.read_text()
+                r"server pid (\d+), worker pid (\d+).*fork server pid (\d+)\), "
+                r"reconciler pid (\d+)",
+                out.read_text(),
             ),
         )
         pids = [int(p) for p in pids_line.groups()]
@@ -100,7 +102,7 @@ async def test_up_serves_a_ui_on_its_port_and_stops_what_it_started(tmp_path, br
     log = out.read_text()
     assert code == 0, log
     assert "SIGTERM: stopping" in log and "stopped the reconciler, the worker" in log
-    _poll("the three processes to be gone", lambda: not any(_alive(p) for p in pids), 30)
+    _poll("the four processes to be gone", lambda: not any(_alive(p) for p in pids), 30)
     assert port_is_free(port)
 
 
