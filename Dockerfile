@@ -2,7 +2,8 @@
 #
 # Used two ways:
 #   - as the flow-run image of the Docker / Kubernetes work pools (prefect.yaml variants), and
-#   - as a process worker host: the default CMD starts a worker on the process pool.
+#   - as a process worker host: the default CMD starts a worker (and its fork server) on the
+#     process pool.
 # prefect.yaml's pull step (`scheduler.pull_steps.set_code_directory`) changes to the folder of
 # the installed package: /opt/prefect/ad-scheduler below. No secret is baked in: API keys and webhook URLs live in Prefect
 # blocks; PREFECT_API_URL / DATABASE_URL are given at run time.
@@ -48,7 +49,9 @@ RUN useradd --create-home --uid 10001 --shell /usr/sbin/nologin app \
  && chown -R app:app /var/lib/ad-scheduler
 USER app
 
-# At most 8 flow runs at once (scheduler.local_prefect.DEFAULT_WORKER_LIMIT): a flow run's
-# process spends seconds of CPU starting, so a burst is CPU-bound and more slots than ~4 per core
-# only add memory (~130 MB each); raise it with the host's cores (docs/scaling.md, section 3).
-CMD ["prefect", "worker", "start", "--pool", "ad-scheduler-process", "--limit", "8"]
+# A process worker beside the fork server its flow runs are forked from (`ad-scheduler worker`:
+# ~2 CPU-s less per run than a fresh interpreter, on a pool whose command is ours; the pool is
+# created with it when missing). At most 8 flow runs at once
+# (scheduler.local_prefect.DEFAULT_WORKER_LIMIT): a burst is CPU-bound, so more slots than ~4
+# per core only add memory; raise it with the host's cores (docs/scaling.md, section 3).
+CMD ["ad-scheduler", "worker", "--pool", "ad-scheduler-process", "--limit", "8"]

@@ -148,7 +148,7 @@ def main(
 
 #: Command modules in `scheduler/commands/`, mounted in this order when present. Each exposes
 #: `register(app)` and keeps its top-level imports light (see the module docstring).
-COMMAND_MODULES = ("db", "jobs", "catalog", "export", "approvals", "up")
+COMMAND_MODULES = ("db", "jobs", "catalog", "export", "approvals", "up", "worker")
 
 
 def _mount_commands() -> None:

@@ -15,6 +15,12 @@ child has its own session). Module state is the worker's environment at start: a
 whose job variables change settings that our modules read at import would need the worker
 restarted, as code changes do (the flow file itself is executed afresh by every run).
 
+What a child does not take from its request, since an interpreter reads it only as it starts:
+`PYTHONHASHSEED`, `PYTHONPATH` beyond `sys.path[0]`, `PYTHONUNBUFFERED` and the other `PYTHON*`
+start-up settings follow the server's environment (the worker's, which set-ups share). If the
+server dies, runs in flight go on; their commands wait for them and exit 1 (status unknown), and
+new runs start fresh (`scheduler.forkserver_client`).
+
 Protocol: see `scheduler.forkserver_client`.
 """
 
@@ -27,6 +33,7 @@ import importlib
 import json
 import os
 import runpy
+import select
 import selectors
 import signal
 import socket
@@ -48,8 +55,14 @@ PRELOAD = (
 ENGINE_MODULE = "prefect.engine"
 #: A request larger than this is refused (an environment is a few kB).
 MAX_REQUEST_BYTES = 4 * 1024 * 1024
-#: A connected client must send its request within this time.
-REQUEST_TIMEOUT_S = 10.0
+#: A connected client must send its request within this time (it sends it whole as it
+#: connects; the server reads one request at a time, so a stalled client delays the others).
+REQUEST_TIMEOUT_S = 5.0
+#: Signals held back from the moment of a fork until the child has its own handlers (the
+#: server's would otherwise run in it: a SIGTERM sent to a just-forked child would be lost).
+HELD_SIGNALS = frozenset(
+    {signal.SIGTERM, signal.SIGINT, signal.SIGHUP, signal.SIGQUIT, signal.SIGCHLD}
+)
 
 
 @dataclass
@@ -61,6 +74,8 @@ class Request:
     env: dict[str, str]
     fds: list[int]
     conn: socket.socket
+    #: The signal mask to restore in the child once its handlers are its own.
+    sigmask: set[signal.Signals | int] = field(default_factory=set)
 
 
 @dataclass
@@ -72,8 +87,11 @@ class _State:
 def read_request(conn: socket.socket) -> Request:
     """Read one request frame and its three file descriptors from `conn`.
 
+    The descriptors are closed again whatever goes wrong after they arrived.
+
     Raises:
-        ValueError: the frame is malformed, too large, or did not carry three descriptors.
+        ValueError: the frame is malformed (not JSON of the documented shape, too large,
+            truncated) or did not carry three descriptors.
         OSError: the connection failed or timed out.
     """
     data, fds, _flags, _addr = socket.recv_fds(conn, 65536, 3)
@@ -91,7 +109,12 @@ def read_request(conn: socket.socket) -> Request:
             if not chunk:
                 raise ValueError("truncated request")
             body += chunk
-        message = json.loads(bytes(body))
+        try:
+            message = json.loads(bytes(body))
+        except RecursionError:  # deeply nested JSON; json's own errors are ValueErrors
+            raise ValueError("request is not JSON of the documented shape") from None
+        if not isinstance(message, dict) or not {"argv", "cwd", "env"} <= message.keys():
+            raise ValueError("request must be a JSON object with argv, cwd and env")
         argv, cwd, env = message["argv"], message["cwd"], message["env"]
         if not (
             isinstance(argv, list)
@@ -101,7 +124,7 @@ def read_request(conn: socket.socket) -> Request:
             and all(isinstance(k, str) and isinstance(v, str) for k, v in env.items())
         ):
             raise ValueError("argv must be a list of strings, cwd a string, env a string map")
-    except (ValueError, KeyError, TypeError):
+    except BaseException:
         for fd in fds:
             os.close(fd)
         raise
@@ -174,8 +197,10 @@ def serve(listener: socket.socket, parent: int | None, log: object = None) -> Re
                     _reap(selector, state)
                 elif key.data == "parent":
                     state.stopping = True
-                else:  # a client's connection: readable means it went away
-                    _client_gone(key.fileobj, key.data, selector, state)  # type: ignore[arg-type]
+                elif state.children.get(key.data) is key.fileobj:
+                    # A client's connection: readable means it went away. (Not if its child
+                    # was reaped earlier in this same batch: that closed the connection.)
+                    _client_gone(key.fileobj, key.data, selector, state)
         return None
     finally:
         if os.getpid() == server_pid:
@@ -202,17 +227,35 @@ def _accept(
     try:
         _check_peer(conn)
         request = read_request(conn)
-    except (OSError, ValueError) as exc:
+    except Exception as exc:  # whatever a client sends, the server goes on serving the others
         _send(conn, {"error": f"bad request: {exc}"})
+        conn.close()
+        return None
+    if not _still_connected(conn):
+        # The client gave up waiting (it then starts the engine itself): no second process.
+        for fd in request.fds:
+            os.close(fd)
         conn.close()
         return None
     sys.stdout.flush()
     sys.stderr.flush()
-    pid = os.fork()
+    # Held from before the fork until the child has set its own handlers (`run_child`).
+    request.sigmask = signal.pthread_sigmask(signal.SIG_BLOCK, HELD_SIGNALS)
+    try:
+        pid = os.fork()
+    except OSError as exc:  # out of processes or memory: the client runs the engine itself
+        signal.pthread_sigmask(signal.SIG_SETMASK, request.sigmask)
+        for fd in request.fds:
+            os.close(fd)
+        _send(conn, {"error": f"fork failed: {exc}"})
+        conn.close()
+        print(f"fork failed for {_flow_run_of(request)}: {exc}", flush=True)
+        return None
     if pid == 0:
         signal.set_wakeup_fd(-1)
         listener.close()
         return request
+    signal.pthread_sigmask(signal.SIG_SETMASK, request.sigmask)
     for fd in request.fds:
         os.close(fd)
     _send(conn, {"pid": pid})
@@ -221,6 +264,18 @@ def _accept(
     selector.register(conn, selectors.EVENT_READ, pid)
     print(f"forked flow-run process {pid} for {_flow_run_of(request)}", flush=True)
     return None
+
+
+def _still_connected(conn: socket.socket) -> bool:
+    """Whether the client still waits: it sends nothing after its request, so a readable
+    connection here has reached its end (or failed)."""
+    readable, _, _ = select.select([conn], [], [], 0)
+    if not readable:
+        return True
+    try:
+        return conn.recv(1, socket.MSG_PEEK) != b""
+    except OSError:
+        return False
 
 
 def _flow_run_of(request: Request) -> str:
@@ -278,6 +333,9 @@ def run_child(request: Request, module: str = ENGINE_MODULE) -> None:
         signal.signal(signum, signal.SIG_DFL)
     signal.signal(signal.SIGINT, signal.default_int_handler)
     os.setsid()
+    # Held since before the fork (`_accept`): one sent meanwhile (the worker cancelling the
+    # run) is delivered now, to these handlers, as it would be to a fresh process.
+    signal.pthread_sigmask(signal.SIG_SETMASK, request.sigmask)
     for target, fd in enumerate(request.fds):
         os.dup2(fd, target)
         if fd > 2:

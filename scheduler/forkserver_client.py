@@ -41,6 +41,11 @@ from typing import NoReturn
 RELAYED_SIGNALS = (signal.SIGTERM, signal.SIGINT, signal.SIGHUP, signal.SIGQUIT)
 #: How long a connection to the server may take before the run falls back to a fresh engine.
 CONNECT_TIMEOUT_S = 5.0
+#: How long to wait for the child's pid before falling back. A server that is still importing
+#: (just started, on a loaded machine: up to ~50 s seen here) answers late but answers; one that
+#: is stopped or hung would otherwise hold the run forever. The server forks nothing for a client
+#: that has gone, so the run does not start twice.
+PID_TIMEOUT_S = 120.0
 
 
 def engine_argv(argv: list[str]) -> list[str]:
@@ -59,8 +64,10 @@ def _connect(path: str) -> socket.socket | None:
     sock.settimeout(CONNECT_TIMEOUT_S)
     try:
         sock.connect(path)
-        # The frame is small next to a socket buffer: sent whole, with the three streams.
-        socket.send_fds(sock, [encode_request(sys.argv, os.getcwd(), dict(os.environ))], [0, 1, 2])
+        frame = encode_request(sys.argv, os.getcwd(), dict(os.environ))
+        # The three streams travel with the first bytes; what send_fds did not take, sent after.
+        sent = socket.send_fds(sock, [frame], [0, 1, 2])
+        sock.sendall(frame[sent:])
     except OSError:
         sock.close()
         return None
@@ -132,24 +139,37 @@ def run(path: str) -> NoReturn:
         signal.signal(signum, relay)
     sock = _connect(path)
     if sock is None:
-        for signum in RELAYED_SIGNALS:
-            signal.signal(signum, signal.SIG_DFL)
-        exec_engine()
-    sock.settimeout(None)
+        _fall_back(relay, "the fork server does not answer")
+    sock.settimeout(PID_TIMEOUT_S)
     stream = sock.makefile("rb")
-    for line in stream:
-        message = json.loads(line)
-        if "pid" in message:
-            relay.started(int(message["pid"]))
-        elif "status" in message:
-            _exit_as(int(message["status"]))
-        elif "error" in message:
-            print(f"ad-scheduler: the fork server: {message['error']}", file=sys.stderr)
-            if relay.child is None:
-                exec_engine()
-    if relay.child is None:
-        exec_engine()  # the server closed before forking: nothing ran yet
+    try:
+        for line in stream:
+            message = json.loads(line)
+            if "pid" in message:
+                relay.started(int(message["pid"]))
+                sock.settimeout(None)
+            elif "status" in message:
+                _exit_as(int(message["status"]))
+            elif "error" in message and relay.child is None:
+                _fall_back(relay, f"the fork server: {message['error']}", sock)
+    except (OSError, ValueError) as exc:  # timed out, reset, or a garbled line
+        if relay.child is None:
+            _fall_back(relay, f"the fork server failed ({exc!r})", sock)
+    if relay.child is None:  # the server closed before forking: nothing ran yet
+        _fall_back(relay, "the fork server closed the connection", sock)
     _wait_orphan(relay.child)
+
+
+def _fall_back(relay: _Relay, reason: str, sock: socket.socket | None = None) -> NoReturn:
+    """Become a fresh engine, with the signals this process got meanwhile delivered to it."""
+    print(f"ad-scheduler: {reason}; starting the flow run's engine afresh", file=sys.stderr)
+    if sock is not None:
+        sock.close()  # before anything else: the server then forks nothing for this run
+    for signum in RELAYED_SIGNALS:
+        signal.signal(signum, signal.SIG_DFL)
+    for pending in relay.pending:  # a cancellation that came while waiting ends this process
+        os.kill(os.getpid(), pending)
+    exec_engine()
 
 
 def exec_engine() -> NoReturn:

@@ -18,6 +18,7 @@ from collections.abc import Callable, Iterator, Mapping
 from contextlib import ExitStack, contextmanager
 from dataclasses import dataclass
 from pathlib import Path
+from typing import IO
 
 import httpx
 
@@ -56,22 +57,26 @@ def prefect_env(
 def background_process(
     args: list[str],
     env: Mapping[str, str],
-    log: Path,
+    log: Path | None,
     cwd: Path | None = None,
     pass_fds: tuple[int, ...] = (),
 ) -> Iterator[subprocess.Popen[bytes]]:
-    """Run `args` in its own process group (in `cwd`, default the project), output to `log`,
-    with `pass_fds` open in it.
+    """Run `args` in its own process group (in `cwd`, default the project), output to `log`
+    (None: this process's stdout and stderr), with `pass_fds` open in it.
 
     Stopped on exit (`stop_process_group`).
     """
-    log.parent.mkdir(parents=True, exist_ok=True)
-    with log.open("ab") as out:
+    with ExitStack() as files:
+        out: IO[bytes] | None = None
+        if log is not None:
+            log.parent.mkdir(parents=True, exist_ok=True)
+            out = files.enter_context(log.open("ab"))
         proc = subprocess.Popen(
             args,
             env=dict(env),
             stdout=out,
-            stderr=subprocess.STDOUT,
+            stderr=subprocess.STDOUT if out is not None else None,
+            stdin=subprocess.DEVNULL,
             cwd=cwd or PROJECT_ROOT,
             start_new_session=True,
             pass_fds=pass_fds,
@@ -232,9 +237,13 @@ class LocalWorker:
 
 @contextmanager
 def forkserver_process(
-    env: Mapping[str, str], log: Path, cwd: Path | None = None, extra_args: tuple[str, ...] = ()
+    env: Mapping[str, str],
+    log: Path | None,
+    cwd: Path | None = None,
+    extra_args: tuple[str, ...] = (),
 ) -> Iterator[ForkServer]:
-    """A fork server (`scheduler.forkserver`) with the environment `env`, output to `log`.
+    """A fork server (`scheduler.forkserver`) with the environment `env`, output to `log`
+    (None: this process's).
 
     The socket is bound and listening before the server starts (its descriptor is handed
     over), so a client that connects while the server still imports waits in the backlog
@@ -246,21 +255,27 @@ def forkserver_process(
     folder = tempfile.mkdtemp(prefix="adsched-fs-")
     path = os.path.join(folder, "forkserver.sock")
     try:
-        with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as listener:
-            listener.bind(path)
-            listener.listen(128)
-            args = [
-                sys.executable,
-                "-m",
-                "scheduler.forkserver",
-                "--listen-fd",
-                str(listener.fileno()),
-                "--parent",
-                str(os.getpid()),
-                *extra_args,
-            ]
-            with background_process(args, env, log, cwd, pass_fds=(listener.fileno(),)) as proc:
-                yield ForkServer(path=path, process=proc)
+        with ExitStack() as stack:
+            with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as listener:
+                listener.bind(path)
+                listener.listen(128)
+                args = [
+                    sys.executable,
+                    "-m",
+                    "scheduler.forkserver",
+                    "--listen-fd",
+                    str(listener.fileno()),
+                    "--parent",
+                    str(os.getpid()),
+                    *extra_args,
+                ]
+                proc = stack.enter_context(
+                    background_process(args, env, log, cwd, pass_fds=(listener.fileno(),))
+                )
+            # Closed here as soon as the server holds its copy: if the server dies, clients
+            # are refused (and start their runs afresh) instead of queueing on a socket that
+            # no one will ever accept from.
+            yield ForkServer(path=path, process=proc)
     finally:
         shutil.rmtree(folder, ignore_errors=True)
 
@@ -269,7 +284,7 @@ def forkserver_process(
 def process_worker(
     pool: str,
     env: Mapping[str, str],
-    log: Path,
+    log: Path | None,
     *,
     limit: int | None = DEFAULT_WORKER_LIMIT,
     cwd: Path | None = None,
@@ -278,7 +293,8 @@ def process_worker(
     """A process worker on `pool` (`worker_args`), its flow runs forked from a fork server.
 
     With `forkserver` (the default), a fork server starts first with the worker's environment
-    (its log beside `log`: `forkserver.log`), and the worker's environment names it
+    (its log beside `log`: `forkserver.log`; with `log` None both print to this process's
+    stdout and stderr), and the worker's environment names it
     (`AD_SCHEDULER_FORKSERVER`): a pool whose command is `engine_command()` then starts each
     flow run as a child of it, ~2 CPU-s cheaper than a fresh interpreter (docs/scaling.md).
     Without, or on a pool whose command is Prefect's, runs start fresh. On exit the worker
@@ -287,9 +303,8 @@ def process_worker(
     with ExitStack() as stack:
         server = None
         if forkserver:
-            server = stack.enter_context(
-                forkserver_process(env, log.with_name("forkserver.log"), cwd)
-            )
+            server_log = log.with_name("forkserver.log") if log is not None else None
+            server = stack.enter_context(forkserver_process(env, server_log, cwd))
             env = {**env, FORKSERVER_ENV: server.path}
         proc = stack.enter_context(background_process(worker_args(pool, limit), env, log, cwd))
         yield LocalWorker(process=proc, forkserver=server)

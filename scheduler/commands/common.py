@@ -1,13 +1,17 @@
-"""What every command shares: the consoles, the tenant option, running a coroutine, and the
-usage error. Light on purpose (typer and rich only): `ad-scheduler --help` imports it."""
+"""What every command shares: the consoles, the tenant option, running a coroutine, the usage
+error, and the stop signal of the long-running commands. Light on purpose (typer and rich only):
+`ad-scheduler --help` imports it."""
 
 from __future__ import annotations
 
 import asyncio
 import dataclasses
+import signal
+import threading
 import uuid
 from collections.abc import Awaitable, Callable
 from datetime import datetime
+from types import FrameType
 from typing import TypeVar
 from zoneinfo import ZoneInfo
 
@@ -81,3 +85,16 @@ def when(value: datetime | None, timezone: str) -> str:
     if value is None:
         return "—"
     return value.astimezone(ZoneInfo(timezone)).strftime("%Y-%m-%d %H:%M %Z")
+
+
+class StopSignal:
+    """A signal handler for the long-running commands (`up`, `worker`): SIGINT or SIGTERM sets
+    `event` (and names itself in `signal_name`); the command's loop then stops its children."""
+
+    def __init__(self) -> None:
+        self.event = threading.Event()
+        self.signal_name = ""
+
+    def __call__(self, signum: int, frame: FrameType | None) -> None:
+        self.signal_name = signal.Signals(signum).name
+        self.event.set()

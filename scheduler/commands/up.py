@@ -20,17 +20,16 @@ from __future__ import annotations
 import signal
 import subprocess
 import sys
-import threading
 from collections.abc import Iterator
 from contextlib import ExitStack, contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
-from types import FrameType
 from typing import Annotated
 
 import typer
 
 from config import get_settings
+from scheduler.commands.common import StopSignal
 from scheduler.local_prefect import (
     TUNED_WORKER_ENV,
     background_process,
@@ -150,18 +149,6 @@ def running_stack(home: Path, port: int, pool: str, reconcile_every: int) -> Ite
         yield Stack(api_url=api_url, processes=processes)
 
 
-class _Stop:
-    """SIGINT/SIGTERM set this; the supervision loop ends and every child is stopped."""
-
-    def __init__(self) -> None:
-        self.event = threading.Event()
-        self.signal_name = ""
-
-    def __call__(self, signum: int, frame: FrameType | None) -> None:
-        self.signal_name = signal.Signals(signum).name
-        self.event.set()
-
-
 def up_command(
     port: Annotated[
         int, typer.Option(help="Port of the server and its UI on 127.0.0.1.")
@@ -182,7 +169,7 @@ def up_command(
 
     pool = pool or get_settings().work_pool or DEFAULT_WORK_POOL
     home = home or get_settings().data_dir / "prefect-home"
-    stop = _Stop()
+    stop = StopSignal()
     previous = {s: signal.signal(s, stop) for s in (signal.SIGINT, signal.SIGTERM)}
     try:
         with running_stack(home, port, pool, reconcile_every) as started:
@@ -208,7 +195,7 @@ def up_command(
     typer.echo("stopped the reconciler, the worker, its fork server and the Prefect server")
 
 
-def _supervise(stop: _Stop, started: Stack, home: Path) -> None:
+def _supervise(stop: StopSignal, started: Stack, home: Path) -> None:
     """Wait for a signal; a child that dies on its own ends `up` too (and says which)."""
     while not stop.event.wait(timeout=1.0):  # waits for the signal; wakes to check children
         for name, proc in started.processes.items():

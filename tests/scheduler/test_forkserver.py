@@ -15,6 +15,8 @@ from __future__ import annotations
 import json
 import os
 import signal
+import socket
+import struct
 import subprocess
 import sys
 import time
@@ -24,6 +26,7 @@ from pathlib import Path
 import pytest
 
 from config.settings import FORKSERVER_ENV
+from scheduler.forkserver_client import encode_request
 from scheduler.local_prefect import forkserver_process
 
 PROBE = "tests.support.forkserver_probe"
@@ -31,11 +34,11 @@ TIMEOUT_S = 60
 
 
 @pytest.fixture
-def server(tmp_path: Path) -> Iterator[tuple[str, Path]]:
+def server(tmp_path: Path) -> Iterator[tuple[str, Path, int]]:
     log = tmp_path / "forkserver.log"
     extra = ("--preload", PROBE, "prefect.settings", "--module", PROBE)
     with forkserver_process(dict(os.environ), log, extra_args=extra) as forkserver:
-        yield forkserver.path, log
+        yield forkserver.path, log, forkserver.process.pid
 
 
 def client(
@@ -65,9 +68,9 @@ def wait_gone(pid: int) -> None:
 
 
 def test_the_child_is_the_commands_process_in_all_a_worker_sees(
-    server: tuple[str, Path], tmp_path: Path
+    server: tuple[str, Path, int], tmp_path: Path
 ) -> None:
-    path, log = server
+    path, log, pid = server
     work = tmp_path / "work"
     work.mkdir()
     proc = client(path, "report", "3", cwd=work, env={"PROBE_VALUE": "from the run"})
@@ -86,9 +89,9 @@ def test_the_child_is_the_commands_process_in_all_a_worker_sees(
 
 
 def test_a_child_killed_by_a_signal_kills_its_command_the_same_way(
-    server: tuple[str, Path], tmp_path: Path
+    server: tuple[str, Path, int], tmp_path: Path
 ) -> None:
-    path, _log = server
+    path, _log, _pid = server
     proc = client(path, "wait", cwd=tmp_path)
     assert proc.stdout is not None
     child = json.loads(proc.stdout.readline())["pid"]
@@ -96,8 +99,10 @@ def test_a_child_killed_by_a_signal_kills_its_command_the_same_way(
     assert proc.wait(timeout=TIMEOUT_S) == -signal.SIGKILL
 
 
-def test_the_workers_sigterm_reaches_the_child(server: tuple[str, Path], tmp_path: Path) -> None:
-    path, _log = server
+def test_the_workers_sigterm_reaches_the_child(
+    server: tuple[str, Path, int], tmp_path: Path
+) -> None:
+    path, _log, _pid = server
     proc = client(path, "wait", cwd=tmp_path)
     assert proc.stdout is not None
     json.loads(proc.stdout.readline())
@@ -108,9 +113,9 @@ def test_the_workers_sigterm_reaches_the_child(server: tuple[str, Path], tmp_pat
 
 
 def test_a_command_killed_outright_takes_its_child_with_it(
-    server: tuple[str, Path], tmp_path: Path
+    server: tuple[str, Path, int], tmp_path: Path
 ) -> None:
-    path, log = server
+    path, log, pid = server
     proc = client(path, "wait", cwd=tmp_path)
     assert proc.stdout is not None
     child = json.loads(proc.stdout.readline())["pid"]
@@ -123,8 +128,10 @@ def test_a_command_killed_outright_takes_its_child_with_it(
         time.sleep(0.05)  # polling the server's log
 
 
-def test_the_childs_prefect_settings_are_the_runs(server: tuple[str, Path], tmp_path: Path) -> None:
-    path, _log = server
+def test_the_childs_prefect_settings_are_the_runs(
+    server: tuple[str, Path, int], tmp_path: Path
+) -> None:
+    path, _log, _pid = server
     url = "http://127.0.0.1:9/api/the-runs-own"
     proc = client(path, "settings", cwd=tmp_path, env={"PREFECT_API_URL": url})
     out, err = proc.communicate("", timeout=TIMEOUT_S)
@@ -166,3 +173,95 @@ def test_without_a_fork_server_the_command_is_the_engine_itself(tmp_path: Path) 
         _out, err = proc.communicate("", timeout=TIMEOUT_S)
         assert proc.returncode == expected.returncode
         assert "Invalid flow run id" in err
+
+
+def raw_request(path: str, frame: bytes, fds: list[int]) -> socket.socket:
+    """A request sent by hand, as a buggy or hostile client might."""
+    sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    sock.settimeout(TIMEOUT_S)
+    sock.connect(path)
+    socket.send_fds(sock, [frame], fds)
+    return sock
+
+
+def replies(sock: socket.socket) -> list[dict[str, object]]:
+    with sock, sock.makefile("rb") as stream:
+        return [json.loads(line) for line in stream]
+
+
+def test_malformed_requests_are_refused_and_the_server_serves_on(
+    server: tuple[str, Path, int], tmp_path: Path
+) -> None:
+    path, log, pid = server
+    streams = [0, 1, 2]
+    bad = [
+        (struct.pack(">I", 2) + b"{}", streams),  # no argv, cwd, env
+        (struct.pack(">I", 2) + b"[]", streams),  # not an object
+        (struct.pack(">I", 100_000) + b"[" * 100_000, streams),  # nested past recursion
+        (encode_request(["x"], str(tmp_path), {"A": 1}), streams),  # type: ignore[dict-item]
+        (encode_request(["x"], str(tmp_path), {}), []),  # no streams
+        (b"\x00\x00", streams),  # truncated
+    ]
+    for frame, fds in bad:
+        answer = replies(raw_request(path, frame, fds))
+        assert len(answer) == 1 and "bad request" in str(answer[0]["error"]), answer
+    # The server's own descriptors: none of the refused requests' streams left open in it.
+    server_fds = len(os.listdir(f"/proc/{pid}/fd"))
+    proc = client(path, "report", "0", cwd=tmp_path)
+    _out, err = proc.communicate("\n", timeout=TIMEOUT_S)
+    assert proc.returncode == 0, (err, log.read_text())
+    assert len(os.listdir(f"/proc/{pid}/fd")) == server_fds
+
+
+def test_a_sigterm_sent_as_the_child_starts_is_not_lost(
+    server: tuple[str, Path, int], tmp_path: Path
+) -> None:
+    """The worker may cancel a run the instant its process exists: the signal must reach the
+    run (here the probe), not the server's handlers the child inherited at the fork."""
+    path, _log, _pid = server
+    for attempt in range(10):
+        out_r, out_w = os.pipe()
+        sock = raw_request(
+            path, encode_request(["probe", "wait"], str(tmp_path), dict(os.environ)), [0, out_w, 2]
+        )
+        os.close(out_w)
+        with sock.makefile("rb") as stream:
+            child = json.loads(stream.readline())["pid"]
+            os.kill(child, signal.SIGTERM)  # at once: the child is still in the server's code
+            status = json.loads(stream.readline())["status"]
+        sock.close()
+        os.close(out_r)
+        # Default action before the probe set its handler, or the probe's handler after.
+        assert os.waitstatus_to_exitcode(status) in (-signal.SIGTERM, 7), (attempt, status)
+
+
+def test_a_client_that_gave_up_before_its_turn_gets_no_child(
+    server: tuple[str, Path, int], tmp_path: Path
+) -> None:
+    """A client that stops waiting (it then starts the run's engine itself) must not also have
+    it started by the server when the server reaches its request."""
+    path, log, pid = server
+    os.kill(pid, signal.SIGSTOP)  # a server too busy to accept
+    try:
+        gave_up = raw_request(
+            path, encode_request(["probe", "gave-up-run"], str(tmp_path), {}), [0, 1, 2]
+        )
+        gave_up.close()
+    finally:
+        os.kill(pid, signal.SIGCONT)
+    proc = client(path, "report", "0", cwd=tmp_path)
+    _out, err = proc.communicate("\n", timeout=TIMEOUT_S)
+    assert proc.returncode == 0, err
+    assert "gave-up-run" not in log.read_text()
+
+
+def test_a_dead_server_makes_new_runs_start_afresh_not_hang(tmp_path: Path) -> None:
+    extra = ("--preload", PROBE, "--module", PROBE)
+    with forkserver_process(dict(os.environ), tmp_path / "fs.log", extra_args=extra) as server:
+        server.process.kill()
+        server.process.wait(timeout=TIMEOUT_S)
+        proc = client(server.path, "not-a-uuid", cwd=tmp_path)
+        _out, err = proc.communicate("", timeout=TIMEOUT_S)
+    assert proc.returncode == 1
+    assert "starting the flow run's engine afresh" in err
+    assert "Invalid flow run id" in err  # from `python -m prefect.engine` itself

@@ -32,6 +32,7 @@ import pytest
 import pytest_asyncio
 from prefect.client.orchestration import get_client
 from prefect.client.schemas.objects import FlowRun
+from prefect.exceptions import PrefectHTTPStatusError
 from prefect.filesystems import LocalFileSystem
 from prefect_sqlalchemy import AsyncDriver, AsyncSqlAlchemyConnector, ConnectionComponents
 from sqlalchemy.engine import make_url
@@ -144,8 +145,12 @@ async def wait_for_worker(pool: str, process: subprocess.Popen[bytes], log: Path
         while time.monotonic() < deadline:
             if process.poll() is not None:
                 raise RuntimeError(f"the worker exited early:\n{log.read_text()[-4000:]}")
-            if await client.read_workers_for_work_pool(pool):
-                return
+            try:
+                if await client.read_workers_for_work_pool(pool):
+                    return
+            except PrefectHTTPStatusError as exc:
+                if exc.response.status_code != 404:  # 404: the pool is not created yet
+                    raise
             await asyncio.sleep(0.5)  # polling the API
     raise RuntimeError(f"no worker on {pool!r} after {WORKER_READY_TIMEOUT_S} s")
 
