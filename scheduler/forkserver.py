@@ -77,6 +77,11 @@ class Request:
     #: The signal mask to restore in the child once its handlers are its own.
     sigmask: set[signal.Signals | int] = field(default_factory=set)
 
+    def close_fds(self) -> None:
+        """Close the client's streams here (the child has its copies, or there is none)."""
+        for fd in self.fds:
+            os.close(fd)
+
 
 @dataclass
 class _State:
@@ -233,8 +238,7 @@ def _accept(
         return None
     if not _still_connected(conn):
         # The client gave up waiting (it then starts the engine itself): no second process.
-        for fd in request.fds:
-            os.close(fd)
+        request.close_fds()
         conn.close()
         return None
     sys.stdout.flush()
@@ -245,8 +249,7 @@ def _accept(
         pid = os.fork()
     except OSError as exc:  # out of processes or memory: the client runs the engine itself
         signal.pthread_sigmask(signal.SIG_SETMASK, request.sigmask)
-        for fd in request.fds:
-            os.close(fd)
+        request.close_fds()
         _send(conn, {"error": f"fork failed: {exc}"})
         conn.close()
         print(f"fork failed for {_flow_run_of(request)}: {exc}", flush=True)
@@ -256,8 +259,7 @@ def _accept(
         listener.close()
         return request
     signal.pthread_sigmask(signal.SIG_SETMASK, request.sigmask)
-    for fd in request.fds:
-        os.close(fd)
+    request.close_fds()
     _send(conn, {"pid": pid})
     state.children[pid] = conn
     conn.setblocking(False)
@@ -329,7 +331,7 @@ def run_child(request: Request, module: str = ENGINE_MODULE) -> None:
     Returns or raises as `python -m <module>` would (SystemExit with its exit code); the
     caller lets that reach the interpreter, whose normal shutdown (threads, atexit) follows.
     """
-    for signum in (signal.SIGCHLD, signal.SIGTERM, signal.SIGHUP, signal.SIGQUIT):
+    for signum in HELD_SIGNALS - {signal.SIGINT}:
         signal.signal(signum, signal.SIG_DFL)
     signal.signal(signal.SIGINT, signal.default_int_handler)
     os.setsid()

@@ -31,6 +31,7 @@ from tests.support.http_fake import SERVICE_TOKEN, FakeServer, running, service_
 from tests.support.production import (
     NO_BASE,
     ProductionWorker,
+    run_now_spec,
     wait_for_flow_run,
     wait_for_worker,
     worker_environment,
@@ -94,16 +95,9 @@ async def test_the_worker_command_forks_runs_and_stops_on_sigterm(
                 tenant, database_url=worker.database_url, base_deployment=NO_BASE, work_pool=pool
             ) as ads:
                 job = await ads.create(
-                    {
-                        "name": "worker-command",
-                        "product_id": str(product.id),
-                        "schedule": {"type": "recurring", "cron": "0 3 1 1 *", "timezone": "UTC"},
-                        "templates": {"mode": "unused", "count": 2},
-                        "ad": {
-                            "variations": 1,
-                            "generator_block": f"http-ad-generator/worker-cmd-{suffix}",
-                        },
-                    }
+                    run_now_spec(
+                        "worker-command", product.id, f"http-ad-generator/worker-cmd-{suffix}", 2
+                    )
                 )
                 flow_run_id = await ads.run_now(job.id)
             final = await wait_for_flow_run(flow_run_id, log=out)

@@ -38,6 +38,7 @@ from tests.support.production import (
     NO_BASE,
     ProductionWorker,
     engine_pid,
+    run_now_spec,
     wait_for_flow_run,
     wait_for_worker,
     worker_environment,
@@ -142,13 +143,9 @@ async def stopped_mid_run(worker: ProductionWorker, tmp_path: Path, stop: signal
             tenant, database_url=worker.database_url, base_deployment=NO_BASE, work_pool=pool
         ) as ads:
             job = await ads.create(
-                {
-                    "name": "stopped-worker",
-                    "product_id": str(product.id),
-                    "schedule": {"type": "recurring", "cron": "0 3 1 1 *", "timezone": "UTC"},
-                    "templates": {"mode": "unused", "count": TEMPLATES},
-                    "ad": {"variations": 1, "generator_block": f"http-ad-generator/svc-{suffix}"},
-                }
+                run_now_spec(
+                    "stopped-worker", product.id, f"http-ad-generator/svc-{suffix}", TEMPLATES
+                )
             )
             flow_run_id = await ads.run_now(job.id)
 

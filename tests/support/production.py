@@ -98,6 +98,20 @@ class ProductionWorker:
         return self.log.read_text(errors="replace")[-chars:]
 
 
+def run_now_spec(
+    name: str, product_id: uuid.UUID, generator_block: str, templates: int
+) -> dict[str, object]:
+    """A job spec (`AdScheduler.create`) whose schedule never comes round in a test (1 January,
+    03:00 UTC): its runs are the ones the test starts with `run_now`."""
+    return {
+        "name": name,
+        "product_id": str(product_id),
+        "schedule": {"type": "recurring", "cron": "0 3 1 1 *", "timezone": "UTC"},
+        "templates": {"mode": "unused", "count": templates},
+        "ad": {"variations": 1, "generator_block": generator_block},
+    }
+
+
 def engine_pid(flow_run_id: uuid.UUID, command_pid: int, worker_log: Path) -> int:
     """The process running a flow run's engine, given the pid of the command the worker started
     (the flow run's `infrastructure_pid`): the child the fork server forked for it when that
