@@ -595,12 +595,14 @@ def prepare_flow_process() -> None:
     Prefect loads the flow module before it sets the run Running (a scheduled run's process is
     started ahead of its slot): what is done here is not inside the run. Without it the run pays
     it: the database driver and ORM mappers (the first query), Prefect's task engine (the first
-    task call), Pillow's image plugins (the first template read) and the providers' TLS context
-    (the first request). Generator modules are not imported here: a run imports only the one its
-    block names (~15 ms; tests/production/test_registry.py). Never raises: whatever is not
-    prepared here is done where it is first used. Last, what is loaded is frozen out of the
-    garbage collector's generations (`gc.freeze`); the module turns the collector, off for its
-    imports, back on after this.
+    task call), Pillow's image plugins (the first template read), the providers' TLS context
+    (the first request) and Prefect's cron schedule (every final state re-derives the job's next
+    run: ~20 ms of each forked run's CPU went to importing it in its last hook). Generator
+    modules are not imported here: a run imports only the one its block names (~15 ms;
+    tests/production/test_registry.py; the fork server imports them all, once). Never raises:
+    whatever is not prepared here is done where it is first used. Last, what is loaded is
+    frozen out of the garbage collector's generations (`gc.freeze`); the module turns the
+    collector, off for its imports, back on after this.
     """
     prepare_process()
     try:
@@ -609,9 +611,11 @@ def prepare_flow_process() -> None:
         from PIL import Image
 
         from blocks.generators.provider_http import shared_ssl_context
+        from domain.cron import next_fire_time
 
         Image.preinit()
         shared_ssl_context()  # the CA bundle, read once for every provider request
+        next_fire_time("0 9 * * 1", "UTC")  # imports Prefect's cron schedule and its date code
     except Exception as exc:  # an optimisation only
         get_logger("ad_scheduler.flows").debug("flow process not prepared: %s", exc)
     # What is loaded now lives as long as the process: out of the collector's sight, a full
