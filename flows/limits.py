@@ -51,7 +51,7 @@ import math
 import random
 import time
 import uuid
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Awaitable
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from typing import cast
@@ -155,6 +155,39 @@ async def drain_rate_releases() -> None:
     """Wait for every scheduled rate-window release of this process (end of a run)."""
     if _pending_releases:
         await asyncio.gather(*list(_pending_releases), return_exceptions=True)
+
+
+#: Runs' slot hand-backs started by `hand_back_later` and not yet finished.
+_handing_back: set[asyncio.Task[None]] = set()
+
+
+def hand_back_later(hand_back: Awaitable[None]) -> None:
+    """Run `hand_back` (a run handing its slots back) without waiting for it.
+
+    A run's last `decrement-with-lease` starts when its last request ends; handing the slots
+    back waits for it (and for a rate window still open), which the run's end need not do.
+    `slots_handed_back` waits for every one started: a process calls it before it ends (the
+    scheduled run's final-state hook does), or the leases of an unfinished one are freed only
+    when they expire (`LEASE_SECONDS`).
+    """
+    task = asyncio.ensure_future(hand_back)
+    _handing_back.add(task)
+    task.add_done_callback(_handing_back.discard)
+
+
+async def slots_handed_back() -> None:
+    """Wait for every `hand_back_later` of this process. Never raises: a failed one is logged
+    (the server frees the leases it held when they expire)."""
+    while _handing_back:
+        started = list(_handing_back)
+        for outcome in await asyncio.gather(*started, return_exceptions=True):
+            if isinstance(outcome, BaseException):
+                logger.warning(
+                    "provider slots not handed back (%s): the server frees them when their "
+                    "leases expire",
+                    type(outcome).__name__,
+                )
+        _handing_back.difference_update(started)
 
 
 async def _upsert_limit(client: PrefectClient, name: str, limit: int, decay: float) -> None:

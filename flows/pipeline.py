@@ -71,7 +71,7 @@ from db.types import utcnow
 from domain.params import AdParameters, ExportSettings
 from domain.vocab import DEFAULT_TEMPLATE_CONCURRENCY, ExhaustedPolicy
 from flows import thumbnails
-from flows.limits import ProviderSlots
+from flows.limits import ProviderSlots, hand_back_later
 from flows.progress import ProgressReporter
 from flows.run_recovery import settle_after
 
@@ -845,7 +845,7 @@ async def load_run_inputs(
 
 @asynccontextmanager
 async def provider_slots_ahead(
-    inputs: Awaitable[RunInputs], *, requests: int, concurrency: int
+    inputs: Awaitable[RunInputs], *, requests: int, concurrency: int, after_run: bool = False
 ) -> AsyncIterator[asyncio.Future[ProviderSlots]]:
     """The run's provider slots, opened as soon as its generator is loaded: before its templates
     are claimed, so the first wave's `increment-with-lease` overlaps the claim (pass the future
@@ -857,27 +857,46 @@ async def provider_slots_ahead(
             sets the exact number once the templates are claimed. A first wave primed for more
             templates than were claimed holds its spare slots until the run's requests end.
         concurrency: The run's first wave (`RunPlan.concurrency`).
+        after_run: On a normal exit, hand the slots back (and close their client) without
+            waiting (`flows.limits.hand_back_later`): the run's end does not wait for its last
+            release's round trip (~15-50 ms on a busy server) or a rate window still open; its
+            final-state hook does (`slots_handed_back`). On an exception (a failure, a
+            cancellation, a suspension) they are handed back before it propagates, as without.
 
-    Yields a future of the slots; on exit, slots nobody closed are handed back and an opening
-    still waiting for the generator is stopped.
+    Yields a future of the slots; on exit, every slot is handed back (the releases of a run's
+    slots start as its last request ends: see `ProviderSlots.slot`) and an opening still
+    waiting for the generator is stopped.
     """
-    async with get_client() as client:
+    clients = AsyncExitStack()
+    client = await clients.enter_async_context(get_client())
 
-        async def open_slots() -> ProviderSlots:
-            run_inputs = await inputs
-            slots = ProviderSlots(run_inputs.generator, client, requests=requests, ensure=True)
-            slots.prime_soon(concurrency)
-            return slots
+    async def open_slots() -> ProviderSlots:
+        run_inputs = await inputs
+        slots = ProviderSlots(run_inputs.generator, client, requests=requests, ensure=True)
+        slots.prime_soon(concurrency)
+        return slots
 
-        opening = asyncio.ensure_future(open_slots())
+    opening = asyncio.ensure_future(open_slots())
+
+    async def hand_back() -> None:
         try:
-            yield opening
-        finally:
             if not opening.done():
                 opening.cancel()
             (opened,) = await asyncio.gather(opening, return_exceptions=True)
             if isinstance(opened, ProviderSlots):
                 await opened.close()
+        finally:
+            await clients.aclose()
+
+    try:
+        yield opening
+    except BaseException:
+        await hand_back()
+        raise
+    if after_run:
+        hand_back_later(hand_back())
+    else:
+        await hand_back()
 
 
 async def make_ads(
@@ -895,8 +914,9 @@ async def make_ads(
             `select_templates`; ValueError without them).
         inputs: `load_run_inputs` for the plan's product and generator, already started (a
             future); None loads them here.
-        slots: The run's provider slots, already opening (`provider_slots_ahead`); None opens
-            them here. Either way they are handed back once the last template is recorded.
+        slots: The run's provider slots, already opening (`provider_slots_ahead`), which the
+            caller hands back; None opens them here and hands them back once the last
+            template is recorded.
         on_generated: Awaited with the outcomes once every template is recorded, alongside the
             export (e.g. the run's artifact, which does not depend on the export).
         on_first_wave: Called once, when the run's first wave of provider requests (as many
@@ -942,14 +962,16 @@ async def _make_ads(
         if inputs is not None
         else load_run_inputs(plan.tenant_id, plan.product_id, plan.ad.generator_block)
     )
+    own_slots = opening is None
     if opening is None:
         opening = await stack.enter_async_context(
             provider_slots_ahead(
                 inputs, requests=total * plan.ad.variations, concurrency=plan.concurrency
             )
         )
-    # The slots have their own stack: handed back as soon as the last template is recorded,
-    # while the progress closes and the export runs (the outer stack is only a safety net).
+    # Slots opened here have their own stack: handed back as soon as the last template is
+    # recorded, while the progress closes and the export runs (the outer stack is only a safety
+    # net). The caller's are the caller's: a scheduled run hands them back after its body.
     slot_stack = AsyncExitStack()
     stack.push_async_callback(slot_stack.aclose)
     # The files of the templates that open first, by template: read while the first wave's
@@ -962,7 +984,8 @@ async def _make_ads(
     for template in plan.templates[: 2 * plan.concurrency]:
         prefetched[template] = asyncio.ensure_future(read_template(run_inputs.storage, template))
     slots = await opening
-    slot_stack.push_async_callback(slots.close)
+    if own_slots:
+        slot_stack.push_async_callback(slots.close)
     slots.expect(total * plan.ad.variations)
     generator, storage = run_inputs.generator, run_inputs.storage
     progress = ProgressReporter(total)

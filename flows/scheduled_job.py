@@ -60,7 +60,7 @@ from flows.history import (
     was_suspended,
 )
 from flows.job_board import refresh_board_after_run
-from flows.limits import ProviderSlots
+from flows.limits import ProviderSlots, slots_handed_back
 from flows.pipeline import (
     AdRunOutcome,
     PipelineResult,
@@ -131,12 +131,19 @@ async def release_connections(flow: object, flow_run: object, state: object) -> 
     await dispose_engines()
 
 
+async def provider_slots_returned(flow: object, flow_run: object, state: object) -> None:
+    """Final-state step: wait for the run's provider slots, handed back after its body
+    (`_slots_for`) while its final state was being set. Never raises."""
+    await slots_handed_back()
+
+
 #: What a final state sets off, in order (`finish_run`).
 _FINAL_STEPS: list[Callable[..., Awaitable[None]]] = [
     run_artifact_started,
     on_state_change,
     refresh_board_after_run,
     run_artifact_published,
+    provider_slots_returned,
     release_connections,
 ]
 
@@ -291,6 +298,8 @@ def _slots_for(
         inputs,
         requests=max(templates, 1) * params.ad.variations,
         concurrency=params.template_concurrency,
+        # Handed back after the run's body; `provider_slots_returned` waits for them.
+        after_run=True,
     )
 
 
