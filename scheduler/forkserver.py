@@ -13,7 +13,10 @@ hands it over (`--listen-fd`): runs submitted before this process is ready wait 
 none fall back. It stops on SIGTERM / SIGINT or when `--parent` ends; runs in flight go on (each
 child has its own session). Module state is the worker's environment at start: a process pool
 whose job variables change settings that our modules read at import would need the worker
-restarted, as code changes do (the flow file itself is executed afresh by every run).
+restarted. Code changed in place (a deploy by `git pull`) is noticed: the flow file is executed
+afresh by every run, the modules it imports are the server's, so once any of the project's files
+it loaded changes the server forks no more and runs start afresh, with the new code, until the
+worker restarts (`CodeSnapshot`).
 
 What a child does not take from its request, since an interpreter reads it only as it starts:
 `PYTHONHASHSEED`, `PYTHONPATH` beyond `sys.path[0]`, `PYTHONUNBUFFERED` and the other `PYTHON*`
@@ -41,6 +44,7 @@ import struct
 import sys
 import time
 from dataclasses import dataclass, field
+from pathlib import Path
 from types import FrameType
 
 #: What every child needs, imported once here: `python -m prefect.engine` and what its
@@ -86,10 +90,59 @@ class Request:
             os.close(fd)
 
 
+@dataclass(frozen=True)
+class CodeSnapshot:
+    """The project's own source files this server has loaded, as they were when it did.
+
+    A child runs the deployment's flow file afresh (Prefect loads the entrypoint) but every
+    module it imports as the server loaded it: after a deploy that changed the project's code
+    in place, a forked run would mix new and old modules (a name the new flow file imports
+    from an old module fails every run). So a server whose code changed forks no more: its
+    clients start their engines afresh, with the new code, until the worker restarts it.
+    Installed packages are not watched (a `pip install` needs the worker restarted, as before).
+    """
+
+    root: Path
+    #: (path, st_mtime_ns, st_size) of every loaded module's file under `root`.
+    files: tuple[tuple[str, int, int], ...]
+
+    @classmethod
+    def of_loaded_modules(cls, root: Path | None = None) -> CodeSnapshot:
+        """The files under `root` (the project's) of the modules imported now (~150 here:
+        ~0.3 ms to check)."""
+        if root is None:
+            from config.settings import PROJECT_ROOT
+
+            root = PROJECT_ROOT
+        files = []
+        for module in list(sys.modules.values()):
+            path = getattr(module, "__file__", None)
+            if path and Path(path).is_relative_to(root) and "site-packages" not in path:
+                with contextlib.suppress(OSError):
+                    info = os.stat(path)
+                    files.append((path, info.st_mtime_ns, info.st_size))
+        return cls(root=root, files=tuple(sorted(files)))
+
+    def changed(self) -> str | None:
+        """The first file that changed or went away since the snapshot, or None."""
+        for path, mtime_ns, size in self.files:
+            try:
+                info = os.stat(path)
+            except OSError:
+                return path
+            if (info.st_mtime_ns, info.st_size) != (mtime_ns, size):
+                return path
+        return None
+
+
 @dataclass
 class _State:
     children: dict[int, socket.socket | None] = field(default_factory=dict)
     stopping: bool = False
+    #: The code this server loaded (None: not watched).
+    code: CodeSnapshot | None = None
+    #: Set once the code changed: every later request is answered with it.
+    stale: str | None = None
 
 
 def read_request(conn: socket.socket) -> Request:
@@ -162,13 +215,21 @@ def preload(modules: tuple[str, ...]) -> None:
     gc.freeze()
 
 
-def serve(listener: socket.socket, parent: int | None, log: object = None) -> Request | None:
+def serve(
+    listener: socket.socket,
+    parent: int | None,
+    log: object = None,
+    code: CodeSnapshot | None = None,
+) -> Request | None:
     """Accept requests on `listener` and fork a child for each, until stopped.
+
+    With `code`, a request that arrives once the project's code has changed is refused (see
+    `CodeSnapshot`): its client starts the engine afresh.
 
     Returns None in the server when it stops (SIGTERM, SIGINT, or `parent` ended), and the
     child's `Request` in each child, which the caller then runs (`run_child`).
     """
-    state = _State()
+    state = _State(code=code)
     selector = selectors.DefaultSelector()
     wake_r, wake_w = os.pipe()
     os.set_blocking(wake_r, False)
@@ -242,6 +303,20 @@ def _accept(
     if not _still_connected(conn):
         # The client gave up waiting (it then starts the engine itself): no second process.
         request.close_fds()
+        conn.close()
+        return None
+    if state.stale is None and state.code is not None and (path := state.code.changed()):
+        state.stale = path
+        print(
+            f"the project's code changed since this fork server started ({path}): runs start "
+            "afresh from now on; restart the worker to fork them again",
+            flush=True,
+        )
+    if state.stale is not None:
+        request.close_fds()
+        _send(
+            conn, {"error": f"the project's code changed since the server started: {state.stale}"}
+        )
         conn.close()
         return None
     sys.stdout.flush()
@@ -393,11 +468,12 @@ def main(argv: list[str] | None = None) -> int:
     listener = socket.socket(fileno=args.listen_fd)
     started = time.monotonic()
     preload(tuple(args.preload))
+    code = CodeSnapshot.of_loaded_modules()
     print(
         f"fork server ready: {len(args.preload)} modules in {time.monotonic() - started:.2f} s",
         flush=True,
     )
-    request = serve(listener, args.parent)
+    request = serve(listener, args.parent, code=code)
     if request is None:
         listener.close()
         print("fork server stopped", flush=True)

@@ -265,3 +265,28 @@ def test_a_dead_server_makes_new_runs_start_afresh_not_hang(tmp_path: Path) -> N
     assert proc.returncode == 1
     assert "starting the flow run's engine afresh" in err
     assert "Invalid flow run id" in err  # from `python -m prefect.engine` itself
+
+
+def test_once_the_projects_code_changes_runs_start_afresh_not_forked(
+    server: tuple[str, Path, int], tmp_path: Path
+) -> None:
+    # A deploy that changes the code in place: a forked run would run the new flow file over
+    # the old modules the server loaded. The probe stands for them (a project module it loaded).
+    path, log, _pid = server
+    proc = client(path, "report", "0", cwd=tmp_path)
+    out, err = proc.communicate("", timeout=TIMEOUT_S)
+    assert proc.returncode == 0, err
+    probe = Path(__file__).parents[1] / "support" / "forkserver_probe.py"
+    before = probe.stat()
+    try:
+        os.utime(probe, ns=(before.st_atime_ns, before.st_mtime_ns + 1_000_000_000))
+        for _ in range(2):  # refused for good, not once
+            proc = client(path, "not-a-uuid", cwd=tmp_path)
+            _out, err = proc.communicate("", timeout=TIMEOUT_S)
+            assert proc.returncode == 1
+            assert "the project's code changed since the server started" in err
+            assert "forkserver_probe.py" in err
+            assert "Invalid flow run id" in err  # from `python -m prefect.engine` itself
+    finally:
+        os.utime(probe, ns=(before.st_atime_ns, before.st_mtime_ns))
+    assert log.read_text().count("the project's code changed") == 1
