@@ -25,6 +25,7 @@ import contextlib
 import random
 import uuid
 from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
 from datetime import UTC, timedelta, tzinfo
 from typing import Any, cast
 from zoneinfo import ZoneInfo
@@ -35,6 +36,7 @@ from prefect.client.schemas.objects import FlowRun
 from prefect.context import get_run_context
 from prefect.logging import get_logger
 from prefect.logging.loggers import flow_run_logger
+from prefect.settings import get_current_settings
 from prefect.states import Completed, Failed, State
 from pydantic import BaseModel
 from sqlalchemy.ext.asyncio import AsyncSession
@@ -122,12 +124,16 @@ async def _skip(job: ScheduledJob, flow_run_id: uuid.UUID, reason: str, message:
 
 
 # Prefect calls hooks with keyword arguments: the names must be exactly these.
-async def release_connections(flow: object, flow_run: object, state: object) -> None:
+async def release_connections(flow: object, flow_run: FlowRun, state: object) -> None:
     """Last hook of a final state: close this loop's database connections.
 
     A flow process must hold no connection once its run has ended, whatever keeps the
-    interpreter alive afterwards (one once lingered 20+ minutes holding two).
+    interpreter alive afterwards (one once lingered 20+ minutes holding two). Reads its Running
+    hook started for a body that never ran (`run_started`) are stopped first.
     """
+    reads = _early_reads.pop(flow_run.id, None)
+    if reads is not None:
+        await reads.settle()
     await dispose_engines()
 
 
@@ -164,12 +170,90 @@ async def finish_run(flow: Any, flow_run: FlowRun, state: State) -> None:
             )
 
 
+@dataclass
+class _EarlyReads:
+    """A run's first reads, started by its Running hook (`run_started`) for its body."""
+
+    job_id: uuid.UUID
+    #: The job row (None: no such job) and its product brief (None: no such product).
+    job: asyncio.Future[tuple[ScheduledJob | None, tuple[ProductBrief, Product] | None]]
+    #: The generator block the deployment's tag names (`domain.tags`), loading; None if none.
+    hinted: str | None
+    generator: asyncio.Future[AdGenerator] | None
+
+    @classmethod
+    def start(cls, job_id: uuid.UUID, tags: list[str] | None) -> _EarlyReads:
+        """Send the reads now (futures on the running loop)."""
+        hinted = generator_from_tags(tags or ())
+        return cls(
+            job_id=job_id,
+            job=asyncio.ensure_future(_read_job(job_id)),
+            hinted=hinted,
+            generator=asyncio.ensure_future(load_generator(hinted)) if hinted else None,
+        )
+
+    async def settle(self) -> None:
+        """Stop what is still loading and wait for it (a result nobody took is dropped)."""
+        pending = [f for f in (self.job, self.generator) if f is not None]
+        for future in pending:
+            if not future.done():
+                future.cancel()
+        await asyncio.gather(*pending, return_exceptions=True)
+
+
+#: Reads started by a run's Running hook and not yet taken by its body, by flow run.
+_early_reads: dict[uuid.UUID, _EarlyReads] = {}
+
+
+async def _read_job(
+    job_id: uuid.UUID,
+) -> tuple[ScheduledJob | None, tuple[ProductBrief, Product] | None]:
+    """The job and its product brief in one transaction: the run's first round trips, on one
+    connection (the brief would otherwise open a second one while the run is recorded)."""
+    brief: tuple[ProductBrief, Product] | None = None
+    async with session_scope() as session:
+        job = await session.get(ScheduledJob, job_id)
+        if job is not None and job.deleted_at is None:
+            with contextlib.suppress(ValueError):  # no such product: the inputs raise it below
+                brief = await read_brief(session, job.tenant_id, job.product_id)
+    return job, brief
+
+
+# Prefect calls hooks with keyword arguments: the names must be exactly these.
+async def run_started(flow: Any, flow_run: FlowRun, state: State) -> None:
+    """The Running hook: start the run's first reads, then mirror the state (`on_state_change`).
+
+    Prefect calls it as soon as the run is Running, before its engine reads the run back and
+    sets up its context (~50-90 ms here, a round trip and the engine's own work): the job and
+    product read (with the process's first database connection, ~20 ms) and the generator
+    block's read go out now and overlap it; the body takes them (`_early_reads`). Never raises:
+    a read not started here is started by the body.
+    """
+    try:
+        job_id = uuid.UUID(str((flow_run.parameters or {})["job_id"]))
+        if flow_run.id not in _early_reads:
+            _early_reads[flow_run.id] = _EarlyReads.start(job_id, flow_run.tags)
+    except Exception as exc:  # an optimisation only
+        get_logger("ad_scheduler.flows").debug("run reads not started early: %s", exc)
+    await on_state_change(flow=flow, flow_run=flow_run, state=state)
+
+
+#: Where Prefect would keep the run's result: nothing is kept (`persist_result=False`: the run's
+#: record is `scheduled_job_runs`), but without a storage named here Prefect asks the server for
+#: its default one at every run's start, twice (`GET /api/admin/storage`, once through a sync
+#: client made for it: ~20 ms of the run's start-up here, the event loop blocked for half).
+_RESULT_STORAGE = get_current_settings().results.local_storage_path
+
+
 @flow(
     name=SCHEDULED_JOB_FLOW,
     log_prints=False,
+    persist_result=False,
+    result_storage=_RESULT_STORAGE,
     # Every state reaches the mirror (a first Running through the body, which records the run
-    # at once); the reconciler covers the states no hook sees.
-    on_running=[on_state_change],
+    # at once); the reconciler covers the states no hook sees. The Running hook also starts the
+    # run's first reads (`run_started`).
+    on_running=[run_started],
     # The run's artifact goes out once the final state is set (not beside it: see
     # `prepare_run_artifact`), while the state is mirrored and the board refreshed; it is waited
     # for before the run's connections go back (see release_connections).
@@ -189,35 +273,25 @@ async def run_scheduled_job(job_id: uuid.UUID) -> JobRunSummary | State:
     """
     flow_run = get_run_context().flow_run  # type: ignore[union-attr]
     assert flow_run is not None
-    # The generator block the deployment's tag names (`domain.tags`) loads beside the job read:
-    # its module's import and its API read overlap the database round trips. The job's own
-    # parameters decide: a block they do not name is dropped.
-    hinted = generator_from_tags(flow_run.tags or ())
-    early = asyncio.ensure_future(load_generator(hinted)) if hinted else None
+    # The job read and the generator block's (the one the deployment's tag names, loaded beside
+    # the job read: its import and its API read overlap the database round trips) were started
+    # by the Running hook; a run whose hook did not start them starts them now.
+    reads = _early_reads.pop(flow_run.id, None)
+    if reads is None or reads.job_id != job_id:
+        if reads is not None:
+            await reads.settle()
+        reads = _EarlyReads.start(job_id, flow_run.tags)
     try:
-        return await _load_and_run(job_id, flow_run, hinted, early)
+        return await _load_and_run(job_id, flow_run, reads)
     finally:
-        if early is not None:
-            if not early.done():
-                early.cancel()
-            await asyncio.gather(early, return_exceptions=True)
+        await reads.settle()
 
 
 async def _load_and_run(
-    job_id: uuid.UUID,
-    flow_run: FlowRun,
-    hinted: str | None,
-    early: asyncio.Future[AdGenerator] | None,
+    job_id: uuid.UUID, flow_run: FlowRun, reads: _EarlyReads
 ) -> JobRunSummary | State:
-    """Read the job (and its product brief), then run it (or resume its decided approval)."""
-    brief: tuple[ProductBrief, Product] | None = None
-    # The job and its product brief in one transaction: the run's first round trips, on one
-    # connection (the brief would otherwise open a second one while the run is recorded).
-    async with session_scope() as session:
-        job = await session.get(ScheduledJob, job_id)
-        if job is not None and job.deleted_at is None:
-            with contextlib.suppress(ValueError):  # no such product: the inputs raise it below
-                brief = await read_brief(session, job.tenant_id, job.product_id)
+    """Take the job (and its product brief), then run it (or resume its decided approval)."""
+    job, brief = await reads.job
     if job is None or job.deleted_at is not None:
         raise NotFoundError("scheduled job", job_id)
     params = JobParameters.model_validate(job.parameters)
@@ -230,17 +304,13 @@ async def _load_and_run(
             return decided
     # The generator, the storage and the product do not depend on anything below: they load
     # while the run is recorded and its templates claimed (cancelled if the run ends early).
+    # The job's own parameters decide: a block the tag hinted that they do not name is dropped.
     # (A job without a tenant is refused by `TemplateChoice` before these are awaited.)
     tenant_id = cast(uuid.UUID, job.tenant_id)
     generator_block = params.ad.generator_block
+    hinted = reads.generator if generator_block == reads.hinted else None
     inputs = asyncio.ensure_future(
-        load_run_inputs(
-            tenant_id,
-            job.product_id,
-            generator_block,
-            brief=brief,
-            generator=early if early is not None and generator_block == hinted else None,
-        )
+        load_run_inputs(tenant_id, job.product_id, generator_block, brief=brief, generator=hinted)
     )
     try:
         return await _record_and_run(job, params, flow_run, inputs)
