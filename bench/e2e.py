@@ -33,8 +33,10 @@ What runs, per Prefect backend (`--prefect-db sqlite|postgres|both`):
     deleted after it), and reports the medians (`burst_summary`): a single pair's ratio moves
     by ±0.1 on this shared machine.
 
-The machine is shared: the load average before and after is in the result; figures measured
-under load are provisional. Last stdout line: one JSON object (per backend, and the ratios).
+The machine is shared: the load average before and after is in the result, and the CPU's speed
+(`cpu_ref_s`, `bench.machine.cpu_reference_s`: compare seconds only between runs of a similar
+one); figures measured under load are provisional. Last stdout line: one JSON object (per
+backend, and the ratios).
 
     .venv/bin/python bench/e2e.py [--prefect-db both] [--quick] [--firings 5] [--burst 100]
         [--rounds 1] [--limit 8] [--no-forkserver] [--no-engine-command] [--logs DIR]
@@ -70,6 +72,8 @@ from prefect import flow, task
 ROOT = Path(__file__).resolve().parents[1]
 if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
+
+from bench.machine import cpu_reference_s, loadavg  # noqa: E402
 
 LATENCY_S = 0.5
 TEMPLATES_PER_JOB = 3
@@ -112,11 +116,6 @@ def lead_s() -> float:
 def log(message: str) -> None:
     """Progress to stderr (stdout ends with the result line)."""
     print(f"[{time.strftime('%H:%M:%S')}] {message}", file=sys.stderr, flush=True)
-
-
-def loadavg() -> str:
-    """The 1, 5 and 15 minute load averages."""
-    return " ".join(Path("/proc/loadavg").read_text().split()[:3])
 
 
 # --- peak RSS from /proc ---------------------------------------------------------------------
@@ -1003,7 +1002,11 @@ def main() -> None:
     if args.quick:
         args.firings, args.burst = min(args.firings, 2), min(args.burst, 10)
     backends = ["sqlite", "postgres"] if args.prefect_db == "both" else [args.prefect_db]
-    result: dict[str, Any] = {"loadavg_start": loadavg(), "quick": args.quick}
+    result: dict[str, Any] = {
+        "loadavg_start": loadavg(),
+        "cpu_ref_s": cpu_reference_s(),
+        "quick": args.quick,
+    }
     for backend in backends:
         result[backend] = run_backend(backend, args)
         log(f"[{backend}] {json.dumps(result[backend])}")

@@ -10,7 +10,7 @@ Runs its own Prefect server and application database on scratch PostgreSQL datab
 `--repeat N` (default 1) runs each measured job N times and reports the medians (the machine is
 shared: one run is one sample). The load average before and after is in the result.
 Last stdout line: {"wall_s", "ratio_to_ideal", "ratio_to_sequential", "overhead_ms_per_template",
-"walls_s", "loadavg"}.
+"walls_s", "loadavg", "cpu_ref_s" (`bench.machine.cpu_reference_s`)}.
 """
 
 from __future__ import annotations
@@ -32,6 +32,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from PIL import Image  # noqa: E402
 
+from bench.machine import cpu_reference_s, loadavg  # noqa: E402
 from blocks.generators.base import AdGenerator, AdImage, AdRequest  # noqa: E402
 
 LATENCY_S = 0.5
@@ -127,10 +128,6 @@ async def _bench(repeat: int) -> dict[str, object]:
     }
 
 
-def _loadavg() -> str:
-    return " ".join(Path("/proc/loadavg").read_text().split()[:3])
-
-
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--repeat", type=int, default=1, help="runs of each measured job")
@@ -152,9 +149,10 @@ def main() -> None:
             from prefect.settings import PREFECT_API_URL, temporary_settings
 
             with temporary_settings(updates={PREFECT_API_URL: api_url}):
-                load_before = _loadavg()
+                load_before = loadavg()
                 result = asyncio.run(_bench(max(args.repeat, 1)))
-                result["loadavg"] = f"{load_before} -> {_loadavg()}"
+                result["loadavg"] = f"{load_before} -> {loadavg()}"
+                result["cpu_ref_s"] = cpu_reference_s()
     print(json.dumps(result))
 
 
