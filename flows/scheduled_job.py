@@ -174,7 +174,6 @@ async def finish_run(flow: Any, flow_run: FlowRun, state: State) -> None:
 class _EarlyReads:
     """A run's first reads, started by its Running hook (`run_started`) for its body."""
 
-    job_id: uuid.UUID
     #: The job row (None: no such job) and its product brief (None: no such product).
     job: asyncio.Future[tuple[ScheduledJob | None, tuple[ProductBrief, Product] | None]]
     #: The generator block the deployment's tag names (`domain.tags`), loading; None if none.
@@ -186,7 +185,6 @@ class _EarlyReads:
         """Send the reads now (futures on the running loop)."""
         hinted = generator_from_tags(tags or ())
         return cls(
-            job_id=job_id,
             job=asyncio.ensure_future(_read_job(job_id)),
             hinted=hinted,
             generator=asyncio.ensure_future(load_generator(hinted)) if hinted else None,
@@ -275,12 +273,9 @@ async def run_scheduled_job(job_id: uuid.UUID) -> JobRunSummary | State:
     assert flow_run is not None
     # The job read and the generator block's (the one the deployment's tag names, loaded beside
     # the job read: its import and its API read overlap the database round trips) were started
-    # by the Running hook; a run whose hook did not start them starts them now.
-    reads = _early_reads.pop(flow_run.id, None)
-    if reads is None or reads.job_id != job_id:
-        if reads is not None:
-            await reads.settle()
-        reads = _EarlyReads.start(job_id, flow_run.tags)
+    # by the Running hook (from the run's own parameters: this `job_id`); a run whose hook did
+    # not start them starts them now.
+    reads = _early_reads.pop(flow_run.id, None) or _EarlyReads.start(job_id, flow_run.tags)
     try:
         return await _load_and_run(job_id, flow_run, reads)
     finally:
