@@ -170,22 +170,40 @@ async def finish_run(flow: Any, flow_run: FlowRun, state: State) -> None:
             )
 
 
+@dataclass(frozen=True)
+class _RunStart:
+    """A first start's record (`start_job_run`): the run's row and whether it owns its slot."""
+
+    job_run_id: uuid.UUID
+    owns_slot: bool
+
+
+@dataclass(frozen=True)
+class _FirstRead:
+    """The job row (None: no such job), its product brief (None: no such product) and, for a
+    first start of a job that exists, the run's start as recorded (else None)."""
+
+    job: ScheduledJob | None
+    brief: tuple[ProductBrief, Product] | None
+    start: _RunStart | None
+
+
 @dataclass
 class _EarlyReads:
     """A run's first reads, started by its Running hook (`run_started`) for its body."""
 
-    #: The job row (None: no such job) and its product brief (None: no such product).
-    job: asyncio.Future[tuple[ScheduledJob | None, tuple[ProductBrief, Product] | None]]
+    #: The job, its brief and the run's recorded start, in one transaction (`_first_read`).
+    job: asyncio.Future[_FirstRead]
     #: The generator block the deployment's tag names (`domain.tags`), loading; None if none.
     hinted: str | None
     generator: asyncio.Future[AdGenerator] | None
 
     @classmethod
-    def start(cls, job_id: uuid.UUID, tags: list[str] | None) -> _EarlyReads:
+    def start(cls, job_id: uuid.UUID, flow_run: FlowRun) -> _EarlyReads:
         """Send the reads now (futures on the running loop)."""
-        hinted = generator_from_tags(tags or ())
+        hinted = generator_from_tags(flow_run.tags or ())
         return cls(
-            job=asyncio.ensure_future(_read_job(job_id)),
+            job=asyncio.ensure_future(_first_read(job_id, flow_run)),
             hinted=hinted,
             generator=asyncio.ensure_future(load_generator(hinted)) if hinted else None,
         )
@@ -203,18 +221,57 @@ class _EarlyReads:
 _early_reads: dict[uuid.UUID, _EarlyReads] = {}
 
 
-async def _read_job(
-    job_id: uuid.UUID,
-) -> tuple[ScheduledJob | None, tuple[ProductBrief, Product] | None]:
-    """The job and its product brief in one transaction: the run's first round trips, on one
-    connection (the brief would otherwise open a second one while the run is recorded)."""
+def _run_name(job: ScheduledJob, flow_run: FlowRun) -> str:
+    """The name the run takes (`rename_flow_run`) and records: the job's name and the minute
+    it was scheduled for, in the job's time zone ("Spring sale · 2026-12-02 09:00 CET")."""
+    when = (scheduled_time(flow_run) or utcnow()).astimezone(_zone(job.timezone))
+    return f"{job.name} · {when:%Y-%m-%d %H:%M %Z}"
+
+
+async def _first_read(job_id: uuid.UUID, flow_run: FlowRun) -> _FirstRead:
+    """The job, its product brief and, for a first start, the run's start (`start_job_run`), in
+    one transaction: the run's first round trips, on one connection.
+
+    A run back from its approval (`was_suspended`) is recorded by its hooks, not here.
+    """
     brief: tuple[ProductBrief, Product] | None = None
+    start: _RunStart | None = None
     async with session_scope() as session:
         job = await session.get(ScheduledJob, job_id)
         if job is not None and job.deleted_at is None:
             with contextlib.suppress(ValueError):  # no such product: the inputs raise it below
                 brief = await read_brief(session, job.tenant_id, job.product_id)
-    return job, brief
+            if not was_suspended(flow_run):
+                start = await _start_in(session, job, flow_run)
+    return _FirstRead(job=job, brief=brief, start=start)
+
+
+async def _start_in(session: AsyncSession, job: ScheduledJob, flow_run: FlowRun) -> _RunStart:
+    """The run's row from its start, with what the hooks cannot know, owning its slot."""
+    name = _run_name(job, flow_run)
+    row, owns_slot = await start_job_run(
+        session,
+        JobRunEvent(
+            flow_run_id=flow_run.id,
+            scheduled_job_id=job.id,
+            tenant_id=job.tenant_id,
+            status="running",
+            trigger=run_trigger(flow_run),
+            scheduled_for=scheduled_time(flow_run),
+            started_at=utcnow(),
+            flow_run_name=name,
+        ),
+    )
+    # Set once by the insert: a row a hook made first carries the name the run started with
+    # (no UPDATE when the names agree, as on a first start).
+    row.flow_run_name = name
+    return _RunStart(job_run_id=row.id, owns_slot=owns_slot)
+
+
+async def _record_start(job: ScheduledJob, flow_run: FlowRun) -> _RunStart:
+    """Record the run's start (`start_job_run`) in its own transaction."""
+    async with session_scope() as session:
+        return await _start_in(session, job, flow_run)
 
 
 # Prefect calls hooks with keyword arguments: the names must be exactly these.
@@ -230,7 +287,7 @@ async def run_started(flow: Any, flow_run: FlowRun, state: State) -> None:
     try:
         job_id = uuid.UUID(str((flow_run.parameters or {})["job_id"]))
         if flow_run.id not in _early_reads:
-            _early_reads[flow_run.id] = _EarlyReads.start(job_id, flow_run.tags)
+            _early_reads[flow_run.id] = _EarlyReads.start(job_id, flow_run)
     except Exception as exc:  # an optimisation only
         get_logger("ad_scheduler.flows").debug("run reads not started early: %s", exc)
     await on_state_change(flow=flow, flow_run=flow_run, state=state)
@@ -275,7 +332,7 @@ async def run_scheduled_job(job_id: uuid.UUID) -> JobRunSummary | State:
     # the job read: its import and its API read overlap the database round trips) were started
     # by the Running hook (from the run's own parameters: this `job_id`); a run whose hook did
     # not start them starts them now.
-    reads = _early_reads.pop(flow_run.id, None) or _EarlyReads.start(job_id, flow_run.tags)
+    reads = _early_reads.pop(flow_run.id, None) or _EarlyReads.start(job_id, flow_run)
     try:
         return await _load_and_run(job_id, flow_run, reads)
     finally:
@@ -286,7 +343,8 @@ async def _load_and_run(
     job_id: uuid.UUID, flow_run: FlowRun, reads: _EarlyReads
 ) -> JobRunSummary | State:
     """Take the job (and its product brief), then run it (or resume its decided approval)."""
-    job, brief = await reads.job
+    first = await reads.job
+    job, brief = first.job, first.brief
     if job is None or job.deleted_at is not None:
         raise NotFoundError("scheduled job", job_id)
     params = JobParameters.model_validate(job.parameters)
@@ -308,7 +366,7 @@ async def _load_and_run(
         load_run_inputs(tenant_id, job.product_id, generator_block, brief=brief, generator=hinted)
     )
     try:
-        return await _record_and_run(job, params, flow_run, inputs)
+        return await _record_and_run(job, params, flow_run, inputs, first.start)
     finally:
         if not inputs.done():
             inputs.cancel()
@@ -317,7 +375,11 @@ async def _load_and_run(
 
 
 async def _record_and_run(
-    job: ScheduledJob, params: JobParameters, flow_run: FlowRun, inputs: asyncio.Future[RunInputs]
+    job: ScheduledJob,
+    params: JobParameters,
+    flow_run: FlowRun,
+    inputs: asyncio.Future[RunInputs],
+    start: _RunStart | None,
 ) -> JobRunSummary | State:
     """Record the run, skip it if it must not run, else claim its templates and make its ads.
 
@@ -326,8 +388,7 @@ async def _record_and_run(
     slots are granted by the time its task runs start. A run that waits out a jitter opens them
     after its sleep (no slot is held through it); a skipped run hands them back unused.
     """
-    when = (scheduled_time(flow_run) or utcnow()).astimezone(_zone(job.timezone))
-    run_name = f"{job.name} · {when:%Y-%m-%d %H:%M %Z}"
+    run_name = _run_name(job, flow_run)
     # Cosmetic: sent once the run's first wave of provider requests is out (its start-up round
     # trips and task-run starts are over; the server, busiest with them before, is idle while
     # the provider answers), or at the run's end when it never gets that far.
@@ -346,7 +407,7 @@ async def _record_and_run(
             if not (run_trigger(flow_run) == "schedule" and job.jitter_seconds):
                 slots = await stack.enter_async_context(_slots_for(job, params, inputs))
             return await _record_and_decide(
-                job, params, flow_run, inputs, slots=slots, run_name=run_name, renaming=renaming
+                job, params, flow_run, inputs, slots=slots, start=start, renaming=renaming
             )
     finally:
         await renaming.finish()  # never raises (a failed rename is logged)
@@ -394,31 +455,15 @@ async def _record_and_decide(
     inputs: asyncio.Future[RunInputs],
     *,
     slots: asyncio.Future[ProviderSlots] | None,
-    run_name: str,
+    start: _RunStart | None,
     renaming: _Renaming,
 ) -> JobRunSummary | State:
     logger = get_run_logger()
     trigger = run_trigger(flow_run)
     slot_time = scheduled_time(flow_run)
-    # The row exists from the start, with what the hooks cannot know, and owns its slot.
-    async with session_scope() as session:
-        row, owns_slot = await start_job_run(
-            session,
-            JobRunEvent(
-                flow_run_id=flow_run.id,
-                scheduled_job_id=job.id,
-                tenant_id=job.tenant_id,
-                status="running",
-                trigger=trigger,
-                scheduled_for=slot_time,
-                started_at=utcnow(),
-                flow_run_name=run_name,
-            ),
-        )
-        # Set once by the insert: a row a hook made first carries the name the run started
-        # with (no UPDATE when the names agree, as on a first start).
-        row.flow_run_name = run_name
-        job_run_id = row.id
+    if start is None:  # a run back from its approval: its first read recorded nothing
+        start = await _record_start(job, flow_run)
+    job_run_id, owns_slot = start.job_run_id, start.owns_slot
 
     if trigger == "schedule":
         if not owns_slot:

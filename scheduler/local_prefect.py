@@ -6,6 +6,7 @@ what was started — never anything found by name.
 
 from __future__ import annotations
 
+import asyncio
 import os
 import shutil
 import signal
@@ -198,7 +199,27 @@ def local_prefect_server(
         wait_healthy(api_url, proc, log)
         if on_start is not None:
             on_start(proc)
-        yield api_url
+        try:
+            yield api_url
+        finally:
+            _send_pending_logs()
+
+
+def _send_pending_logs(timeout_s: float = 10.0) -> None:
+    """Send the logs this process's runs left in Prefect's API log queue, while the server is up.
+
+    Prefect sends run logs in batches from a background worker that flushes at exit; for a
+    server this process stops first, that flush failed and printed "Error logging to API: All
+    connection attempts failed" after the benchmarks and the tests.
+    """
+    if "prefect.logging.handlers" not in sys.modules:  # no run logged anything here
+        return
+    from prefect.logging.handlers import APILogWorker
+
+    try:
+        asyncio.get_running_loop()
+    except RuntimeError:  # no loop running here: drain and wait (in one it returns a coroutine)
+        APILogWorker.drain_all(timeout=timeout_s)
 
 
 #: One CA certificate: the bundle of `TUNED_WORKER_ENV`'s workers (see there).

@@ -14,6 +14,7 @@ from typing import Any
 
 import prefect.results
 import pytest
+from prefect.client.schemas.objects import FlowRun
 from prefect.context import FlowRunContext
 from prefect.states import Crashed, Running
 
@@ -39,9 +40,9 @@ def _spy_starts(monkeypatch: pytest.MonkeyPatch) -> list[str]:
     where: list[str] = []
     start = scheduled_job._EarlyReads.start
 
-    def spy(job_id: uuid.UUID, tags: list[str] | None) -> Any:
+    def spy(job_id: uuid.UUID, flow_run: FlowRun) -> Any:
         where.append("hook" if FlowRunContext.get() is None else "body")
-        return start(job_id, tags)
+        return start(job_id, flow_run)
 
     monkeypatch.setattr(scheduled_job._EarlyReads, "start", staticmethod(spy))
     return where
@@ -107,6 +108,44 @@ async def test_reads_a_body_never_took_are_stopped_by_the_last_final_state_step(
     await release_connections(flow=run_scheduled_job, flow_run=flow_run, state=Crashed())
     assert flow_run.id not in scheduled_job._early_reads
     assert reads.job.done()  # read or stopped: nothing left running with a connection
+
+
+async def test_the_hooks_first_read_records_the_runs_start_and_claims_its_slot(
+    tenant_id: uuid.UUID,
+) -> None:
+    job = await job_with_templates(tenant_id, templates=1, template_count=1)
+    deployment = await deployment_for(f"early-{uuid.uuid4().hex[:6]}")
+    at = utcnow() - timedelta(seconds=1)
+    flow_run = await scheduled_run(deployment, job.id, at, tags=["one-time"])
+    await run_started(flow=run_scheduled_job, flow_run=flow_run, state=Running())
+    first = await scheduled_job._early_reads[flow_run.id].job
+    # The row is there before the body runs, in the read's own transaction, with its name and
+    # its slot; the body takes it instead of recording the start again.
+    assert first.job is not None and first.start is not None and first.start.owns_slot
+    (row,) = await job_runs_of(job.id)
+    assert (row.id, row.status, row.trigger) == (first.start.job_run_id, "running", "schedule")
+    assert row.flow_run_name is not None and row.flow_run_name.startswith(job.name)
+    assert row.slot_key is not None
+    # A second run of the same slot (a duplicate the server made) reads that it does not own it.
+    twin = await scheduled_run(deployment, job.id, at, tags=["one-time"])
+    await run_started(flow=run_scheduled_job, flow_run=twin, state=Running())
+    second = await scheduled_job._early_reads[twin.id].job
+    assert second.start is not None and not second.start.owns_slot
+    for run in (flow_run, twin):
+        await release_connections(flow=run_scheduled_job, flow_run=run, state=Crashed())
+
+
+async def test_a_run_back_from_its_approval_records_no_start_in_its_first_read(
+    tenant_id: uuid.UUID,
+) -> None:
+    job = await job_with_templates(tenant_id, templates=1, template_count=1)
+    deployment = await deployment_for(f"early-{uuid.uuid4().hex[:6]}")
+    flow_run = await scheduled_run(deployment, job.id, utcnow(), tags=["one-time"])
+    # Prefect keeps a suspended run's pause keys: this run is back from its approval.
+    flow_run.empirical_policy.pause_keys = {"approval"}
+    first = await scheduled_job._first_read(job.id, flow_run)
+    assert first.job is not None and first.start is None
+    assert await job_runs_of(job.id) == []
 
 
 async def test_a_run_asks_the_server_nothing_about_result_storage(
