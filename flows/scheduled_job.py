@@ -38,7 +38,7 @@ from prefect.logging import get_logger
 from prefect.logging.loggers import flow_run_logger
 from prefect.settings import get_current_settings
 from prefect.states import Completed, Failed, State
-from pydantic import BaseModel
+from pydantic import BaseModel, ValidationError
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from blocks.generators.base import AdGenerator, ProductBrief
@@ -180,11 +180,13 @@ class _RunStart:
 
 @dataclass(frozen=True)
 class _FirstRead:
-    """The job row (None: no such job), its product brief (None: no such product) and, for a
-    first start of a job that exists, the run's start as recorded (else None)."""
+    """The job row (None: no such job), its product brief (None: no such product), its
+    parameters (None: missing job or parameters that do not validate) and, for a first start of
+    a job that exists with valid parameters, the run's start as recorded (else None)."""
 
     job: ScheduledJob | None
     brief: tuple[ProductBrief, Product] | None
+    params: JobParameters | None
     start: _RunStart | None
 
 
@@ -232,18 +234,23 @@ async def _first_read(job_id: uuid.UUID, flow_run: FlowRun) -> _FirstRead:
     """The job, its product brief and, for a first start, the run's start (`start_job_run`), in
     one transaction: the run's first round trips, on one connection.
 
-    A run back from its approval (`was_suspended`) is recorded by its hooks, not here.
+    A run back from its approval (`was_suspended`) is recorded by its hooks, not here. Nor is
+    a run of a job whose parameters do not validate: its body fails on them before anything is
+    recorded, and it must not take its schedule slot from a later run of that slot.
     """
     brief: tuple[ProductBrief, Product] | None = None
+    params: JobParameters | None = None
     start: _RunStart | None = None
     async with session_scope() as session:
         job = await session.get(ScheduledJob, job_id)
         if job is not None and job.deleted_at is None:
             with contextlib.suppress(ValueError):  # no such product: the inputs raise it below
                 brief = await read_brief(session, job.tenant_id, job.product_id)
-            if not was_suspended(flow_run):
+            with contextlib.suppress(ValidationError):  # the body raises it, as it validates
+                params = JobParameters.model_validate(job.parameters)
+            if params is not None and not was_suspended(flow_run):
                 start = await _start_in(session, job, flow_run)
-    return _FirstRead(job=job, brief=brief, start=start)
+    return _FirstRead(job=job, brief=brief, params=params, start=start)
 
 
 async def _start_in(session: AsyncSession, job: ScheduledJob, flow_run: FlowRun) -> _RunStart:
@@ -347,7 +354,8 @@ async def _load_and_run(
     job, brief = first.job, first.brief
     if job is None or job.deleted_at is not None:
         raise NotFoundError("scheduled job", job_id)
-    params = JobParameters.model_validate(job.parameters)
+    # Validated by the first read; parameters that do not validate raise here, as they did.
+    params = first.params or JobParameters.model_validate(job.parameters)
     # approval hook: a run back from its approval only settles the decision and exports. The
     # approval module loads only for the runs that use it (this one, and a run that suspends).
     if was_suspended(flow_run):

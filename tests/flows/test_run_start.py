@@ -135,6 +135,26 @@ async def test_the_hooks_first_read_records_the_runs_start_and_claims_its_slot(
         await release_connections(flow=run_scheduled_job, flow_run=run, state=Crashed())
 
 
+async def test_a_job_whose_parameters_do_not_validate_takes_no_slot_and_fails_on_them(
+    tenant_id: uuid.UUID,
+) -> None:
+    job = await job_with_templates(
+        tenant_id, templates=1, template_count=1, parameters={"template_concurrency": 0}
+    )
+    deployment = await deployment_for(f"early-{uuid.uuid4().hex[:6]}")
+    at = utcnow() - timedelta(seconds=1)
+    flow_run = await scheduled_run(deployment, job.id, at, tags=["one-time"])
+    first = await scheduled_job._first_read(job.id, flow_run)
+    assert first.job is not None and first.params is None and first.start is None
+    assert await job_runs_of(job.id) == []
+    state = await execute(flow_run)
+    assert state.is_failed()
+    assert "template_concurrency" in (state.message or "")
+    (row,) = await job_runs_of(job.id)
+    # Recorded by the final-state mirror: failed, holding no slot a later run of it could need.
+    assert row.status == "failed" and row.slot_key is None
+
+
 async def test_a_run_back_from_its_approval_records_no_start_in_its_first_read(
     tenant_id: uuid.UUID,
 ) -> None:
