@@ -143,15 +143,38 @@ def port_is_free(port: int) -> bool:
 #: `max_connections` (100) leaves room for it and the app's pools.
 SERVER_POSTGRES_POOL_SIZE = 30
 
+#: How the Prefect servers we start write what flow runs report through events, on either backend.
+#:
+#: Prefect's task-run recorder (the only writer of `task_run` and `task_run_state`) writes each
+#: task-run state event in a transaction of its own by default (`batch_size` 1), and a task run
+#: sends three (Pending, Running, Completed): ~75 ms of the server's CPU per task run here. In
+#: batches of up to 100, flushed at least every second: ~23 ms (docs/scaling.md, session 19,
+#: measured on the server's own CPU). A scheduled run of ours has at least three task runs
+#: (selection, one per template, usage record) against a bare flow's one, and in a burst the
+#: server's single process is what every run waits on. The event persister (the `events` table,
+#: the UI's event feed) batches 20 events or 5 s by default; 200 or 1 s writes fewer, larger
+#: transactions under load and shows a quiet server's events sooner.
+#:
+#: What it costs: a task run's newest state reaches the API and the UI up to a second after it
+#: changed (the flow run's own states are not events and are never delayed). Only one recorder
+#: may run per server (Prefect's batched upserts deadlock across replicas, PrefectHQ/prefect#21587).
+TUNED_SERVER_ENV = {
+    "PREFECT_SERVER_SERVICES_TASK_RUN_RECORDER_BATCH_SIZE": "100",
+    "PREFECT_SERVER_SERVICES_TASK_RUN_RECORDER_FLUSH_INTERVAL": "1",
+    "PREFECT_SERVER_SERVICES_EVENT_PERSISTER_BATCH_SIZE": "200",
+    "PREFECT_SERVER_SERVICES_EVENT_PERSISTER_FLUSH_INTERVAL": "1",
+}
 
-def server_database_env(env: Mapping[str, str]) -> dict[str, str]:
-    """What to add to a Prefect server's environment `env` (as `prefect_env` made it): for a
-    server on PostgreSQL (`PREFECT_SERVER_DATABASE_CONNECTION_URL`) its pool size,
-    `SERVER_POSTGRES_POOL_SIZE`, unless `env` already sets one; nothing for SQLite."""
-    url = env.get("PREFECT_SERVER_DATABASE_CONNECTION_URL", "")
-    if not url.startswith("postgresql") or "PREFECT_SERVER_DATABASE_SQLALCHEMY_POOL_SIZE" in env:
-        return {}
-    return {"PREFECT_SERVER_DATABASE_SQLALCHEMY_POOL_SIZE": str(SERVER_POSTGRES_POOL_SIZE)}
+
+def server_env(env: Mapping[str, str]) -> dict[str, str]:
+    """What to add to a Prefect server's environment `env` (as `prefect_env` made it): every
+    `TUNED_SERVER_ENV` setting and, for a server on PostgreSQL
+    (`PREFECT_SERVER_DATABASE_CONNECTION_URL`), its pool size `SERVER_POSTGRES_POOL_SIZE`; each
+    unless `env` already sets it (an operator's setting wins)."""
+    wanted = dict(TUNED_SERVER_ENV)
+    if env.get("PREFECT_SERVER_DATABASE_CONNECTION_URL", "").startswith("postgresql"):
+        wanted["PREFECT_SERVER_DATABASE_SQLALCHEMY_POOL_SIZE"] = str(SERVER_POSTGRES_POOL_SIZE)
+    return {name: value for name, value in wanted.items() if name not in env}
 
 
 @contextmanager
@@ -181,7 +204,7 @@ def local_prefect_server(
     # The UI asks the server for its API address (`/ui-settings`), which otherwise defaults to
     # port 4200 whatever `--port` says: a UI on any other port would call a server not there.
     env = prefect_env(home, database_url=database_url, extra={"PREFECT_UI_API_URL": api_url})
-    env.update(server_database_env(env))
+    env.update(server_env(env))
     env.update(extra_env or {})
     log = home / "server.log"
     args = [

@@ -6,8 +6,6 @@ import uuid
 
 import pytest
 import sqlalchemy as sa
-from prefect.client.orchestration import get_client
-from prefect.client.schemas.filters import FlowRunFilter, FlowRunFilterId
 from pydantic import SecretStr
 
 from blocks.slack_webhook import SlackIncomingWebhook
@@ -17,6 +15,7 @@ from domain.params import AdParameters, ExportSettings, JobParameters
 from flows.scheduled_job import run_scheduled_job
 from tests.flows.support import job_with_templates
 from tests.support.http_fake import FakeSlackWebhook
+from tests.support.task_runs import final_task_runs
 
 pytestmark = pytest.mark.usefixtures("prefect_api", "use_database", "data_dir")
 
@@ -74,12 +73,10 @@ async def test_a_dead_webhook_keeps_the_ads_and_records_the_error(
     assert ads == 2
 
     # In the Prefect UI each export is a Failed task run whose message is the whole reason.
-    async with get_client() as client:
-        task_runs = await client.read_task_runs(
-            flow_run_filter=FlowRunFilter(
-                id=FlowRunFilterId(any_=[state.state_details.flow_run_id])
-            )
-        )
+    # select, 2 generations, at least one usage record, 2 exports
+    flow_run_id = state.state_details.flow_run_id
+    assert flow_run_id is not None
+    task_runs = await final_task_runs(flow_run_id, at_least=6)
     exports = [t for t in task_runs if t.name.startswith("export ")]
     assert len(exports) == 2
     for task_run in exports:

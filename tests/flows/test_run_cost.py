@@ -17,8 +17,6 @@ from typing import Any
 import httpx
 import pytest
 import sqlalchemy as sa
-from prefect.client.orchestration import get_client
-from prefect.client.schemas.filters import FlowRunFilter, FlowRunFilterId
 from prefect_sqlalchemy import AsyncSqlAlchemyConnector
 from pydantic import SecretStr
 
@@ -37,6 +35,7 @@ from tests.flows.support import (
     scheduled_run,
 )
 from tests.support.http_fake import FakeSlackWebhook
+from tests.support.task_runs import final_task_runs
 
 pytestmark = pytest.mark.usefixtures("prefect_api", "data_dir")
 
@@ -121,16 +120,13 @@ async def _slack_export(url: str) -> ExportSettings:
     return ExportSettings(destination="slack", slack_webhook_block=block)
 
 
-async def _run_and_read_task_runs(job_id: uuid.UUID) -> list[Any]:
+async def _run_and_read_task_runs(job_id: uuid.UUID, *, at_least: int) -> list[Any]:
     """Run the job in this process (it must complete) and read its task runs."""
     state = await run_scheduled_job(job_id, return_state=True)
     assert state.is_completed() and state.name == "Completed", state.message
-    async with get_client() as client:
-        return await client.read_task_runs(
-            flow_run_filter=FlowRunFilter(
-                id=FlowRunFilterId(any_=[state.state_details.flow_run_id])
-            )
-        )
+    flow_run_id = state.state_details.flow_run_id
+    assert flow_run_id is not None
+    return await final_task_runs(flow_run_id, at_least=at_least)
 
 
 @pytest.mark.usefixtures("use_database")
@@ -141,7 +137,8 @@ async def test_every_run_shows_selection_generation_usage_and_export_tasks(
     job = await job_with_templates(
         tenant_id, templates=3, template_count=3, parameters=_job_parameters(export)
     )
-    task_runs = await _run_and_read_task_runs(job.id)
+    # select, 3 generations, at least one usage record, at least one export
+    task_runs = await _run_and_read_task_runs(job.id, at_least=6)
     names = sorted(t.name for t in task_runs)
     templates = [f"sample-{i:02d}.png" for i in range(1, 4)]
     assert names.count("select-templates") == 1
@@ -184,7 +181,7 @@ async def test_templates_that_finish_together_are_recorded_together(
         template_concurrency=6,
     ).model_dump(mode="json")
     job = await job_with_templates(tenant_id, templates=6, template_count=6, parameters=params)
-    task_runs = await _run_and_read_task_runs(job.id)
+    task_runs = await _run_and_read_task_runs(job.id, at_least=8)  # select, 6 generations, usage
     batches = [t.name for t in task_runs if t.name.startswith("record-template-usage ")]
     assert len(batches) == 1, batches
     async with session_scope() as session:

@@ -3,14 +3,10 @@ deployment's Run form shows its parameters as fields (the helper the job forms r
 
 from __future__ import annotations
 
-import asyncio
 import re
-import time
 import uuid
 
 import pytest
-from prefect.client.orchestration import get_client
-from prefect.client.schemas.filters import FlowRunFilter, FlowRunFilterId
 
 from blocks.storage import default_storage
 from db.session import session_scope
@@ -18,6 +14,7 @@ from domain.params import AdParameters, ExportSettings, JobParameters
 from flows.sample_data import seed_sample_data
 from flows.scheduled_job import run_scheduled_job
 from tests.support.factories import make_job
+from tests.support.task_runs import final_task_runs
 from tests.ui.browser import assert_form_shows_fields, flow_run_url, open_page, wait_for_text
 
 pytestmark = pytest.mark.usefixtures("ui_url", "data_dir")
@@ -38,19 +35,6 @@ def run_page_text() -> dict[str, str]:
     return {}
 
 
-async def _wait_for_task_runs(flow_run_id: uuid.UUID, at_least: int) -> None:
-    deadline = time.monotonic() + 60
-    async with get_client() as client:
-        while time.monotonic() < deadline:
-            runs = await client.read_task_runs(
-                flow_run_filter=FlowRunFilter(id=FlowRunFilterId(any_=[flow_run_id]))
-            )
-            if len(runs) >= at_least and all(r.state and r.state.is_final() for r in runs):
-                return
-            await asyncio.sleep(0.25)  # polling the server for a condition, with a deadline
-    raise AssertionError(f"the server never had {at_least} task runs of {flow_run_id}")
-
-
 async def _task_runs_text(ui_url: str, browser, tenant_id: uuid.UUID) -> str:
     storage = default_storage()
     _brand, product, _ = await seed_sample_data(tenant_id, storage, templates=4)
@@ -66,7 +50,7 @@ async def _task_runs_text(ui_url: str, browser, tenant_id: uuid.UUID) -> str:
     assert flow_run_id is not None
     # Task runs reach the server through events, after the flow returns: the run page lists
     # what the server has when it loads, so wait until the server has them all.
-    await _wait_for_task_runs(flow_run_id, at_least=4)  # 2 generations + 2 exports
+    await final_task_runs(flow_run_id, at_least=4)  # 2 generations + 2 exports
     page = await open_page(browser, flow_run_url(ui_url, flow_run_id))
     try:
         # The UI's tabs are buttons without a tab role: found by their text.
