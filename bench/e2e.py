@@ -376,13 +376,10 @@ async def _log_slowest(runs: list[Any], count: int = 3) -> None:
 
 async def _task_timeline(flow_run_id: uuid.UUID, start: datetime) -> str:
     """The run's task runs as `name start-end` in ms from the flow run's start (for --timeline)."""
-    from prefect.client.orchestration import get_client
-    from prefect.client.schemas.filters import FlowRunFilter, FlowRunFilterId
+    from tests.support.task_runs import final_task_runs
 
-    async with get_client() as client:
-        tasks = await client.read_task_runs(
-            flow_run_filter=FlowRunFilter(id=FlowRunFilterId(any_=[flow_run_id]))
-        )
+    # Once the server's task-run recorder has written them all (it flushes every second).
+    tasks = await final_task_runs(flow_run_id, at_least=1)
     spans = sorted(
         (
             (t.start_time - start).total_seconds() * 1000,

@@ -155,9 +155,11 @@ SERVER_POSTGRES_POOL_SIZE = 30
 #: the UI's event feed) batches 20 events or 5 s by default; 200 or 1 s writes fewer, larger
 #: transactions under load and shows a quiet server's events sooner.
 #:
-#: What it costs: a task run's newest state reaches the API and the UI up to a second after it
-#: changed (the flow run's own states are not events and are never delayed). Only one recorder
-#: may run per server (Prefect's batched upserts deadlock across replicas, PrefectHQ/prefect#21587).
+#: What it costs: a task run's newest state reaches the API and the UI about a second (plus the
+#: write) after it changed (the flow run's own states are not events and are never delayed).
+#: Run one recorder per server database: deadlocks between replicas' batched upserts were
+#: reported in PrefectHQ/prefect#21587. Prefect rounds the flush intervals down to whole
+#: seconds: below 1 the flush loop would spin.
 TUNED_SERVER_ENV = {
     "PREFECT_SERVER_SERVICES_TASK_RUN_RECORDER_BATCH_SIZE": "100",
     "PREFECT_SERVER_SERVICES_TASK_RUN_RECORDER_FLUSH_INTERVAL": "1",
@@ -170,11 +172,18 @@ def server_env(env: Mapping[str, str]) -> dict[str, str]:
     """What to add to a Prefect server's environment `env` (as `prefect_env` made it): every
     `TUNED_SERVER_ENV` setting and, for a server on PostgreSQL
     (`PREFECT_SERVER_DATABASE_CONNECTION_URL`), its pool size `SERVER_POSTGRES_POOL_SIZE`; each
-    unless `env` already sets it (an operator's setting wins)."""
+    unless `env` already sets it, under its name or Prefect's older `PREFECT_API_SERVICES_…`
+    alias (an operator's environment wins). Settings kept in a Prefect profile or `prefect.toml`
+    rank below the environment in Prefect, so they do not: set those in the environment."""
     wanted = dict(TUNED_SERVER_ENV)
     if env.get("PREFECT_SERVER_DATABASE_CONNECTION_URL", "").startswith("postgresql"):
         wanted["PREFECT_SERVER_DATABASE_SQLALCHEMY_POOL_SIZE"] = str(SERVER_POSTGRES_POOL_SIZE)
-    return {name: value for name, value in wanted.items() if name not in env}
+    return {
+        name: value
+        for name, value in wanted.items()
+        if name not in env
+        and name.replace("PREFECT_SERVER_SERVICES_", "PREFECT_API_SERVICES_", 1) not in env
+    }
 
 
 @contextmanager

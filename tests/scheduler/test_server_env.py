@@ -25,6 +25,7 @@ POSTGRES = "postgresql+asyncpg://postgres@127.0.0.1:5432/prefect"
 def _no_operator_settings(monkeypatch: pytest.MonkeyPatch) -> None:
     for name in (POOL, URL, *TUNED_SERVER_ENV):
         monkeypatch.delenv(name, raising=False)
+        monkeypatch.delenv(name.replace("_SERVER_SERVICES_", "_API_SERVICES_"), raising=False)
 
 
 def test_a_postgres_server_gets_the_burst_pool_and_the_batched_services(tmp_path: Path) -> None:
@@ -52,6 +53,15 @@ def test_an_operators_settings_win(monkeypatch: pytest.MonkeyPatch, tmp_path: Pa
     env = server_env(prefect_env(tmp_path, database_url=POSTGRES))
     assert POOL not in env and RECORDER_BATCH not in env
     assert env == {k: v for k, v in TUNED_SERVER_ENV.items() if k != RECORDER_BATCH}
+
+
+def test_prefects_older_names_for_the_settings_count_as_set(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    monkeypatch.setenv("PREFECT_API_SERVICES_EVENT_PERSISTER_BATCH_SIZE", "20")
+    env = server_env(prefect_env(tmp_path))
+    assert "PREFECT_SERVER_SERVICES_EVENT_PERSISTER_BATCH_SIZE" not in env
+    assert env[RECORDER_BATCH] == TUNED_SERVER_ENV[RECORDER_BATCH]
 
 
 def test_the_running_server_batches_task_run_states_and_events(prefect_api: str) -> None:

@@ -50,7 +50,8 @@ async def _task_runs_text(ui_url: str, browser, tenant_id: uuid.UUID) -> str:
     assert flow_run_id is not None
     # Task runs reach the server through events, after the flow returns: the run page lists
     # what the server has when it loads, so wait until the server has them all.
-    await final_task_runs(flow_run_id, at_least=4)  # 2 generations + 2 exports
+    # select, 2 generations, at least one usage record, 2 exports
+    await final_task_runs(flow_run_id, at_least=6)
     page = await open_page(browser, flow_run_url(ui_url, flow_run_id))
     try:
         # The UI's tabs are buttons without a tab role: found by their text.
