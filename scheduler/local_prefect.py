@@ -145,15 +145,15 @@ SERVER_POSTGRES_POOL_SIZE = 30
 
 #: How the Prefect servers we start write what flow runs report through events, on either backend.
 #:
-#: Prefect's task-run recorder (the only writer of `task_run` and `task_run_state`) writes each
-#: task-run state event in a transaction of its own by default (`batch_size` 1), and a task run
-#: sends three (Pending, Running, Completed): ~75 ms of the server's CPU per task run here. In
-#: batches of up to 100, flushed at least every second: ~23 ms (docs/scaling.md, session 19,
-#: measured on the server's own CPU). A scheduled run of ours has at least three task runs
-#: (selection, one per template, usage record) against a bare flow's one, and in a burst the
-#: server's single process is what every run waits on. The event persister (the `events` table,
-#: the UI's event feed) batches 20 events or 5 s by default; 200 or 1 s writes fewer, larger
-#: transactions under load and shows a quiet server's events sooner.
+#: Prefect's task-run recorder (which writes the task runs of flows' tasks, and their states, from
+#: the events the runs send) writes each task-run state event in a transaction of its own by
+#: default (`batch_size` 1), and a task run sends three (Pending, Running, Completed): ~75 ms of
+#: the server's CPU per task run here. In batches of up to 100, flushed at least every second:
+#: ~23 ms (docs/scaling.md, session 19, measured on the server's own CPU). A scheduled run of
+#: ours has at least three task runs (selection, one per template, usage record) against a bare
+#: flow's one, and in a burst the server's single process is what every run waits on. The event
+#: persister (the `events` table, the UI's event feed) batches 20 events or 5 s by default; 200
+#: or 1 s writes fewer, larger transactions under load and shows a quiet server's events sooner.
 #:
 #: What it costs: a task run's newest state reaches the API and the UI about a second (plus the
 #: write) after it changed (the flow run's own states are not events and are never delayed).
