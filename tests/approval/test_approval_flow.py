@@ -61,6 +61,20 @@ async def wait_until_suspended(flow_run_id: uuid.UUID, log: Path) -> FlowRun:
             await asyncio.sleep(0.5)  # polling the API
 
 
+async def _wait_until_row_final(database_url: str, flow_run_id: uuid.UUID, log: Path) -> None:
+    """Poll the app database until the run's `scheduled_job_runs` row has left `running`."""
+    deadline = time.monotonic() + SUSPEND_TIMEOUT_S
+    while True:
+        async with session_scope(database_url) as session:
+            status = await session.scalar(
+                sa.select(ScheduledJobRun.status).where(ScheduledJobRun.flow_run_id == flow_run_id)
+            )
+        if status not in (None, "running"):
+            return
+        assert time.monotonic() < deadline, (status, log.read_text(errors="replace")[-6000:])
+        await asyncio.sleep(0.2)  # polling the app database for the hook's write, with a deadline
+
+
 def _spec(name: str, product_id: uuid.UUID, slack: str, **approval: Any) -> dict[str, Any]:
     return {
         "name": name,
@@ -319,6 +333,9 @@ async def test_a_worker_restarted_while_a_run_waits_loses_nothing(
         await client.set_flow_run_state(dropped_run, Cancelled(message="not needed"), force=True)
     with worker_process(pool, tmp_path, env, log_name="second.log") as (proc, log):
         finished = await wait_for_flow_run(run_id, log=log)
+        # Prefect has Completed before the run's final-state hook mirrors it into the run's row:
+        # the worker stays until the row is final, so stopping it cannot cut the hook short.
+        await _wait_until_row_final(worker.database_url, run_id, log)
     assert finished.state_name == "Completed", log.read_text(errors="replace")[-6000:]
     try:
         # The sweeper finishes the stranded decision: the approved ad is exported, once.
